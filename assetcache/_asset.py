@@ -1,0 +1,59 @@
+"""The value users get back: one upload of some content to one account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+#: How long useapi.net keeps an upload (the documented retention).
+RETENTION: Final = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Asset:
+    """An upload recorded in the ledger. Immutable; all datetimes are timezone-aware UTC.
+
+    ``reused`` is True when the answer came from the ledger without an upload. ``source`` is
+    the last path the content was resolved from, or None for bytes.
+    """
+
+    asset_ref: str
+    sha256: str
+    email: str
+    content_type: str
+    size: int
+    uploaded_at: datetime
+    expires_at: datetime
+    upload_id: str
+    media_url: str
+    source: str | None = None
+    reused: bool = False
+    id: int | None = field(default=None, compare=False)
+
+    @property
+    def remaining(self) -> timedelta:
+        """Time left before the remote forgets the upload (negative once expired)."""
+        return self.expires_at - datetime.now(UTC)
+
+    def remaining_at(self, now: datetime) -> timedelta:
+        return self.expires_at - now
+
+    def is_live(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as ISO 8601 with offset)."""
+        return {
+            "asset_ref": self.asset_ref,
+            "sha256": self.sha256,
+            "email": self.email,
+            "content_type": self.content_type,
+            "size": self.size,
+            "uploaded_at": self.uploaded_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "upload_id": self.upload_id,
+            "media_url": self.media_url,
+            "source": self.source,
+            "reused": self.reused,
+        }

@@ -1,0 +1,747 @@
+"""The cache: content hash + ledger + client, composed into resolve / lookup / refresh.
+
+A resolve goes like this:
+
+1. **Key.** For a path, the stat cache (``file_stats``) gives the sha256 without reading the file
+   when its device, inode, size, mtime and ctime are unchanged since it was hashed and its mtime
+   is not too close to that moment (git's racy-clean rule: a write in the same timestamp tick
+   would otherwise be invisible). Otherwise the file is read (at most limit + 1 bytes),
+   checked and hashed.
+2. **Hit.** The newest row for (sha256, email) with at least ``min_remaining`` left is the
+   answer: no lock, no network, no ORM import.
+3. **Miss.** Take the key's single-flight lock (``_locks.py``), look again (someone may have just
+   uploaded it), note the time, upload with no transaction open, then record the row in one
+   short ``BEGIN IMMEDIATE`` transaction.
+
+``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``; they differ only in
+how they wait (threads vs. the event loop) and which httpx client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat as stat_module
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Literal, Self
+
+from . import _config
+from ._asset import RETENTION, Asset
+from ._content import Content, Source, check, display_path, load_file
+from ._email import normalize_email
+from ._errors import AssetCacheError, NotCachedError, UnauthorizedError
+from ._ledger import FileStat, Ledger, ledger_path
+from ._locks import KeyLocks
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._client import AsyncLumaClient, LumaClient, UploadResult
+
+DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
+DEFAULT_JOBS: Final = 4
+#: A file whose mtime is this close to when it was hashed is hashed again next time: a
+#: same-size rewrite within one filesystem timestamp tick would not change its stat.
+RACY_WINDOW_NS: Final = 2_000_000_000
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """What a source resolves to before any network: its hash, maybe its bytes, its path."""
+
+    sha256: str
+    content: Content | None  # None when the stat cache answered without reading the file
+    path: str | os.PathLike[str] | os.PathLike[bytes] | None
+    source: str | None  # the absolute path as recorded in the ledger, when it can be
+
+
+RefreshStatus = Literal["refreshed", "would-refresh", "missing", "changed", "no-source", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshItem:
+    """What refresh did (or would do) with one expiring entry."""
+
+    asset: Asset
+    status: RefreshStatus
+    new: Asset | None = None
+    error: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return {
+            "refreshed": "re-uploaded",
+            "would-refresh": "would be re-uploaded",
+            "missing": "source file is gone",
+            "changed": "source file content changed",
+            "no-source": "no source file recorded (resolved from bytes)",
+            "failed": f"upload failed: {self.error}",
+        }[self.status]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountAudit:
+    """The state of one account's cached refs (counted per content, newest upload each)."""
+
+    email: str
+    live: int
+    expiring_24h: int
+    expiring_7d: int
+    expired: int
+    refreshable: int
+    uploads: int
+
+    @property
+    def advice(self) -> str:
+        if self.expiring_24h or self.expiring_7d:
+            if self.refreshable:
+                return (
+                    f"assetcache refresh --expiring-within 7d --email {self.email}"
+                    f"  # re-uploads {self.refreshable} expiring ref(s)"
+                )
+            return "expiring refs have no unchanged source file: upload those files again"
+        if self.expired and not self.live:
+            return f"assetcache prune --email {self.email}  # only expired refs are left"
+        if self.expired:
+            return f"assetcache prune --email {self.email}  # drops {self.expired} expired ref(s)"
+        return "nothing to do"
+
+
+class _Core:
+    """Everything resolve needs except waiting and sending, shared by both cache classes."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        db: str | os.PathLike[str] | None,
+        base_url: str | None,
+        min_remaining: timedelta,
+        clock: Clock | None,
+    ) -> None:
+        self.__token = _config.resolve_token(token)
+        self.location = _config.resolve_db(db)
+        self.path = ledger_path(self.location)
+        self.base_url = _config.resolve_base_url(base_url)
+        self.min_remaining = _check_min_remaining(min_remaining)
+        self._clock = clock or _utcnow
+        self._ledger: Ledger | None = None
+        self._open_lock = threading.Lock()
+        self.locks = KeyLocks(self.path + ".locks")
+
+    def token(self) -> str:
+        if not self.__token:
+            raise UnauthorizedError(
+                "an upload is needed but no API token is set: export USEAPI_TOKEN=... "
+                "(it is never stored)"
+            )
+        return self.__token
+
+    def now(self) -> datetime:
+        moment = self._clock()
+        if moment.tzinfo is None:
+            raise ValueError("the clock must return timezone-aware datetimes")
+        return moment
+
+    @property
+    def ledger(self) -> Ledger:
+        # Opened on first use, so constructing a cache is free and errors name the real cause.
+        if self._ledger is None:
+            with self._open_lock:
+                if self._ledger is None:
+                    self._ledger = Ledger(self.location)
+        return self._ledger
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def key(self, source: Source) -> _Key:
+        if isinstance(source, bytes | bytearray | memoryview):
+            content = check(bytes(source))
+            return _Key(content.sha256, content, None, None)
+        path = source
+        recorded = _recordable_path(path)
+        if recorded is not None:
+            sha256 = self._stat_cached_sha(path, recorded)
+            if sha256 is not None:
+                return _Key(sha256, None, path, recorded)
+        return self._hash_file(path, recorded)
+
+    def _stat_cached_sha(
+        self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str
+    ) -> str | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # load_file will say what is wrong
+        if not stat_module.S_ISREG(st.st_mode):
+            return None
+        entry = self.ledger.file_stat(recorded)
+        if entry is None or not _unchanged(entry, st):
+            return None
+        return entry.sha256
+
+    def _hash_file(
+        self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str | None
+    ) -> _Key:
+        hashed_at = time.time_ns()
+        content, st = load_file(path)
+        if recorded is not None:
+            self.ledger.put_file_stat(
+                FileStat(
+                    path=recorded,
+                    device=st.st_dev,
+                    inode=st.st_ino,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    ctime_ns=st.st_ctime_ns,
+                    sha256=content.sha256,
+                    recorded_ns=hashed_at,
+                )
+            )
+        return _Key(content.sha256, content, path, recorded)
+
+    def content(self, key: _Key) -> _Key:
+        """The key with its bytes loaded (re-keyed if the file changed since it was hashed)."""
+        if key.content is not None:
+            return key
+        assert key.path is not None
+        return self._hash_file(key.path, key.source)
+
+    # -- ledger decisions ----------------------------------------------------------------
+
+    def live(self, key: _Key, email: str, min_remaining: timedelta) -> Asset | None:
+        """The newest row for the key if it has at least ``min_remaining`` left."""
+        row = self.ledger.newest(key.sha256, email)
+        if row is None or row.remaining_at(self.now()) < min_remaining:
+            return None
+        if key.source is not None and row.source != key.source:
+            self.ledger.set_source(row.id or 0, key.source)
+            row = replace(row, source=key.source)
+        return replace(row, reused=True)
+
+    def record(
+        self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult
+    ) -> Asset:
+        assert key.content is not None
+        asset = Asset(
+            asset_ref=result.asset_ref,
+            sha256=key.sha256,
+            email=email,
+            content_type=key.content.content_type,
+            size=key.content.size,
+            uploaded_at=uploaded_at,
+            expires_at=uploaded_at + RETENTION,
+            upload_id=result.upload_id,
+            media_url=result.media_url,
+            source=key.source,
+            reused=False,
+        )
+        return self.ledger.record(asset)
+
+    def min_remaining_or_default(self, value: timedelta | None) -> timedelta:
+        return self.min_remaining if value is None else _check_min_remaining(value)
+
+    # -- listing, pruning, audit ---------------------------------------------------------
+
+    def assets(
+        self,
+        email: str | None,
+        expiring_within: timedelta | None,
+        expired: bool | None,
+    ) -> list[Asset]:
+        now = self.now()
+        if expired and expiring_within is not None:
+            raise ValueError("expired=True and expiring_within select disjoint sets; pick one")
+        live_after = now if (expired is False or expiring_within is not None) else None
+        expires_until = now if expired else None
+        if expiring_within is not None:
+            expires_until = now + expiring_within
+        return self.ledger.assets(
+            email=None if email is None else normalize_email(email),
+            live_after=live_after,
+            expires_until=expires_until,
+        )
+
+    def prune(
+        self, expired: bool, older_than: timedelta | None, email: str | None, dry_run: bool
+    ) -> list[Asset]:
+        if not expired and older_than is None:
+            raise ValueError("prune needs expired=True or older_than=...: nothing would match")
+        now = self.now()
+        return self.ledger.prune(
+            email=None if email is None else normalize_email(email),
+            expired_before=now if expired and older_than is None else None,
+            uploaded_before=None if older_than is None else now - older_than,
+            dry_run=dry_run,
+        )
+
+    def newest_per_key(self, email: str | None) -> list[Asset]:
+        newest: dict[tuple[str, str], Asset] = {}
+        for asset in self.assets(email, None, None):  # sorted by expiry: the last one wins
+            newest[(asset.sha256, asset.email)] = asset
+        return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
+
+    def source_state(self, asset: Asset) -> RefreshStatus:
+        """Whether an entry's source file still holds its content ("would-refresh") or not."""
+        if asset.source is None:
+            return "no-source"
+        if not os.path.exists(asset.source):
+            return "missing"
+        try:
+            key = self.key(asset.source)
+        except AssetCacheError:
+            return "changed"
+        return "would-refresh" if key.sha256 == asset.sha256 else "changed"
+
+    def audit(self, email: str | None) -> list[AccountAudit]:
+        now = self.now()
+        by_email: dict[str, list[Asset]] = {}
+        for asset in self.newest_per_key(email):
+            by_email.setdefault(asset.email, []).append(asset)
+        uploads: dict[str, int] = {}
+        for asset in self.assets(email, None, None):
+            uploads[asset.email] = uploads.get(asset.email, 0) + 1
+        report = []
+        for account, assets in sorted(by_email.items()):
+            live = [a for a in assets if a.is_live(now)]
+            within_7d = [a for a in live if a.remaining_at(now) <= timedelta(days=7)]
+            report.append(
+                AccountAudit(
+                    email=account,
+                    live=len(live),
+                    expiring_24h=sum(a.remaining_at(now) <= timedelta(days=1) for a in live),
+                    expiring_7d=len(within_7d),
+                    expired=len(assets) - len(live),
+                    refreshable=sum(self.source_state(a) == "would-refresh" for a in within_7d),
+                    uploads=uploads.get(account, 0),
+                )
+            )
+        return report
+
+    def refresh_candidates(self, expiring_within: timedelta, email: str | None) -> list[Asset]:
+        now = self.now()
+        return [
+            a
+            for a in self.newest_per_key(email)
+            if a.is_live(now) and a.remaining_at(now) <= expiring_within
+        ]
+
+
+def _check_min_remaining(value: timedelta) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise TypeError("min_remaining must be a datetime.timedelta")
+    if value < timedelta(0) or value >= RETENTION:
+        raise ValueError(
+            f"min_remaining must be between 0 and {RETENTION.days} days (uploads live "
+            f"{RETENTION.days} days); got {value}"
+        )
+    return value
+
+
+def _refresh_margin(expiring_within: timedelta) -> timedelta:
+    """A min_remaining that makes resolve re-upload anything expiring within the window."""
+    return min(expiring_within + timedelta(seconds=1), RETENTION - timedelta(seconds=1))
+
+
+def _recordable_path(path: str | os.PathLike[str] | os.PathLike[bytes]) -> str | None:
+    """The absolute path as ledger text, or None when it is not valid UTF-8 (not recorded)."""
+    try:
+        absolute = os.path.abspath(os.fsdecode(path))
+        absolute.encode("utf-8")
+    except (UnicodeError, ValueError):
+        return None
+    return absolute
+
+
+def _unchanged(entry: FileStat, st: os.stat_result) -> bool:
+    inode = st.st_ino - (1 << 64) if st.st_ino >= 1 << 63 else st.st_ino
+    return (
+        entry.device == st.st_dev
+        and entry.inode == inode
+        and entry.size == st.st_size
+        and entry.mtime_ns == st.st_mtime_ns
+        and entry.ctime_ns == st.st_ctime_ns
+        and st.st_mtime_ns + RACY_WINDOW_NS <= entry.recorded_ns
+    )
+
+
+class _Facade:
+    """Construction, repr and the read-only methods common to both caches."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        db: str | os.PathLike[str] | None = None,
+        base_url: str | None = None,
+        min_remaining: timedelta = DEFAULT_MIN_REMAINING,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._core = _Core(
+            token=token, db=db, base_url=base_url, min_remaining=min_remaining, clock=clock
+        )
+        self._transport = transport
+        self._retry = retry
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(db={self._core.path!r}, base_url={self._core.base_url!r})"
+
+    @property
+    def db_path(self) -> str:
+        """The ledger's file path."""
+        return self._core.path
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    def _retry_policy(self) -> RetryPolicy:
+        return self._retry or RetryPolicy()
+
+
+class AssetCache(_Facade):
+    """Resolve images to live Luma assetRefs, uploading only when the ledger has none.
+
+    Safe to share between threads. Use as a context manager, or call ``close()``.
+    """
+
+    _client: LumaClient | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._core.close()
+
+    def _upload_client(self) -> LumaClient:
+        with self._client_lock:
+            if self._client is None:
+                from ._client import LumaClient  # the HTTP stack is only needed to upload
+
+                self._client = LumaClient(
+                    token=self._core.token(),
+                    base_url=self._core.base_url,
+                    retry=self._retry_policy(),
+                    transport=self._transport,  # type: ignore[arg-type]
+                )
+            return self._client
+
+    def resolve(
+        self,
+        source: Source,
+        *,
+        email: str,
+        force: bool = False,
+        min_remaining: timedelta | None = None,
+    ) -> Asset:
+        """A live asset for ``source`` on ``email``'s account, uploading only if needed."""
+        core = self._core
+        email = normalize_email(email)
+        margin = core.min_remaining_or_default(min_remaining)
+        key = core.key(source)
+        if not force and (hit := core.live(key, email, margin)) is not None:
+            return hit
+        key = core.content(key)
+        client = self._upload_client()
+        with core.locks.hold(f"{key.sha256}:{email}"):
+            if not force and (hit := core.live(key, email, margin)) is not None:
+                return hit
+            assert key.content is not None
+            uploaded_at = core.now()  # before the request: never later than the server's
+            result = client.upload(
+                key.content.data, content_type=key.content.content_type, email=email
+            )
+            return core.record(key, email, uploaded_at, result)
+
+    def resolve_many(
+        self,
+        sources: Iterable[Source],
+        *,
+        email: str,
+        jobs: int = DEFAULT_JOBS,
+        force: bool = False,
+        min_remaining: timedelta | None = None,
+        on_result: Callable[[int, Asset | AssetCacheError], None] | None = None,
+    ) -> list[Asset | AssetCacheError]:
+        """Resolve many sources, ``jobs`` at a time; results (or errors) in input order.
+
+        Failures do not stop the batch: each position holds the Asset or the AssetCacheError
+        for that source. ``on_result(index, outcome)`` is called as each one finishes.
+        """
+        items = list(sources)
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        email = normalize_email(email)
+
+        def one(index: int) -> Asset | AssetCacheError:
+            try:
+                outcome: Asset | AssetCacheError = self.resolve(
+                    items[index], email=email, force=force, min_remaining=min_remaining
+                )
+            except AssetCacheError as exc:
+                outcome = exc
+            if on_result is not None:
+                on_result(index, outcome)
+            return outcome
+
+        if jobs == 1 or len(items) <= 1:
+            return [one(i) for i in range(len(items))]
+        with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+            return list(pool.map(one, range(len(items))))
+
+    def lookup(
+        self, source: Source, *, email: str, min_remaining: timedelta | None = None
+    ) -> Asset | None:
+        """The cached live asset for ``source``, or None. Never uploads; needs no token.
+
+        With ``min_remaining`` (default: zero here), a ref with less time left counts as absent.
+        """
+        core = self._core
+        margin = timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
+        return core.live(core.key(source), normalize_email(email), margin)
+
+    def require(
+        self, source: Source, *, email: str, min_remaining: timedelta | None = None
+    ) -> Asset:
+        """Like lookup, but raises NotCachedError instead of returning None."""
+        asset = self.lookup(source, email=email, min_remaining=min_remaining)
+        if asset is None:
+            raise NotCachedError(
+                f"no live assetRef is cached for {_describe(source)} on {normalize_email(email)}"
+            )
+        return asset
+
+    def assets(
+        self,
+        email: str | None = None,
+        expiring_within: timedelta | None = None,
+        expired: bool | None = None,
+    ) -> list[Asset]:
+        """Ledger rows sorted by expiry; ``expired`` True/False keeps only dead/live ones."""
+        return self._core.assets(email, expiring_within, expired)
+
+    def prune(
+        self,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> list[Asset]:
+        """Delete expired rows, or with ``older_than`` rows uploaded longer ago than that."""
+        return self._core.prune(expired, older_than, email, dry_run)
+
+    def audit(self, email: str | None = None) -> list[AccountAudit]:
+        """Per account: live, expiring (24 h, 7 d), expired and refreshable refs."""
+        return self._core.audit(email)
+
+    def refresh(
+        self,
+        expiring_within: timedelta = timedelta(days=3),
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> list[RefreshItem]:
+        """Re-upload live refs expiring within the window whose source file is unchanged."""
+        core = self._core
+        items = []
+        for asset in core.refresh_candidates(expiring_within, email):
+            state = core.source_state(asset)
+            if state != "would-refresh" or dry_run:
+                items.append(RefreshItem(asset, state))
+                continue
+            assert asset.source is not None
+            try:
+                new = self.resolve(
+                    asset.source,
+                    email=asset.email,
+                    min_remaining=_refresh_margin(expiring_within),
+                )
+            except AssetCacheError as exc:
+                items.append(RefreshItem(asset, "failed", error=str(exc)))
+            else:
+                items.append(RefreshItem(asset, "refreshed", new=new))
+        return items
+
+
+class AsyncAssetCache(_Facade):
+    """The same cache for asyncio: ``await cache.resolve(...)``; ``async with`` or ``aclose()``.
+
+    Disk and ledger work runs in worker threads; waiting for another resolver's upload and the
+    upload itself happen on the event loop, so thousands of concurrent resolves cost no threads.
+    """
+
+    _client: AsyncLumaClient | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._core.close()
+
+    def _upload_client(self) -> AsyncLumaClient:
+        with self._client_lock:
+            if self._client is None:
+                from ._client import AsyncLumaClient
+
+                self._client = AsyncLumaClient(
+                    token=self._core.token(),
+                    base_url=self._core.base_url,
+                    retry=self._retry_policy(),
+                    transport=self._transport,  # type: ignore[arg-type]
+                )
+            return self._client
+
+    async def resolve(
+        self,
+        source: Source,
+        *,
+        email: str,
+        force: bool = False,
+        min_remaining: timedelta | None = None,
+    ) -> Asset:
+        core = self._core
+        email = normalize_email(email)
+        margin = core.min_remaining_or_default(min_remaining)
+        key = await asyncio.to_thread(core.key, source)
+        if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
+            return hit
+        key = await asyncio.to_thread(core.content, key)
+        client = self._upload_client()
+        async with core.locks.ahold(f"{key.sha256}:{email}"):
+            if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
+                return hit
+            assert key.content is not None
+            uploaded_at = core.now()
+            result = await client.upload(
+                key.content.data, content_type=key.content.content_type, email=email
+            )
+            return await asyncio.to_thread(core.record, key, email, uploaded_at, result)
+
+    async def resolve_many(
+        self,
+        sources: Iterable[Source],
+        *,
+        email: str,
+        jobs: int = DEFAULT_JOBS,
+        force: bool = False,
+        min_remaining: timedelta | None = None,
+    ) -> list[Asset | AssetCacheError]:
+        """Resolve many sources with at most ``jobs`` in flight; results in input order."""
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        gate = asyncio.Semaphore(jobs)
+
+        async def one(source: Source) -> Asset | AssetCacheError:
+            async with gate:
+                try:
+                    return await self.resolve(
+                        source, email=email, force=force, min_remaining=min_remaining
+                    )
+                except AssetCacheError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(s) for s in sources)))
+
+    async def lookup(
+        self, source: Source, *, email: str, min_remaining: timedelta | None = None
+    ) -> Asset | None:
+        core = self._core
+        margin = timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
+        key = await asyncio.to_thread(core.key, source)
+        return await asyncio.to_thread(core.live, key, normalize_email(email), margin)
+
+    async def assets(
+        self,
+        email: str | None = None,
+        expiring_within: timedelta | None = None,
+        expired: bool | None = None,
+    ) -> list[Asset]:
+        return await asyncio.to_thread(self._core.assets, email, expiring_within, expired)
+
+    async def prune(
+        self,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> list[Asset]:
+        return await asyncio.to_thread(self._core.prune, expired, older_than, email, dry_run)
+
+    async def audit(self, email: str | None = None) -> list[AccountAudit]:
+        return await asyncio.to_thread(self._core.audit, email)
+
+    async def refresh(
+        self,
+        expiring_within: timedelta = timedelta(days=3),
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> list[RefreshItem]:
+        core = self._core
+        items = []
+        candidates = await asyncio.to_thread(core.refresh_candidates, expiring_within, email)
+        for asset in candidates:
+            state = await asyncio.to_thread(core.source_state, asset)
+            if state != "would-refresh" or dry_run:
+                items.append(RefreshItem(asset, state))
+                continue
+            assert asset.source is not None
+            try:
+                new = await self.resolve(
+                    asset.source,
+                    email=asset.email,
+                    min_remaining=_refresh_margin(expiring_within),
+                )
+            except AssetCacheError as exc:
+                items.append(RefreshItem(asset, "failed", error=str(exc)))
+            else:
+                items.append(RefreshItem(asset, "refreshed", new=new))
+        return items
+
+
+def _describe(source: Source) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return f"these {len(source):,} bytes"
+    return display_path(source)
+
+
+__all__: Sequence[str] = (
+    "AccountAudit",
+    "AssetCache",
+    "AsyncAssetCache",
+    "RefreshItem",
+)

@@ -1,0 +1,51 @@
+"""The one place that decides where things live and which settings apply.
+
+Each setting is taken from the explicit argument, else its environment variable, else the
+platform default. Nothing here imports the ORM or the HTTP stack: it runs on every cache hit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+ENV_TOKEN: Final = "USEAPI_TOKEN"
+ENV_DB: Final = "ASSETCACHE_DB"
+ENV_BASE_URL: Final = "ASSETCACHE_BASE_URL"
+ENV_EMAIL: Final = "ASSETCACHE_EMAIL"
+
+DEFAULT_BASE_URL: Final = "https://api.useapi.net"
+APP_NAME: Final = "assetcache"
+LEDGER_FILENAME: Final = "ledger.db"
+
+
+def user_dir() -> Path:
+    """The per-user data directory (platformdirs), where the default ledger lives."""
+    # platformdirs is cheap to import, but only the default-ledger case needs it.
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def resolve_db(db: str | os.PathLike[str] | None) -> str:
+    """A ledger location: the argument, else $ASSETCACHE_DB, else ledger.db in the user dir.
+
+    The result is either a filesystem path or an SQLAlchemy URL (anything with ``://``).
+    """
+    if db is not None:
+        return os.fspath(db)
+    from_env = os.environ.get(ENV_DB)
+    if from_env:
+        return from_env
+    return str(user_dir() / LEDGER_FILENAME)
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    value = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return value.rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The API token, or None; an empty variable counts as unset."""
+    return token or os.environ.get(ENV_TOKEN) or None

@@ -1,0 +1,105 @@
+"""The exception tree. Everything assetcache raises on purpose is an ``AssetCacheError``::
+
+    AssetCacheError
+    ├── InvalidImageError ........ the bytes cannot be uploaded (local check, or the server's 400)
+    ├── InvalidEmailError ........ the account email cannot be used (also a ValueError)
+    ├── NotCachedError ........... no live ref is known and uploading was not allowed
+    ├── AccountError ............. the account or the credentials need the user's attention
+    │   ├── UnauthorizedError .... no token, or the server answered 401
+    │   ├── AccountNotFoundError . 404: the email is not configured at useapi.net
+    │   └── SessionExpiredError .. 596: the Luma session must be re-added
+    ├── RemoteError .............. the service failed us, after retries where retrying makes sense
+    │   ├── RateLimitedError ..... 429 until the retry budget ran out
+    │   ├── ServerError .......... 5xx, connection errors, timeouts
+    │   └── ProtocolError ........ an answer that is not the documented one
+    └── LedgerError .............. the ledger cannot be opened, migrated, read or written
+
+Every message says what happened and what to do about it. No message, and no repr, ever
+contains the API token: the exceptions are built from status codes, emails and paths only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccountError",
+    "AccountNotFoundError",
+    "AssetCacheError",
+    "InvalidEmailError",
+    "InvalidImageError",
+    "LedgerError",
+    "NotCachedError",
+    "ProtocolError",
+    "RateLimitedError",
+    "RemoteError",
+    "ServerError",
+    "SessionExpiredError",
+    "UnauthorizedError",
+]
+
+
+class AssetCacheError(Exception):
+    """Base class of every error assetcache raises on purpose."""
+
+
+class InvalidImageError(AssetCacheError):
+    """The data is empty, not JPEG/PNG/WebP, too large, or not a readable regular file."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class InvalidEmailError(AssetCacheError, ValueError):
+    """The account email is empty, malformed, or cannot be sent as one URL path segment."""
+
+
+class NotCachedError(AssetCacheError):
+    """No live assetRef is cached for this content and account, and uploading was not allowed."""
+
+
+class AccountError(AssetCacheError):
+    """The credentials or the Luma account need the user's attention; retrying will not help."""
+
+    def __init__(self, message: str, *, email: str | None = None) -> None:
+        super().__init__(message)
+        self.email = email
+
+
+class UnauthorizedError(AccountError):
+    """No API token was given, or useapi.net rejected it (401)."""
+
+
+class AccountNotFoundError(AccountError):
+    """useapi.net has no Luma account configured for this email (404)."""
+
+
+class SessionExpiredError(AccountError):
+    """The Luma account's session has expired (596); it must be re-added."""
+
+
+class RemoteError(AssetCacheError):
+    """The remote service failed; ``status`` is the last HTTP status seen, if any."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimitedError(RemoteError):
+    """useapi.net kept answering 429 (account at capacity) until the retry budget ran out."""
+
+
+class ServerError(RemoteError):
+    """A 5xx answer, a dropped connection or a timeout, after retries."""
+
+
+class ProtocolError(RemoteError):
+    """The server answered something other than the documented response; nothing was recorded."""
+
+
+class LedgerError(AssetCacheError):
+    """The ledger cannot be opened, migrated, read or written; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path

@@ -1,0 +1,388 @@
+"""The ledger: where it is, how it is opened, migrated and written, and its queries.
+
+SQLite choices, each for a reason:
+
+- ``journal_mode=WAL``: readers never wait for a writer, so cache hits in one process are not
+  slowed by an upload being recorded in another.
+- ``busy_timeout`` (and sqlite3's ``timeout``): a writer that finds the database locked waits
+  instead of failing with "database is locked".
+- ``BEGIN IMMEDIATE`` for every transaction that writes: it takes the write lock up front, so
+  two writers cannot both start reading and then deadlock upgrading to write; the wait happens
+  in BEGIN, under the busy timeout. Write transactions are a few statements long and never
+  span a network call (the cache uploads first, then records).
+- ``synchronous=FULL``: a row lost to a power cut costs a paid re-upload, and uploads are rare
+  enough that one fsync per commit is free.
+- Autocommit mode at the driver (``isolation_level=None``): Python's sqlite3 would otherwise
+  open transactions on its own, behind our BEGIN IMMEDIATE.
+
+Migrations are Alembic revisions in ``migrations/`` (shipped in the wheel as
+``assetcache/_migrations``), applied when a ledger is opened and found behind. The check that
+it is current reads ``alembic_version`` with plain sqlite3, so a current ledger never imports
+Alembic or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from . import _schema
+from ._asset import Asset
+from ._errors import LedgerError
+
+BUSY_TIMEOUT_S: Final = 30.0
+PRUNE_BATCH: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """A file's identity at the moment it was hashed (see the stat cache in _cache.py)."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str
+    recorded_ns: int
+
+
+def ledger_path(location: str) -> str:
+    """The filesystem path for a ledger location (a path or a ``sqlite:///`` URL)."""
+    if "://" not in location:
+        return os.path.abspath(os.path.expanduser(location))
+    scheme, _, rest = location.partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        raise LedgerError(
+            f"unsupported ledger URL scheme {scheme!r}: this version of assetcache keeps its "
+            "ledger in SQLite; pass a file path or a sqlite:/// URL",
+            path=location,
+        )
+    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise LedgerError(
+            "an in-memory ledger would forget every upload when the process exits; "
+            "give it a file path",
+            path=location,
+        )
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise LedgerError("assetcache is installed without its migrations; reinstall it")
+
+
+class Ledger:
+    """An opened, current ledger. Thread-safe: each thread gets its own SQLite connection."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.path = ledger_path(location)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._closed = False
+        self._prepare_file()
+        self._ensure_schema()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.path!r})"
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
+        detail = f" ({exc})" if exc is not None else ""
+        return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
+
+    def _prepare_file(self) -> None:
+        directory = os.path.dirname(self.path)
+        try:
+            if not os.path.isdir(directory):
+                # Only the user may list or read what the cache keeps.
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            # Create the file ourselves so it is 0600 from its first byte (SQLite gives its
+            # -wal and -shm files the same mode as the database).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except PermissionError:
+            if os.path.isfile(self.path):
+                return  # read-only ledger: reads may still work; writes will say so
+            raise self._fail("cannot create it (permission denied)") from None
+        except IsADirectoryError:
+            raise self._fail("is a directory; give a file path") from None
+        except OSError as exc:
+            raise self._fail("cannot create or open it", exc) from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def _ensure_schema(self) -> None:
+        version = self._schema_version()
+        if version == _schema.HEAD:
+            return
+        if version is not None and version not in _schema.REVISIONS:
+            raise self._fail(
+                f"was written by a newer assetcache (schema {version})",
+                hint="; upgrade assetcache (pip install -U assetcache) or use another --db",
+            )
+        self._migrate()
+        if self._schema_version() != _schema.HEAD:
+            raise self._fail("migration did not reach the current schema")
+
+    def _schema_version(self) -> str | None:
+        conn = self.connection()
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "alembic_version" not in tables:
+                if tables - {"sqlite_sequence"}:
+                    raise self._fail(
+                        "is an SQLite database, but not an assetcache ledger",
+                        hint="; point --db / ASSETCACHE_DB at another file",
+                    )
+                return None
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(
+                "is not a readable SQLite database",
+                exc,
+                hint="; it was left untouched: move it aside (or restore a backup) and retry",
+            ) from None
+        return None if row is None else str(row[0])
+
+    def _migrate(self) -> None:
+        # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
+        from alembic import command
+        from alembic.config import Config
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(
+            "sqlite://", creator=self._new_connection, poolclass=NullPool
+        )
+
+        # Alembic's whole upgrade runs inside one BEGIN IMMEDIATE transaction: processes
+        # opening a new ledger at once queue on the write lock, and each one after the first
+        # finds the schema already at head and does nothing.
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        config = Config()
+        config.set_main_option("script_location", str(_migrations_dir()))
+        try:
+            with engine.connect() as conn, conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except Exception as exc:
+            raise self._fail("could not be migrated to the current schema", exc) from exc
+        finally:
+            engine.dispose()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _new_connection(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be opened", exc, hint=self._access_hint()) from None
+        return conn
+
+    def _access_hint(self) -> str:
+        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
+            return "; the file is read-only: make it writable or use another --db"
+        if not os.access(os.path.dirname(self.path), os.W_OK):
+            return "; its directory is not writable (SQLite needs it for the WAL files)"
+        return ""
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise self._fail("is closed")
+            conn = self._new_connection()
+            self._local.conn = conn
+            with self._guard:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self.connection()
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be read", exc, hint=self._access_hint()) from None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction that starts with BEGIN IMMEDIATE."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be written", exc, hint=self._access_hint()) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail("cannot be written", exc, hint=self._access_hint()) from None
+            raise
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # -- queries -------------------------------------------------------------------------
+
+    def newest(self, sha256: str, email: str) -> Asset | None:
+        """The latest-expiring upload of this content to this account, live or not."""
+        with self._reading() as conn:
+            row = conn.execute(_schema.SELECT_NEWEST, {"sha256": sha256, "email": email}).fetchone()
+        return None if row is None else _asset(row)
+
+    def record(self, asset: Asset) -> Asset:
+        """Insert a new upload row and return the asset with its id."""
+        params = _upload_params(asset)
+        with self.write() as conn:
+            cursor = conn.execute(_schema.INSERT_UPLOAD, params)
+            row_id = cursor.lastrowid
+        return _replace_id(asset, row_id)
+
+    def set_source(self, row_id: int, source: str) -> None:
+        with self.write() as conn:
+            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source})
+
+    def file_stat(self, path: str) -> FileStat | None:
+        with self._reading() as conn:
+            row = conn.execute(_schema.SELECT_STAT, {"path": path}).fetchone()
+        return None if row is None else FileStat(*row)
+
+    def put_file_stat(self, entry: FileStat) -> None:
+        params = dict(zip(_schema.FILE_STAT_COLUMNS, _stat_values(entry), strict=True))
+        with self.write() as conn:
+            conn.execute(_schema.UPSERT_STAT, params)
+
+    def assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]:
+        params = {
+            "email": email,
+            "live_after": None if live_after is None else _schema.to_db_time(live_after),
+            "expires_until": None if expires_until is None else _schema.to_db_time(expires_until),
+        }
+        with self._reading() as conn:
+            return [_asset(row) for row in conn.execute(_schema.SELECT_ASSETS, params)]
+
+    def prune(
+        self,
+        *,
+        email: str | None,
+        expired_before: datetime | None,
+        uploaded_before: datetime | None,
+        dry_run: bool,
+    ) -> list[Asset]:
+        """Delete matching rows in batches of PRUNE_BATCH; returns what was (or would be) removed."""
+        params: dict[str, Any] = {
+            "email": email,
+            "expired_before": None if expired_before is None else _schema.to_db_time(expired_before),
+            "uploaded_before": None
+            if uploaded_before is None
+            else _schema.to_db_time(uploaded_before),
+            "limit": PRUNE_BATCH,
+            "after": 0,
+        }
+        removed: list[Asset] = []
+        while True:
+            with self._reading() as conn:
+                batch = [_asset(r) for r in conn.execute(_schema.SELECT_PRUNE_BATCH, params)]
+            if not batch:
+                return removed
+            if not dry_run:
+                with self.write() as conn:
+                    conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
+            removed.extend(batch)
+            params["after"] = batch[-1].id
+
+    def count(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute(_schema.COUNT_UPLOADS).fetchone()[0])
+
+
+def _asset(row: tuple[Any, ...]) -> Asset:
+    (row_id, sha256, email, asset_ref, content_type, size, uploaded_at, expires_at, upload_id,
+     media_url, source) = row
+    return Asset(
+        id=row_id,
+        sha256=sha256,
+        email=email,
+        asset_ref=asset_ref,
+        content_type=content_type,
+        size=size,
+        uploaded_at=_schema.from_db_time(uploaded_at),
+        expires_at=_schema.from_db_time(expires_at),
+        upload_id=upload_id,
+        media_url=media_url,
+        source=source,
+    )
+
+
+def _upload_params(asset: Asset) -> dict[str, Any]:
+    return {
+        "sha256": asset.sha256,
+        "email": asset.email,
+        "asset_ref": asset.asset_ref,
+        "content_type": asset.content_type,
+        "size": asset.size,
+        "uploaded_at": _schema.to_db_time(asset.uploaded_at),
+        "expires_at": _schema.to_db_time(asset.expires_at),
+        "upload_id": asset.upload_id,
+        "media_url": asset.media_url,
+        "source": asset.source,
+    }
+
+
+def _replace_id(asset: Asset, row_id: int | None) -> Asset:
+    from dataclasses import replace
+
+    return replace(asset, id=row_id)
+
+
+def _stat_values(entry: FileStat) -> tuple[Any, ...]:
+    # Inode numbers are unsigned 64-bit on some filesystems; SQLite integers are signed.
+    inode = entry.inode - (1 << 64) if entry.inode >= 1 << 63 else entry.inode
+    return (entry.path, entry.device, inode, entry.size, entry.mtime_ns, entry.ctime_ns,
+            entry.sha256, entry.recorded_ns)

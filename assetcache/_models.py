@@ -1,0 +1,76 @@
+"""The ledger's tables as SQLModel classes: the schema Alembic revisions are checked against.
+
+Nothing here is SQLite-specific, so the same models can back a PostgreSQL ledger later. The
+running code does not import this module (see ``_schema.py`` for why and for the queries).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Index
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from . import _schema
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored in UTC; naive datetimes are refused, not guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: assetcache stores only timezone-aware times")
+        utc = value.astimezone(UTC)
+        # SQLite has no time zones: store the UTC wall time (see _schema.to_db_time).
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else _schema.from_db_time(value)
+
+
+class UploadRow(SQLModel, table=True):
+    """One successful upload. Rows are never updated except ``source``; history is kept."""
+
+    __tablename__: ClassVar[str] = _schema.UPLOADS  # type: ignore[misc]
+    __table_args__ = (
+        Index("ix_uploads_key", "sha256", "email", "expires_at"),
+        Index("ix_uploads_expires_at", "expires_at"),
+        Index("ix_uploads_uploaded_at", "uploaded_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64)
+    email: str = Field(max_length=254)
+    asset_ref: str
+    content_type: str = Field(max_length=32)
+    size: int
+    uploaded_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    upload_id: str
+    media_url: str
+    source: str | None = None
+
+
+class FileStatRow(SQLModel, table=True):
+    """What a file looked like when it was hashed, so an unchanged file is not hashed again."""
+
+    __tablename__: ClassVar[str] = _schema.FILE_STATS  # type: ignore[misc]
+
+    path: str = Field(primary_key=True)
+    device: int = Field(sa_type=BigInteger)
+    inode: int = Field(sa_type=BigInteger)
+    size: int = Field(sa_type=BigInteger)
+    mtime_ns: int = Field(sa_type=BigInteger)
+    ctime_ns: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64)
+    recorded_ns: int = Field(sa_type=BigInteger)
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,116 @@
+"""The ledger's schema as names and SQL, importable without the ORM.
+
+``_models.py`` declares the same tables as SQLModel classes for Alembic; this module holds the
+statements the running code executes. They live side by side, and ``tests/test_schema.py``
+checks that every column named here exists in the models and that these queries return what
+the ORM returns, so the two cannot drift.
+
+Why plain SQL at run time: importing sqlmodel costs ~0.8 s, forty times a whole cache hit.
+
+Times are stored in UTC as ``YYYY-MM-DD HH:MM:SS.ffffff`` (the format SQLAlchemy uses for a
+SQLite DATETIME), so fixed-width strings sort and compare chronologically in SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+#: Alembic revisions in order; the last one is what this version of assetcache expects.
+#: tests/test_migrations.py checks this against migrations/versions.
+REVISIONS: Final = ("0001_initial",)
+HEAD: Final = REVISIONS[-1]
+
+UPLOADS: Final = "uploads"
+UPLOAD_COLUMNS: Final = (
+    "id",
+    "sha256",
+    "email",
+    "asset_ref",
+    "content_type",
+    "size",
+    "uploaded_at",
+    "expires_at",
+    "upload_id",
+    "media_url",
+    "source",
+)
+FILE_STATS: Final = "file_stats"
+FILE_STAT_COLUMNS: Final = (
+    "path",
+    "device",
+    "inode",
+    "size",
+    "mtime_ns",
+    "ctime_ns",
+    "sha256",
+    "recorded_ns",
+)
+
+_UPLOAD_SELECT: Final = f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM {UPLOADS}"
+
+# The newest-expiring row for a key, served by ix_uploads_key (sha256, email, expires_at):
+# one index seek, whatever the size of the ledger.
+SELECT_NEWEST: Final = (
+    f"{_UPLOAD_SELECT} WHERE sha256 = :sha256 AND email = :email "
+    "ORDER BY expires_at DESC, id DESC LIMIT 1"
+)
+
+INSERT_UPLOAD: Final = (
+    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:])}) "
+    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])})"
+)
+
+UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source WHERE id = :id"
+
+SELECT_STAT: Final = (
+    f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
+)
+
+UPSERT_STAT: Final = (
+    f"INSERT INTO {FILE_STATS} ({', '.join(FILE_STAT_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in FILE_STAT_COLUMNS)}) "
+    "ON CONFLICT (path) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in FILE_STAT_COLUMNS[1:])
+)
+
+# Listing: every filter is optional; NULL parameters switch a filter off. Ordered by expiry,
+# which ix_uploads_expires_at serves without a sort.
+SELECT_ASSETS: Final = (
+    f"{_UPLOAD_SELECT} WHERE (:email IS NULL OR email = :email) "
+    "AND (:live_after IS NULL OR expires_at > :live_after) "
+    "AND (:expires_until IS NULL OR expires_at <= :expires_until) "
+    "ORDER BY expires_at, id"
+)
+
+# Pruning deletes in bounded batches of ids so that memory and lock time stay small however
+# many rows match; each batch is its own short write transaction.
+SELECT_PRUNE_BATCH: Final = (
+    f"{_UPLOAD_SELECT} WHERE id > :after AND (:email IS NULL OR email = :email) "
+    "AND (:expired_before IS NULL OR expires_at <= :expired_before) "
+    "AND (:uploaded_before IS NULL OR uploaded_at < :uploaded_before) "
+    "ORDER BY id LIMIT :limit"
+)
+DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
+
+COUNT_UPLOADS: Final = f"SELECT count(*) FROM {UPLOADS}"
+
+_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def to_db_time(moment: datetime) -> str:
+    """UTC storage string for an aware datetime (naive ones are refused: they are bugs)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: assetcache stores only timezone-aware times")
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def from_db_time(value: str | datetime) -> datetime:
+    """The aware UTC datetime for a stored value."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

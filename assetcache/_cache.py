@@ -132,7 +132,7 @@ class _Core:
         min_remaining: timedelta,
         clock: Clock | None,
     ) -> None:
-        self.__token = _config.resolve_token(token)
+        self._token = _config.resolve_secret(token)
         self.location = _config.resolve_db(db)
         self.path = ledger_path(self.location)
         self.base_url = _config.resolve_base_url(base_url)
@@ -143,12 +143,12 @@ class _Core:
         self.locks = KeyLocks(self.path + ".locks")
 
     def token(self) -> str:
-        if not self.__token:
+        if self._token is None:
             raise UnauthorizedError(
                 "an upload is needed but no API token is set: export USEAPI_TOKEN=... "
                 "(it is never stored)"
             )
-        return self.__token
+        return self._token.reveal()
 
     def now(self) -> datetime:
         moment = self._clock()
@@ -229,16 +229,16 @@ class _Core:
     def live(self, key: _Key, email: str, min_remaining: timedelta) -> Asset | None:
         """The newest row for the key if it has at least ``min_remaining`` left."""
         row = self.ledger.newest(key.sha256, email)
-        if row is None or row.remaining_at(self.now()) < min_remaining:
+        now = self.now()
+        # A dead ref is never an answer, even with a zero margin.
+        if row is None or not row.is_live(now) or row.remaining_at(now) < min_remaining:
             return None
         if key.source is not None and row.source != key.source:
             self.ledger.set_source(row.id or 0, key.source)
             row = replace(row, source=key.source)
         return replace(row, reused=True)
 
-    def record(
-        self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult
-    ) -> Asset:
+    def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
         assert key.content is not None
         asset = Asset(
             asset_ref=result.asset_ref,
@@ -431,7 +431,9 @@ class AssetCache(_Facade):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -603,7 +605,9 @@ class AsyncAssetCache(_Facade):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()

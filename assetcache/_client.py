@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,11 +25,10 @@ from typing import Any, Final
 import httpx
 import tenacity
 
+from ._config import Secret
 from ._email import email_segment
-from ._retry import RetryPolicy
 from ._errors import (
     AccountNotFoundError,
-    AssetCacheError,
     InvalidImageError,
     ProtocolError,
     RateLimitedError,
@@ -37,14 +37,13 @@ from ._errors import (
     SessionExpiredError,
     UnauthorizedError,
 )
+from ._retry import RetryPolicy
 
 log = logging.getLogger("assetcache")
 
 #: Explicit timeouts: connecting is quick or hopeless; sending 20 MB on a slow uplink is not.
 DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=30.0)
 _MESSAGE_LIMIT: Final = 300
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +206,15 @@ def _transport_error(exc: httpx.TransportError, url: str) -> _Retryable:
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
-    backoff = tenacity.wait_exponential_jitter(
-        initial=policy.initial, max=policy.max_backoff, jitter=policy.jitter
-    )
-
     def wait(state: tenacity.RetryCallState) -> float:
-        delay: float = backoff(state)
+        # Exponential backoff with full jitter on top, never sooner than Retry-After asks.
+        exponent = min(state.attempt_number - 1, 32)
+        delay = min(policy.max_backoff, policy.initial * 2**exponent)
+        delay += random.uniform(0, policy.jitter)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
-        return delay
+        return float(delay)
 
     return wait
 
@@ -249,10 +247,8 @@ class _Base:
         self, *, token: str, base_url: str, retry: RetryPolicy, timeout: httpx.Timeout
     ) -> None:
         if not token:
-            raise UnauthorizedError(
-                "no API token: set USEAPI_TOKEN (or pass token=...) to upload"
-            )
-        self.__token = token  # name-mangled: not a public attribute, never in repr
+            raise UnauthorizedError("no API token: set USEAPI_TOKEN (or pass token=...) to upload")
+        self._token = Secret(token)
         self.base_url = base_url
         self.retry = retry
         self.timeout = timeout
@@ -261,7 +257,7 @@ class _Base:
         return f"{type(self).__name__}(base_url={self.base_url!r}, token=<hidden>)"
 
     def _prepare(self, email: str, content_type: str) -> tuple[str, dict[str, str]]:
-        return upload_url(self.base_url, email), _headers(self.__token, content_type)
+        return upload_url(self.base_url, email), _headers(self._token.reveal(), content_type)
 
 
 class LumaClient(_Base):
@@ -348,4 +344,3 @@ class AsyncLumaClient(_Base):
 def _log_response(url: str, response: httpx.Response, size: int, started: float) -> None:
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info("POST %s -> %d (%d bytes, %.0f ms)", url, response.status_code, size, elapsed_ms)
-

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-ENV_TOKEN: Final = "USEAPI_TOKEN"
+ENV_TOKEN: Final = "USEAPI_TOKEN"  # noqa: S105 - the variable's name, not a token
 ENV_DB: Final = "ASSETCACHE_DB"
 ENV_BASE_URL: Final = "ASSETCACHE_BASE_URL"
 ENV_EMAIL: Final = "ASSETCACHE_EMAIL"
@@ -49,3 +49,28 @@ def resolve_base_url(base_url: str | None) -> str:
 def resolve_token(token: str | None) -> str | None:
     """The API token, or None; an empty variable counts as unset."""
     return token or os.environ.get(ENV_TOKEN) or None
+
+
+class Secret:
+    """Holds the API token so that no repr, str, log line or debugger dump can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<hidden>')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("the API token is not picklable: pass it to each process instead")
+
+
+def resolve_secret(token: str | None) -> Secret | None:
+    value = resolve_token(token)
+    return None if value is None else Secret(value)

@@ -48,9 +48,19 @@ _KNOWN_OTHERS: Final[tuple[tuple[bytes, str], ...]] = (
     (b"<?xml", "XML/SVG"),
 )
 _ISOBMFF_BRANDS: Final = {
-    b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
-    b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF",
-    b"isom": "MP4 video", b"mp41": "MP4 video", b"mp42": "MP4 video", b"qt  ": "QuickTime video",
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"hevc": "HEIC",
+    b"heim": "HEIC",
+    b"heis": "HEIC",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+    b"isom": "MP4 video",
+    b"mp41": "MP4 video",
+    b"mp42": "MP4 video",
+    b"qt  ": "QuickTime video",
 }
 
 

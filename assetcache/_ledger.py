@@ -29,7 +29,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -158,12 +158,8 @@ class Ledger:
                     )
                 return None
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(
-                "is not a readable SQLite database",
-                exc,
-                hint="; it was left untouched: move it aside (or restore a backup) and retry",
-            ) from None
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
         return None if row is None else str(row[0])
 
     def _migrate(self) -> None:
@@ -173,9 +169,7 @@ class Ledger:
         from sqlalchemy import create_engine, event
         from sqlalchemy.pool import NullPool
 
-        engine = create_engine(
-            "sqlite://", creator=self._new_connection, poolclass=NullPool
-        )
+        engine = create_engine("sqlite://", creator=self._new_connection, poolclass=NullPool)
 
         # Alembic's whole upgrade runs inside one BEGIN IMMEDIATE transaction: processes
         # opening a new ledger at once queue on the write lock, and each one after the first
@@ -207,10 +201,16 @@ class Ledger:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
-            raise self._fail("cannot be opened", exc, hint=self._access_hint()) from None
+            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
         return conn
 
-    def _access_hint(self) -> str:
+    def _access_hint(self, exc: BaseException | None = None) -> str:
+        if exc is not None and type(exc) is sqlite3.DatabaseError:
+            # Plain DatabaseError (not OperationalError) is "not a database" or "malformed".
+            return (
+                "; the file is not a readable SQLite database and was left untouched: "
+                "move it aside (or restore a backup) and retry"
+            )
         if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
             return "; the file is read-only: make it writable or use another --db"
         if not os.access(os.path.dirname(self.path), os.W_OK):
@@ -234,7 +234,7 @@ class Ledger:
         try:
             yield self.connection()
         except sqlite3.Error as exc:
-            raise self._fail("cannot be read", exc, hint=self._access_hint()) from None
+            raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -243,7 +243,7 @@ class Ledger:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise self._fail("cannot be written", exc, hint=self._access_hint()) from None
+            raise self._fail("cannot be written", exc, hint=self._access_hint(exc)) from None
         try:
             yield conn
             conn.execute("COMMIT")
@@ -251,7 +251,7 @@ class Ledger:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise self._fail("cannot be written", exc, hint=self._access_hint()) from None
+                raise self._fail("cannot be written", exc, hint=self._access_hint(exc)) from None
             raise
 
     def close(self) -> None:
@@ -276,7 +276,7 @@ class Ledger:
         with self.write() as conn:
             cursor = conn.execute(_schema.INSERT_UPLOAD, params)
             row_id = cursor.lastrowid
-        return _replace_id(asset, row_id)
+        return replace(asset, id=row_id)
 
     def set_source(self, row_id: int, source: str) -> None:
         with self.write() as conn:
@@ -301,8 +301,8 @@ class Ledger:
     ) -> list[Asset]:
         params = {
             "email": email,
-            "live_after": None if live_after is None else _schema.to_db_time(live_after),
-            "expires_until": None if expires_until is None else _schema.to_db_time(expires_until),
+            "live_after": _db_time_or_none(live_after),
+            "expires_until": _db_time_or_none(expires_until),
         }
         with self._reading() as conn:
             return [_asset(row) for row in conn.execute(_schema.SELECT_ASSETS, params)]
@@ -315,13 +315,11 @@ class Ledger:
         uploaded_before: datetime | None,
         dry_run: bool,
     ) -> list[Asset]:
-        """Delete matching rows in batches of PRUNE_BATCH; returns what was (or would be) removed."""
+        """Delete matching rows in batches; returns what was (or would be) removed."""
         params: dict[str, Any] = {
             "email": email,
-            "expired_before": None if expired_before is None else _schema.to_db_time(expired_before),
-            "uploaded_before": None
-            if uploaded_before is None
-            else _schema.to_db_time(uploaded_before),
+            "expired_before": _db_time_or_none(expired_before),
+            "uploaded_before": _db_time_or_none(uploaded_before),
             "limit": PRUNE_BATCH,
             "after": 0,
         }
@@ -343,21 +341,10 @@ class Ledger:
 
 
 def _asset(row: tuple[Any, ...]) -> Asset:
-    (row_id, sha256, email, asset_ref, content_type, size, uploaded_at, expires_at, upload_id,
-     media_url, source) = row
-    return Asset(
-        id=row_id,
-        sha256=sha256,
-        email=email,
-        asset_ref=asset_ref,
-        content_type=content_type,
-        size=size,
-        uploaded_at=_schema.from_db_time(uploaded_at),
-        expires_at=_schema.from_db_time(expires_at),
-        upload_id=upload_id,
-        media_url=media_url,
-        source=source,
-    )
+    fields = dict(zip(_schema.UPLOAD_COLUMNS, row, strict=True))
+    fields["uploaded_at"] = _schema.from_db_time(fields["uploaded_at"])
+    fields["expires_at"] = _schema.from_db_time(fields["expires_at"])
+    return Asset(**fields)
 
 
 def _upload_params(asset: Asset) -> dict[str, Any]:
@@ -375,14 +362,12 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
     }
 
 
-def _replace_id(asset: Asset, row_id: int | None) -> Asset:
-    from dataclasses import replace
-
-    return replace(asset, id=row_id)
+def _db_time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _schema.to_db_time(moment)
 
 
 def _stat_values(entry: FileStat) -> tuple[Any, ...]:
     # Inode numbers are unsigned 64-bit on some filesystems; SQLite integers are signed.
     inode = entry.inode - (1 << 64) if entry.inode >= 1 << 63 else entry.inode
-    return (entry.path, entry.device, inode, entry.size, entry.mtime_ns, entry.ctime_ns,
-            entry.sha256, entry.recorded_ns)
+    values = (entry.path, entry.device, inode, entry.size, entry.mtime_ns, entry.ctime_ns)
+    return (*values, entry.sha256, entry.recorded_ns)

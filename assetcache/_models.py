@@ -38,7 +38,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 class UploadRow(SQLModel, table=True):
     """One successful upload. Rows are never updated except ``source``; history is kept."""
 
-    __tablename__: ClassVar[str] = _schema.UPLOADS  # type: ignore[misc]
+    __tablename__: ClassVar[str] = _schema.UPLOADS
     __table_args__ = (
         Index("ix_uploads_key", "sha256", "email", "expires_at"),
         Index("ix_uploads_expires_at", "expires_at"),
@@ -61,7 +61,7 @@ class UploadRow(SQLModel, table=True):
 class FileStatRow(SQLModel, table=True):
     """What a file looked like when it was hashed, so an unchanged file is not hashed again."""
 
-    __tablename__: ClassVar[str] = _schema.FILE_STATS  # type: ignore[misc]
+    __tablename__: ClassVar[str] = _schema.FILE_STATS
 
     path: str = Field(primary_key=True)
     device: int = Field(sa_type=BigInteger)

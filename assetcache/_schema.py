@@ -63,9 +63,7 @@ INSERT_UPLOAD: Final = (
 
 UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source WHERE id = :id"
 
-SELECT_STAT: Final = (
-    f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
-)
+SELECT_STAT: Final = f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
 
 UPSERT_STAT: Final = (
     f"INSERT INTO {FILE_STATS} ({', '.join(FILE_STAT_COLUMNS)}) "
@@ -107,10 +105,7 @@ def to_db_time(moment: datetime) -> str:
 
 def from_db_time(value: str | datetime) -> datetime:
     """The aware UTC datetime for a stored value."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(value)
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -1,0 +1,75 @@
+"""Alembic revisions: one head, empty -> head equals the models, and the lean constants agree."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from assetcache import _schema
+from assetcache._ledger import Ledger, _migrations_dir
+from assetcache._models import metadata
+
+
+def scripts() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    return ScriptDirectory.from_config(config)
+
+
+def test_exactly_one_head_and_it_is_the_code_head() -> None:
+    heads = scripts().get_heads()
+    assert heads == [_schema.HEAD]
+
+
+def test_revision_list_matches_the_scripts() -> None:
+    chain = [rev.revision for rev in scripts().walk_revisions()]
+    assert tuple(reversed(chain)) == _schema.REVISIONS
+
+
+def test_empty_to_head_equals_the_models(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path / "new.db"))
+    ledger.close()
+    engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        assert context.get_current_revision() == _schema.HEAD
+    engine.dispose()
+
+
+def test_lean_column_lists_match_the_models() -> None:
+    assert tuple(metadata.tables[_schema.UPLOADS].columns.keys()) == _schema.UPLOAD_COLUMNS
+    assert tuple(metadata.tables[_schema.FILE_STATS].columns.keys()) == _schema.FILE_STAT_COLUMNS
+
+
+def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+    from alembic import command
+
+    path = tmp_path / "round.db"
+    Ledger(str(path)).close()
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    config.cmd_opts = None
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    with sqlite3.connect(path) as raw:
+        names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert _schema.UPLOADS not in names
+    engine.dispose()
+    Ledger(str(path)).close()  # opening upgrades again
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == _schema.HEAD
+
+
+def test_wal_mode_is_on(tmp_path: Path) -> None:
+    Ledger(str(tmp_path / "w.db")).close()
+    with sqlite3.connect(tmp_path / "w.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -78,7 +78,7 @@ class RefreshItem:
     asset: Asset
     status: RefreshStatus
     new: Asset | None = None
-    error: str | None = None
+    error: AssetCacheError | None = None
 
     @property
     def reason(self) -> str:
@@ -586,7 +586,7 @@ class AssetCache(_Facade):
                     min_remaining=_refresh_margin(expiring_within),
                 )
             except AssetCacheError as exc:
-                items.append(RefreshItem(asset, "failed", error=str(exc)))
+                items.append(RefreshItem(asset, "failed", error=exc))
             else:
                 items.append(RefreshItem(asset, "refreshed", new=new))
         return items
@@ -731,7 +731,7 @@ class AsyncAssetCache(_Facade):
                     min_remaining=_refresh_margin(expiring_within),
                 )
             except AssetCacheError as exc:
-                items.append(RefreshItem(asset, "failed", error=str(exc)))
+                items.append(RefreshItem(asset, "failed", error=exc))
             else:
                 items.append(RefreshItem(asset, "refreshed", new=new))
         return items

@@ -1,0 +1,616 @@
+"""The command line: a thin click skin over AssetCache.
+
+Each command is one library call plus formatting. Errors become messages and exit codes in one
+place (``_Group.invoke``); nothing below it prints a traceback unless ``-v`` asked for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__, _config
+from ._asset import Asset
+from ._cache import AccountAudit, AssetCache, RefreshItem
+from ._durations import format_duration, parse_duration, relative
+from ._errors import (
+    AccountError,
+    AssetCacheError,
+    InvalidEmailError,
+    InvalidImageError,
+    NotCachedError,
+    RemoteError,
+)
+from ._retry import RetryPolicy
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_NOT_CACHED = 3
+EXIT_INVALID_INPUT = 4
+EXIT_ACCOUNT = 5
+EXIT_REMOTE = 6
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success
+  1  unexpected error (rerun with -v for the traceback), or an unusable ledger
+  2  usage error (bad option, missing or malformed --email)
+  3  no live ref cached (ref --offline)
+  4  invalid input file: missing, unreadable, empty, unsupported type, too large
+  5  account or credentials: no USEAPI_TOKEN, 401, 404, 596
+  6  remote failure after retries: 429, 5xx, network, malformed answer
+"""
+
+log = logging.getLogger("assetcache")
+
+
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+    if isinstance(exc, NotCachedError):
+        return EXIT_NOT_CACHED
+    if isinstance(exc, InvalidImageError):
+        return EXIT_INVALID_INPUT
+    if isinstance(exc, AccountError):
+        return EXIT_ACCOUNT
+    if isinstance(exc, RemoteError):
+        return EXIT_REMOTE
+    if isinstance(exc, InvalidEmailError | ValueError):
+        return EXIT_USAGE
+    return EXIT_UNEXPECTED
+
+
+# -- plumbing ---------------------------------------------------------------------------
+
+
+@dataclass
+class _App:
+    """Per-invocation state; tests pass ``obj={"clock": ..., "transport": ..., "retry": ...}``."""
+
+    db: str | None
+    verbose: int
+    clock: Callable[[], datetime] | None = None
+    transport: Any = None
+    retry: RetryPolicy | None = None
+    _cache: AssetCache | None = field(default=None, repr=False)
+
+    def cache(self) -> AssetCache:
+        if self._cache is None:
+            self._cache = AssetCache(
+                db=self.db, transport=self.transport, clock=self.clock, retry=self.retry
+            )
+        return self._cache
+
+    def now(self) -> datetime:
+        return self.clock() if self.clock else datetime.now(UTC)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+
+class _RedactToken(logging.Filter):
+    """Defence in depth: even if a token reached a log record, it would be printed masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        token = os.environ.get(_config.ENV_TOKEN)
+        if token and token in (message := record.getMessage()):
+            record.msg, record.args = message.replace(token, "***"), None
+        return True
+
+
+def _setup_logging(verbose: int) -> None:
+    if not verbose:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_RedactToken())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    logging.getLogger("assetcache").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+class _Group(click.Group):
+    """Turns every error into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("assetcache: interrupted", err=True)
+            ctx.exit(130)
+        except AssetCacheError as exc:
+            click.echo(f"assetcache: error: {exc}", err=True)
+            ctx.exit(exit_code(exc))
+        except Exception as exc:
+            app = ctx.find_object(_App)
+            if app is not None and app.verbose:
+                click.echo(traceback.format_exc(), err=True, nl=False)
+            click.echo(
+                f"assetcache: unexpected error: {type(exc).__name__}: {exc}; "
+                "rerun with -v for the traceback",
+                err=True,
+            )
+            ctx.exit(EXIT_UNEXPECTED)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def _email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--email",
+        "-e",
+        envvar=_config.ENV_EMAIL,
+        show_envvar=True,
+        required=False,
+        help="The Luma account's email at useapi.net"
+        + ("." if required else " (default: every account)."),
+    )
+
+
+def _need_email(email: str | None) -> str:
+    if not email:
+        raise click.UsageError(f"no account email: pass --email or set {_config.ENV_EMAIL}")
+    return email
+
+
+def _app(ctx: click.Context) -> _App:
+    return ctx.ensure_object(_App)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def _short_ref(ref: str) -> str:
+    return ref if len(ref) <= 20 else f"{ref[:6]}…{ref[-8:]}"
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        yield "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+
+
+# -- the group --------------------------------------------------------------------------
+
+
+@click.group(
+    cls=_Group, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.option(
+    "--db",
+    envvar=_config.ENV_DB,
+    show_envvar=True,
+    metavar="PATH_OR_URL",
+    help="Ledger file or sqlite:/// URL (default: ledger.db in the user data dir).",
+)
+@click.option("-v", "--verbose", count=True, help="Log to stderr; -vv for debug. Never the token.")
+@click.version_option(__version__, prog_name="assetcache")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
+    """Cache useapi.net Luma asset uploads by content: upload each image once, reuse its
+    assetRef until it is about to expire, and see what is about to expire.
+
+    The API token is read from USEAPI_TOKEN only (never a flag: it would land in shell
+    history and in ps).
+    """
+    options = ctx.obj if isinstance(ctx.obj, dict) else {}
+    app = _App(db=db, verbose=verbose, **options)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+    _setup_logging(verbose)
+
+
+# -- upload -----------------------------------------------------------------------------
+
+
+def _read_paths(files: Sequence[str]) -> list[str]:
+    paths: list[str] = []
+    for name in files:
+        if name == "-":
+            paths.extend(line.rstrip("\r\n") for line in sys.stdin if line.strip())
+        else:
+            paths.append(name)
+    return paths
+
+
+class _OrderedPrinter:
+    """Prints results in input order as soon as each one and all before it are done."""
+
+    def __init__(
+        self, paths: Sequence[str], render: Callable[[str, Asset | AssetCacheError], None]
+    ) -> None:
+        self._paths = paths
+        self._render = render
+        self._done: dict[int, Asset | AssetCacheError] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self.progress: Callable[[], None] = lambda: None
+
+    def __call__(self, index: int, outcome: Asset | AssetCacheError) -> None:
+        with self._lock:
+            self._done[index] = outcome
+            self.progress()
+            while self._next in self._done:
+                self._render(self._paths[self._next], self._done.pop(self._next))
+                self._next += 1
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@_email_option()
+@click.option("--force", is_flag=True, help="Upload even when a live ref is cached.")
+@click.option(
+    "--min-remaining",
+    type=DURATION,
+    help="Re-upload when less than this is left (default 1d).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Uploads in flight at once.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, per line.")
+@click.pass_context
+def upload(
+    ctx: click.Context,
+    files: tuple[str, ...],
+    email: str | None,
+    force: bool,
+    min_remaining: timedelta | None,
+    jobs: int,
+    as_json: bool,
+) -> None:
+    """Resolve each FILE to a live assetRef, uploading only when needed.
+
+    FILE may be - to read more paths from stdin, one a line. A failing file does not stop
+    the others; the exit code is the highest of the failures' codes.
+    """
+    app = _app(ctx)
+    email = _need_email(email)
+    paths = _read_paths(files)
+    if not paths:
+        raise click.UsageError("no files given (stdin was empty)")
+    now = app.now()
+    worst = EXIT_OK
+
+    def render(path: str, outcome: Asset | AssetCacheError) -> None:
+        nonlocal worst
+        if isinstance(outcome, AssetCacheError):
+            code = exit_code(outcome)
+            worst = max(worst, code)
+            if as_json:
+                _emit_json({"path": path, "error": str(outcome), "exit_code": code})
+            else:
+                click.echo(f"assetcache: error: {outcome}", err=True)
+            return
+        if as_json:
+            _emit_json(
+                {
+                    "path": path,
+                    "sha256": outcome.sha256,
+                    "email": outcome.email,
+                    "asset_ref": outcome.asset_ref,
+                    "reused": outcome.reused,
+                    "uploaded_at": outcome.uploaded_at.isoformat(),
+                    "expires_at": outcome.expires_at.isoformat(),
+                }
+            )
+        else:
+            how = "reused" if outcome.reused else "uploaded"
+            left = format_duration(outcome.remaining_at(now))
+            click.echo(f"{outcome.asset_ref}  {how}  {left} left  {path}")
+
+    printer = _OrderedPrinter(paths, render)
+    show_bar = len(paths) > 1 and sys.stderr.isatty()
+    with (
+        click.progressbar(length=len(paths), label="resolving", file=sys.stderr)
+        if show_bar
+        else _nullbar() as bar
+    ):
+        printer.progress = lambda: bar.update(1)
+        app.cache().resolve_many(
+            paths,
+            email=email,
+            jobs=jobs,
+            force=force,
+            min_remaining=min_remaining,
+            on_result=printer,
+        )
+    ctx.exit(worst)
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def __enter__(self) -> _NullBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _nullbar() -> _NullBar:
+    return _NullBar()
+
+
+# -- ref --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", metavar="FILE")
+@_email_option()
+@click.option("--min-remaining", type=DURATION, help="Re-upload when less than this is left.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Never upload: exit 3 with empty stdout when no live ref is cached.",
+)
+@click.pass_context
+def ref(
+    ctx: click.Context,
+    file: str,
+    email: str | None,
+    min_remaining: timedelta | None,
+    offline: bool,
+) -> None:
+    """Print exactly the assetRef of FILE and a newline, for REF=$(assetcache ref x.png)."""
+    cache = _app(ctx).cache()
+    email = _need_email(email)
+    if offline:
+        asset = cache.require(file, email=email, min_remaining=min_remaining)
+    else:
+        asset = cache.resolve(file, email=email, min_remaining=min_remaining)
+    click.echo(asset.asset_ref)
+
+
+# -- ls ---------------------------------------------------------------------------------
+
+_FIELDS = (
+    "asset_ref",
+    "sha256",
+    "email",
+    "content_type",
+    "size",
+    "uploaded_at",
+    "expires_at",
+    "upload_id",
+    "media_url",
+    "source",
+)
+
+
+@cli.command("ls")
+@_email_option(required=False)
+@click.option("--expiring-within", type=DURATION, help="Only live refs expiring within this.")
+@click.option("--expired", is_flag=True, help="Only expired refs.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of objects.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+@click.pass_context
+def ls_command(
+    ctx: click.Context,
+    email: str | None,
+    expiring_within: timedelta | None,
+    expired: bool,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """List the ledger, sorted by expiry."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are exclusive")
+    if expired and expiring_within is not None:
+        raise click.UsageError("--expired and --expiring-within are exclusive")
+    app = _app(ctx)
+    assets = app.cache().assets(
+        email=email, expiring_within=expiring_within, expired=True if expired else None
+    )
+    if as_json:
+        click.echo(json.dumps([_row(a) for a in assets], indent=2, ensure_ascii=False))
+    elif as_csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_row(a) for a in assets)
+        click.echo(out.getvalue(), nl=False)
+    elif not assets:
+        click.echo("no entries", err=True)
+    else:
+        now = app.now()
+        rows = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "SOURCE")]
+        rows += [
+            (
+                _short_ref(a.asset_ref),
+                a.email,
+                _human_size(a.size),
+                a.content_type.removeprefix("image/"),
+                relative(a.uploaded_at, now),
+                relative(a.expires_at, now),
+                a.source or "-",
+            )
+            for a in assets
+        ]
+        for line in _table(rows):
+            click.echo(line)
+
+
+def _row(asset: Asset) -> dict[str, Any]:
+    data = asset.to_dict()
+    return {k: data[k] for k in _FIELDS}
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+@cli.command()
+@_email_option(required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.pass_context
+def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
+    """Per account: live refs, expiring within 24 h and 7 d, expired, and refreshable."""
+    report = _app(ctx).cache().audit(email=email)
+    advice = _overall_advice(report)
+    if as_json:
+        accounts = [
+            {
+                "email": r.email,
+                "live": r.live,
+                "expiring_24h": r.expiring_24h,
+                "expiring_7d": r.expiring_7d,
+                "expired": r.expired,
+                "refreshable": r.refreshable,
+                "uploads": r.uploads,
+                "next": r.advice,
+            }
+            for r in report
+        ]
+        _emit_json({"accounts": accounts, "next": advice})
+        return
+    if not report:
+        click.echo("the ledger is empty: nothing uploaded yet")
+        return
+    for r in report:
+        click.echo(
+            f"{r.email}: {r.live} live ({r.expiring_24h} expiring within 24h, "
+            f"{r.expiring_7d} within 7d), {r.expired} expired, {r.refreshable} refreshable, "
+            f"{r.uploads} upload(s) recorded"
+        )
+    click.echo(f"next: {advice}")
+
+
+def _overall_advice(report: Sequence[AccountAudit]) -> str:
+    if any(r.refreshable for r in report):
+        return "assetcache refresh --expiring-within 7d"
+    if any(r.expiring_7d for r in report):
+        return "expiring refs have no unchanged source file: upload those files again"
+    if any(r.expired for r in report):
+        return "assetcache prune  # drop expired refs"
+    return "nothing to do: every ref has more than 7 days left"
+
+
+# -- prune ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--older-than", type=DURATION, help="Remove by upload age instead of expiry.")
+@_email_option(required=False)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be removed.")
+@click.pass_context
+def prune(
+    ctx: click.Context, older_than: timedelta | None, email: str | None, dry_run: bool
+) -> None:
+    """Remove expired entries (they are dead anyway), or those older than --older-than."""
+    app = _app(ctx)
+    removed = app.cache().prune(
+        expired=older_than is None, older_than=older_than, email=email, dry_run=dry_run
+    )
+    now = app.now()
+    for a in removed:
+        click.echo(
+            f"{a.asset_ref}  {a.email}  uploaded {relative(a.uploaded_at, now)}  {a.source or '-'}"
+        )
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
+
+
+# -- refresh ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--expiring-within",
+    type=DURATION,
+    default="3d",
+    show_default=True,
+    help="Refresh live refs expiring within this.",
+)
+@_email_option(required=False)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be re-uploaded.")
+@click.pass_context
+def refresh(
+    ctx: click.Context, expiring_within: timedelta, email: str | None, dry_run: bool
+) -> None:
+    """Re-upload expiring refs whose source file still exists with the same content."""
+    items = _app(ctx).cache().refresh(expiring_within=expiring_within, email=email, dry_run=dry_run)
+    worst = EXIT_OK
+    for item in items:
+        click.echo(_refresh_line(item))
+        if item.error is not None:
+            worst = max(worst, exit_code(item.error))
+    done = sum(i.status in ("refreshed", "would-refresh") for i in items)
+    verb = "would refresh" if dry_run else "refreshed"
+    click.echo(f"{verb} {done}, cannot refresh {len(items) - done}")
+    ctx.exit(worst)
+
+
+def _refresh_line(item: RefreshItem) -> str:
+    where = item.asset.source or f"sha256:{item.asset.sha256[:12]}"
+    if item.status == "refreshed" and item.new is not None:
+        return f"refreshed  {where}  {item.new.asset_ref}"
+    if item.status == "would-refresh":
+        return f"would refresh  {where}"
+    return f"cannot refresh  {where}: {item.reason}"
+
+
+# -- path -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_context
+def path(ctx: click.Context) -> None:
+    """Print where the ledger is, and its size."""
+    from ._ledger import ledger_path
+
+    location = ledger_path(_config.resolve_db(_app(ctx).db))
+    if not os.path.exists(location):
+        click.echo(f"{location}  (not created yet)")
+        return
+    size = sum(os.path.getsize(p) for p in (location, location + "-wal") if os.path.exists(p))
+    click.echo(f"{location}  ({_human_size(size)})")
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    cli.main(prog_name="assetcache")
+    raise SystemExit(0)  # pragma: no cover - click.main exits itself

@@ -1,0 +1,55 @@
+"""Durations as people type them (``90s``, ``45m``, ``12h``, ``3d``, ``2w``, ``1d12h``) and
+times as people read them (``in 3d 4h``, ``2h ago``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Final
+
+_UNITS: Final = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_PART: Final = re.compile(r"(\d+)([wdhms])")
+_WHOLE: Final = re.compile(r"(?:\d+[wdhms])+")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"1d12h"`` -> 36 hours. Raises ValueError with the accepted forms."""
+    compact = "".join(text.split()).lower()
+    if compact == "0":
+        return timedelta(0)
+    if not _WHOLE.fullmatch(compact):
+        raise ValueError(
+            f"{text!r} is not a duration: use a number and a unit (s, m, h, d, w), "
+            "e.g. 90s, 45m, 12h, 3d, 2w or 1d12h"
+        )
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
+
+
+def format_duration(delta: timedelta, *, parts: int = 2) -> str:
+    """The largest ``parts`` units of a duration: ``29d 23h``, ``3h 5m``, ``45s``."""
+    seconds = int(abs(delta).total_seconds())
+    if seconds == 0:
+        return "0s"
+    out = []
+    for unit, size in _UNITS.items():
+        if unit == "w":
+            continue  # "29d" reads better than "4w 1d" for a 30-day retention
+        count, seconds = divmod(seconds, size)
+        if count:
+            out.append(f"{count}{unit}")
+        if len(out) == parts:
+            break
+    return " ".join(out)
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """``in 3d 4h`` for the future, ``2h ago`` for the past, ``now`` within a second."""
+    delta = moment - now
+    if abs(delta) < timedelta(seconds=1):
+        return "now"
+    text = format_duration(delta)
+    return f"in {text}" if delta > timedelta(0) else f"{text} ago"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._asset import RETENTION, Asset
-from ._cache import AccountAudit, AssetCache, AsyncAssetCache, RefreshItem
+from ._cache import AccountAudit, AssetCache, RefreshItem
 from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
 from ._errors import (
     AccountError,
@@ -34,6 +34,7 @@ from ._errors import (
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from ._aio import AsyncAssetCache
     from ._emulator import EmulatedUpload, Emulator
 
 __version__ = "0.1.0"
@@ -68,7 +69,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The emulator pulls in http.server; load it only for those who use it.
+    # asyncio and http.server cost more to import than a whole cache hit: load them only for
+    # those who use the async cache or the emulator.
+    if name == "AsyncAssetCache":
+        from ._aio import AsyncAssetCache
+
+        return AsyncAssetCache
     if name in ("Emulator", "EmulatedUpload"):
         from . import _emulator
 

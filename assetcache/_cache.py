@@ -19,13 +19,11 @@ how they wait (threads vs. the event loop) and which httpx client sends.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -43,7 +41,7 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     import httpx
 
-    from ._client import AsyncLumaClient, LumaClient, UploadResult
+    from ._client import LumaClient, UploadResult
 
 DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
 DEFAULT_JOBS: Final = 4
@@ -516,6 +514,8 @@ class AssetCache(_Facade):
 
         if jobs == 1 or len(items) <= 1:
             return [one(i) for i in range(len(items))]
+        from concurrent.futures import ThreadPoolExecutor  # only batches pay for it
+
         with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
             return list(pool.map(one, range(len(items))))
 
@@ -592,160 +592,10 @@ class AssetCache(_Facade):
         return items
 
 
-class AsyncAssetCache(_Facade):
-    """The same cache for asyncio: ``await cache.resolve(...)``; ``async with`` or ``aclose()``.
-
-    Disk and ledger work runs in worker threads; waiting for another resolver's upload and the
-    upload itself happen on the event loop, so thousands of concurrent resolves cost no threads.
-    """
-
-    _client: AsyncLumaClient | None = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        self._core.close()
-
-    def _upload_client(self) -> AsyncLumaClient:
-        with self._client_lock:
-            if self._client is None:
-                from ._client import AsyncLumaClient
-
-                self._client = AsyncLumaClient(
-                    token=self._core.token(),
-                    base_url=self._core.base_url,
-                    retry=self._retry_policy(),
-                    transport=self._transport,  # type: ignore[arg-type]
-                )
-            return self._client
-
-    async def resolve(
-        self,
-        source: Source,
-        *,
-        email: str,
-        force: bool = False,
-        min_remaining: timedelta | None = None,
-    ) -> Asset:
-        core = self._core
-        email = normalize_email(email)
-        margin = core.min_remaining_or_default(min_remaining)
-        key = await asyncio.to_thread(core.key, source)
-        if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
-            return hit
-        key = await asyncio.to_thread(core.content, key)
-        client = self._upload_client()
-        async with core.locks.ahold(f"{key.sha256}:{email}"):
-            if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
-                return hit
-            assert key.content is not None
-            uploaded_at = core.now()
-            result = await client.upload(
-                key.content.data, content_type=key.content.content_type, email=email
-            )
-            return await asyncio.to_thread(core.record, key, email, uploaded_at, result)
-
-    async def resolve_many(
-        self,
-        sources: Iterable[Source],
-        *,
-        email: str,
-        jobs: int = DEFAULT_JOBS,
-        force: bool = False,
-        min_remaining: timedelta | None = None,
-    ) -> list[Asset | AssetCacheError]:
-        """Resolve many sources with at most ``jobs`` in flight; results in input order."""
-        if jobs < 1:
-            raise ValueError("jobs must be at least 1")
-        gate = asyncio.Semaphore(jobs)
-
-        async def one(source: Source) -> Asset | AssetCacheError:
-            async with gate:
-                try:
-                    return await self.resolve(
-                        source, email=email, force=force, min_remaining=min_remaining
-                    )
-                except AssetCacheError as exc:
-                    return exc
-
-        return list(await asyncio.gather(*(one(s) for s in sources)))
-
-    async def lookup(
-        self, source: Source, *, email: str, min_remaining: timedelta | None = None
-    ) -> Asset | None:
-        core = self._core
-        margin = timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
-        key = await asyncio.to_thread(core.key, source)
-        return await asyncio.to_thread(core.live, key, normalize_email(email), margin)
-
-    async def assets(
-        self,
-        email: str | None = None,
-        expiring_within: timedelta | None = None,
-        expired: bool | None = None,
-    ) -> list[Asset]:
-        return await asyncio.to_thread(self._core.assets, email, expiring_within, expired)
-
-    async def prune(
-        self,
-        expired: bool = True,
-        older_than: timedelta | None = None,
-        email: str | None = None,
-        dry_run: bool = False,
-    ) -> list[Asset]:
-        return await asyncio.to_thread(self._core.prune, expired, older_than, email, dry_run)
-
-    async def audit(self, email: str | None = None) -> list[AccountAudit]:
-        return await asyncio.to_thread(self._core.audit, email)
-
-    async def refresh(
-        self,
-        expiring_within: timedelta = timedelta(days=3),
-        email: str | None = None,
-        dry_run: bool = False,
-    ) -> list[RefreshItem]:
-        core = self._core
-        items = []
-        candidates = await asyncio.to_thread(core.refresh_candidates, expiring_within, email)
-        for asset in candidates:
-            state = await asyncio.to_thread(core.source_state, asset)
-            if state != "would-refresh" or dry_run:
-                items.append(RefreshItem(asset, state))
-                continue
-            assert asset.source is not None
-            try:
-                new = await self.resolve(
-                    asset.source,
-                    email=asset.email,
-                    min_remaining=_refresh_margin(expiring_within),
-                )
-            except AssetCacheError as exc:
-                items.append(RefreshItem(asset, "failed", error=exc))
-            else:
-                items.append(RefreshItem(asset, "refreshed", new=new))
-        return items
-
-
 def _describe(source: Source) -> str:
     if isinstance(source, bytes | bytearray | memoryview):
         return f"these {len(source):,} bytes"
     return display_path(source)
 
 
-__all__: Sequence[str] = (
-    "AccountAudit",
-    "AssetCache",
-    "AsyncAssetCache",
-    "RefreshItem",
-)
+__all__: Sequence[str] = ("AccountAudit", "AssetCache", "RefreshItem")

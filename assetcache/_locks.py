@@ -15,7 +15,6 @@ the number of assets; two keys sharing a stripe only means they upload one after
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -72,6 +71,8 @@ class KeyLocks:
         Blocking calls are polled with non-blocking attempts instead of being pushed to a
         thread pool: a pool full of waiters could starve the holder that must finish first.
         """
+        import asyncio  # only async callers pay for it
+
         stripe = self._stripe(key)
         thread_lock = self._thread_lock(stripe)
         delay = _POLL_MIN_S

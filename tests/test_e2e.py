@@ -232,7 +232,7 @@ def test_emulator_command_serves_and_stops_on_ctrl_c(tmp_path: Path, db: Path) -
             assert cache.resolve(png(), email=EMAIL).reused is False
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "POST /v1/luma/assets/me%40example.com -> 200" in err
     assert "t0k" not in err

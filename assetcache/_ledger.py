@@ -28,6 +28,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,6 +38,7 @@ from typing import Any, Final
 from . import _schema
 from ._asset import Asset
 from ._errors import LedgerError
+from ._locks import KeyLocks
 
 BUSY_TIMEOUT_S: Final = 30.0
 PRUNE_BATCH: Final = 1000
@@ -142,7 +144,15 @@ class Ledger:
                 f"was written by a newer assetcache (schema {version})",
                 hint="; upgrade assetcache (pip install -U assetcache) or use another --db",
             )
-        self._migrate()
+        # One process migrates; the others wait here, then find the schema current with a
+        # plain read instead of each importing Alembic (a second of CPU) to learn the same.
+        with contextlib.ExitStack() as held:
+            # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
+            # _migrate still serialises the migration itself.
+            with contextlib.suppress(OSError):
+                held.enter_context(KeyLocks(self.path + ".locks").hold("migrate"))
+            if self._schema_version() != _schema.HEAD:
+                self._migrate()
         if self._schema_version() != _schema.HEAD:
             raise self._fail("migration did not reach the current schema")
 
@@ -197,8 +207,7 @@ class Ledger:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
@@ -338,6 +347,29 @@ class Ledger:
     def count(self) -> int:
         with self._reading() as conn:
             return int(conn.execute(_schema.COUNT_UPLOADS).fetchone()[0])
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (it persists in the file, so this is a read once it is set).
+
+    SQLite answers "database is locked" at once, without its busy handler, when the journal
+    mode is changed while another process holds a lock, e.g. the first process migrating a
+    brand-new ledger. So the change is retried here, within the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 def _asset(row: tuple[Any, ...]) -> Asset:

@@ -1,0 +1,186 @@
+"""Guarantees under concurrency and faults, proven with real processes over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assetcache import AssetCache, AsyncAssetCache, Emulator, RetryPolicy
+from assetcache._schema import HEAD
+
+from .conftest import EMAIL, png, write
+
+WORKER = str(Path(__file__).with_name("worker.py"))
+ROOT = str(Path(__file__).resolve().parent.parent)
+FAST = RetryPolicy(attempts=8, max_elapsed=60, initial=0, max_backoff=0, jitter=0)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    # Latency widens every race window: each upload takes at least 50 ms.
+    with Emulator(latency=0.05, retry_after=0) as server:
+        yield server
+
+
+def spawn(
+    emu: Emulator,
+    db: Path,
+    files: list[Path],
+    seed: int,
+    start: float = 0.0,
+) -> subprocess.Popen[str]:
+    env = dict(os.environ, USEAPI_TOKEN=emu.token, START=str(start), PYTHONPATH=ROOT)
+    return subprocess.Popen(
+        [sys.executable, WORKER, str(db), emu.base_url, EMAIL, str(seed), *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def results(proc: subprocess.Popen[str], timeout: float = 60) -> list[dict[str, object]]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err + out
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def test_eight_processes_twenty_files_exactly_twenty_uploads(
+    emu: Emulator, db: Path, tmp_path: Path
+) -> None:
+    files = [write(tmp_path / f"f{i:02}.png", png(f"file {i}")) for i in range(20)]
+    start = time.time() + 1.5  # all workers have imported by then
+    procs = [spawn(emu, db, files, seed, start) for seed in range(8)]
+    outputs = [results(p) for p in procs]
+    assert len(emu.uploads) == 20
+    refs = {(r["path"], r["ref"]) for out in outputs for r in out}
+    assert len(refs) == 20  # every process got the same ref for each file
+    assert integrity(db) == "ok"
+
+
+def test_sixteen_processes_no_database_is_locked(emu: Emulator, db: Path, tmp_path: Path) -> None:
+    shared = [write(tmp_path / f"s{i}.png", png(f"shared {i}")) for i in range(4)]
+    procs = []
+    start = time.time() + 2.5
+    for n in range(16):
+        own = [write(tmp_path / f"p{n}-{i}.png", png(f"own {n} {i}")) for i in range(2)]
+        procs.append(spawn(emu, db, shared + own, n, start))
+    outputs = [results(p, timeout=90) for p in procs]
+    assert all("error" not in r for out in outputs for r in out)
+    assert len(emu.uploads) == 4 + 16 * 2
+    assert integrity(db) == "ok"
+
+
+def test_sixteen_threads_one_file_one_upload(emu: Emulator, db: Path, tmp_path: Path) -> None:
+    path = write(tmp_path / "one.png", png("one"))
+    refs: list[str] = []
+    barrier = threading.Barrier(16)
+    with AssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as cache:
+
+        def work() -> None:
+            barrier.wait()
+            refs.append(cache.resolve(path, email=EMAIL).asset_ref)
+
+        threads = [threading.Thread(target=work) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(emu.uploads) == 1
+    assert len(refs) == 16 and len(set(refs)) == 1
+
+
+def test_asyncio_tasks_and_a_second_cache_share_one_upload(
+    emu: Emulator, db: Path, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "one.png", png("async"))
+
+    async def go() -> set[str]:
+        async with (
+            AsyncAssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as a,
+            AsyncAssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as b,
+        ):
+            got = await asyncio.gather(*(c.resolve(path, email=EMAIL) for c in [a, b] * 8))
+        return {x.asset_ref for x in got}
+
+    assert len(asyncio.run(go())) == 1
+    assert len(emu.uploads) == 1
+
+
+def test_sigkill_during_upload_blocks_nobody(db: Path, tmp_path: Path) -> None:
+    path = write(tmp_path / "slow.png", png("slow"))
+    with Emulator(latency=1.0) as slow:
+        victim = spawn(slow, db, [path], 0)
+        deadline = time.monotonic() + 20
+        while slow.request_count == 0:  # the victim holds the key's lock, mid-upload
+            assert time.monotonic() < deadline, "the victim never sent its upload"
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        began = time.monotonic()
+        survivor = spawn(slow, db, [path], 1)
+        (result,) = results(survivor)
+        assert "ref" in result
+        assert time.monotonic() - began < 8  # no stale lock to wait out
+        assert len(slow.uploads) <= 2  # at most one extra upload for the killed process
+    assert integrity(db) == "ok"
+
+
+def test_sigkill_at_random_moments_leaves_the_ledger_intact(
+    emu: Emulator, db: Path, tmp_path: Path
+) -> None:
+    files = [write(tmp_path / f"k{i}.png", png(f"kill {i}")) for i in range(6)]
+    rng = random.Random(1234)
+    kills = 0
+    for seed in range(6):
+        proc = spawn(emu, db, files, seed)
+        time.sleep(rng.uniform(0.2, 0.7))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+        assert integrity(db) == "ok"
+    final = results(spawn(emu, db, files, 99))
+    assert len(final) == 6 and all("ref" in r for r in final)
+    assert len(emu.uploads) <= 6 + kills
+    assert integrity(db) == "ok"
+
+
+def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "fresh" / "ledger.db"
+    script = (
+        "import os,sys,time; sys.path.insert(0, os.environ['ROOT']);"
+        "time.sleep(max(0, float(os.environ['START']) - time.time()));"
+        "from assetcache import AssetCache; AssetCache(db=os.environ['DB']).assets()"
+    )
+    start = time.time() + 1.5
+    env = dict(os.environ, ROOT=ROOT, START=str(start), DB=str(db))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+    assert integrity(db) == "ok"

@@ -140,7 +140,9 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[Asset]:
-        return await asyncio.to_thread(self._core.prune, expired, older_than, email, dry_run)
+        return await asyncio.to_thread(
+            lambda: list(self._core.prune(expired, older_than, email, dry_run))
+        )
 
     async def audit(self, email: str | None = None) -> list[AccountAudit]:
         return await asyncio.to_thread(self._core.audit, email)

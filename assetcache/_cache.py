@@ -23,7 +23,7 @@ import os
 import stat as stat_module
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -279,7 +279,7 @@ class _Core:
 
     def prune(
         self, expired: bool, older_than: timedelta | None, email: str | None, dry_run: bool
-    ) -> list[Asset]:
+    ) -> Iterator[Asset]:
         if not expired and older_than is None:
             raise ValueError("prune needs expired=True or older_than=...: nothing would match")
         now = self.now()
@@ -557,7 +557,20 @@ class AssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[Asset]:
-        """Delete expired rows, or with ``older_than`` rows uploaded longer ago than that."""
+        """Delete expired rows, or with ``older_than`` rows uploaded longer ago than that.
+
+        Returns the removed rows; ``iter_prune`` streams them instead, for huge ledgers.
+        """
+        return list(self._core.prune(expired, older_than, email, dry_run))
+
+    def iter_prune(
+        self,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> Iterator[Asset]:
+        """Like prune, but yields rows as batches are deleted: memory stays bounded."""
         return self._core.prune(expired, older_than, email, dry_run)
 
     def audit(self, email: str | None = None) -> list[AccountAudit]:

@@ -6,14 +6,10 @@ place (``_Group.invoke``); nothing below it prints a traceback unless ``-v`` ask
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,6 +136,8 @@ class _Group(click.Group):
         except Exception as exc:
             app = ctx.find_object(_App)
             if app is not None and app.verbose:
+                import traceback
+
                 click.echo(traceback.format_exc(), err=True, nl=False)
             click.echo(
                 f"assetcache: unexpected error: {type(exc).__name__}: {exc}; "
@@ -186,8 +184,10 @@ def _app(ctx: click.Context) -> _App:
     return ctx.ensure_object(_App)
 
 
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False))
+def _emit_json(value: Any, *, indent: int | None = None) -> None:
+    import json  # only the --json outputs need it
+
+    click.echo(json.dumps(value, ensure_ascii=False, indent=indent))
 
 
 def _short_ref(ref: str) -> str:
@@ -447,8 +447,11 @@ def ls_command(
         email=email, expiring_within=expiring_within, expired=True if expired else None
     )
     if as_json:
-        click.echo(json.dumps([_row(a) for a in assets], indent=2, ensure_ascii=False))
+        _emit_json([_row(a) for a in assets], indent=2)
     elif as_csv:
+        import csv
+        import io
+
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
         writer.writeheader()
@@ -542,16 +545,18 @@ def prune(
 ) -> None:
     """Remove expired entries (they are dead anyway), or those older than --older-than."""
     app = _app(ctx)
-    removed = app.cache().prune(
+    removed = app.cache().iter_prune(
         expired=older_than is None, older_than=older_than, email=email, dry_run=dry_run
     )
     now = app.now()
-    for a in removed:
+    count = 0
+    for a in removed:  # streamed: pruning half a million rows stays in bounded memory
+        count += 1
         click.echo(
             f"{a.asset_ref}  {a.email}  uploaded {relative(a.uploaded_at, now)}  {a.source or '-'}"
         )
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
+    click.echo(f"{verb} {count} entr{'y' if count == 1 else 'ies'}")
 
 
 # -- refresh ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ platform default. Nothing here imports the ORM or the HTTP stack: it runs on eve
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Final
 
 ENV_TOKEN: Final = "USEAPI_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -20,12 +19,12 @@ APP_NAME: Final = "assetcache"
 LEDGER_FILENAME: Final = "ledger.db"
 
 
-def user_dir() -> Path:
+def user_dir() -> str:
     """The per-user data directory (platformdirs), where the default ledger lives."""
-    # platformdirs is cheap to import, but only the default-ledger case needs it.
-    from platformdirs import user_data_path
+    # Imported here: only the default-ledger case needs it.
+    from platformdirs import user_data_dir
 
-    return user_data_path(APP_NAME, appauthor=False)
+    return user_data_dir(APP_NAME, appauthor=False)
 
 
 def resolve_db(db: str | os.PathLike[str] | None) -> str:
@@ -38,7 +37,7 @@ def resolve_db(db: str | os.PathLike[str] | None) -> str:
     from_env = os.environ.get(ENV_DB)
     if from_env:
         return from_env
-    return str(user_dir() / LEDGER_FILENAME)
+    return os.path.join(user_dir(), LEDGER_FILENAME)
 
 
 def resolve_base_url(base_url: str | None) -> str:

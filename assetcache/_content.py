@@ -7,7 +7,6 @@ bytes alone, and everything that cannot be uploaded is refused before any reques
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -117,6 +116,8 @@ def check(data: bytes, *, where: str = "the data", path: str | None = None) -> C
             "convert it to one of those",
             path=path,
         )
+    import hashlib  # a stat-cache hit never hashes, so it never imports this
+
     return Content(data, hashlib.sha256(data).hexdigest(), content_type)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import unicodedata
 from typing import Final
-from urllib.parse import quote
 
 from ._errors import InvalidEmailError
 
@@ -55,4 +54,6 @@ def normalize_email(email: str) -> str:
 
 def email_segment(email: str) -> str:
     """The email as one URL path segment (``/`` and every other reserved character escaped)."""
+    from urllib.parse import quote  # only uploads need it; a cache hit does not
+
     return quote(email, safe="")

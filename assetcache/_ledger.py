@@ -32,13 +32,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _schema
 from ._asset import Asset
 from ._errors import LedgerError
 from ._locks import KeyLocks
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BUSY_TIMEOUT_S: Final = 30.0
 PRUNE_BATCH: Final = 1000
@@ -82,6 +84,8 @@ def ledger_path(location: str) -> str:
 
 
 def _migrations_dir() -> Path:
+    from pathlib import Path
+
     here = Path(__file__).resolve().parent
     for candidate in (here / "_migrations", here.parent / "migrations"):
         if (candidate / "env.py").is_file():
@@ -323,8 +327,8 @@ class Ledger:
         expired_before: datetime | None,
         uploaded_before: datetime | None,
         dry_run: bool,
-    ) -> list[Asset]:
-        """Delete matching rows in batches; returns what was (or would be) removed."""
+    ) -> Iterator[Asset]:
+        """Delete matching rows in batches, yielding each as it goes (bounded memory)."""
         params: dict[str, Any] = {
             "email": email,
             "expired_before": _db_time_or_none(expired_before),
@@ -332,16 +336,15 @@ class Ledger:
             "limit": PRUNE_BATCH,
             "after": 0,
         }
-        removed: list[Asset] = []
         while True:
             with self._reading() as conn:
                 batch = [_asset(r) for r in conn.execute(_schema.SELECT_PRUNE_BATCH, params)]
             if not batch:
-                return removed
+                return
             if not dry_run:
                 with self.write() as conn:
                     conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
-            removed.extend(batch)
+            yield from batch
             params["after"] = batch[-1].id
 
     def count(self) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +41,8 @@ class KeyLocks:
             return self._thread_locks.setdefault(stripe, threading.Lock())
 
     def _stripe(self, key: str) -> int:
+        import hashlib  # locks are taken only on the upload path
+
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
         return int.from_bytes(digest[:4], "big") % STRIPES
 

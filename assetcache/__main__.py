@@ -1,6 +1,6 @@
 """``python -m assetcache``: the same command line as ``assetcache``."""
 
-from ._cli import main
+from ._entry import main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,106 @@
+"""The console-script entry point, with a fast path for the commonest call of all.
+
+Scripts run ``REF=$(assetcache ref frame.png)`` once per file, so a cache hit must cost little
+more than starting Python. Importing click alone costs more than the whole hit (startup, a
+stat, two indexed reads), so a plain ``ref`` that hits is answered here, before click is
+imported. The fast path accepts a strict subset of the command line and answers only a hit;
+anything else (a miss, an error, an option it does not know, ``--help``, ``-v``) goes to the
+full click CLI, which then does the same work and reports it the usual way. tests/test_entry.py
+checks that both paths print the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import timedelta
+
+
+_VALUED = ("--email", "--min-remaining")
+
+
+def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | None, bool] | None:
+    """(db, file, email, min_remaining, offline) for a plain ``ref`` command, else None."""
+    from ._config import ENV_DB, ENV_EMAIL
+    from ._durations import parse_duration
+
+    args = list(argv)
+    db = None
+    while args and args[0] != "ref":
+        option, eq, value = args.pop(0).partition("=")
+        if option != "--db":
+            return None
+        db = value if eq else (args.pop(0) if args else None)
+        if db is None:
+            return None
+    if not args:
+        return None
+    args.pop(0)  # "ref"
+    file = email = None
+    min_remaining = None
+    offline = False
+    while args:
+        arg = args.pop(0)
+        name, eq, inline = arg.partition("=")
+        takes_value = arg == "-e" or (arg.startswith("--") and name in _VALUED)
+        if takes_value:
+            if not (eq and arg != "-e"):
+                if not args:
+                    return None
+                inline = args.pop(0)
+            value = inline
+            if name == "--min-remaining":
+                try:
+                    min_remaining = parse_duration(value)
+                except ValueError:
+                    return None
+            else:
+                email = value
+        elif arg == "--offline":
+            offline = True
+        elif arg.startswith("-") or file is not None:
+            return None  # an option we do not handle here, or a second file: click decides
+        else:
+            file = arg
+    email = email or os.environ.get(ENV_EMAIL)
+    if file is None or not email:
+        return None
+    return db or os.environ.get(ENV_DB) or None, file, email, min_remaining, offline
+
+
+def fast_ref(argv: Sequence[str]) -> int | None:
+    """Print the ref and return 0 on a cache hit; None means "let the full CLI answer"."""
+    parsed = _parse_ref(argv)
+    if parsed is None:
+        return None
+    db, file, email, min_remaining, offline = parsed
+    from datetime import timedelta
+
+    from ._cache import DEFAULT_MIN_REMAINING, AssetCache
+    from ._errors import AssetCacheError
+
+    if min_remaining is None:  # the same margins as `ref` and `ref --offline` in _cli.py
+        min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
+    try:
+        with AssetCache(db=db) as cache:
+            asset = cache.lookup(file, email=email, min_remaining=min_remaining)
+    except (AssetCacheError, ValueError, TypeError, OSError):
+        return None  # the full CLI reports it, with its exit code
+    if asset is None:
+        return None
+    sys.stdout.write(asset.asset_ref + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def main() -> None:
+    code = fast_ref(sys.argv[1:])
+    if code is not None:
+        raise SystemExit(code)
+    from ._cli import main as click_main
+
+    click_main()

@@ -1,0 +1,418 @@
+"""assetcache benchmarks: each figure is a ratio against a floor measured in the same run.
+
+    python benchmarks/run.py            # everything (about two minutes)
+    python benchmarks/run.py --quick    # fewer repetitions, 100k-row ledger instead of 1M
+
+A floor is a minimal script doing the same unavoidable work (start Python, hash the file, one
+indexed select; or sha256sum; or the emulator's own latency), so the ratios say how much
+assetcache adds, whatever the machine's speed. Nothing here is a unit test: the machine is
+shared and noisy, so read the medians, and rerun when a figure looks off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from assetcache import (  # noqa: E402
+    AssetCache,
+    AsyncAssetCache,
+    Emulator,
+    RetryPolicy,
+    _schema,
+)
+
+EMAIL = "bench@example.com"
+FAST_RETRY = RetryPolicy(attempts=5, initial=0.05, max_backoff=0.5, jitter=0.05)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    floor: float
+    goal: str
+    ok: bool
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.floor if self.floor else float("nan")
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - began)
+    return statistics.median(samples)
+
+
+def paired(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Medians of a and b, interleaved so that machine noise hits both alike."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((a, ta), (b, tb)):
+            began = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - began)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def make_png(path: Path, size: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    path.write_bytes(PNG + rng.randbytes(size - len(PNG)))
+    old = time.time_ns() - 60_000_000_000  # older than the racy-clean window
+    os.utime(path, ns=(old, old))
+    return path
+
+
+def env_for(db: Path, emu: Emulator | None = None) -> dict[str, str]:
+    env = dict(os.environ, ASSETCACHE_DB=str(db), ASSETCACHE_EMAIL=EMAIL, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure what users run: with bytecode caches
+    if emu is not None:
+        env.update(USEAPI_TOKEN=emu.token, ASSETCACHE_BASE_URL=emu.base_url)
+    return env
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "assetcache", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+# -- 1. the CLI cache hit ----------------------------------------------------------------
+
+FLOOR_SCRIPT = """
+import hashlib, sqlite3, sys
+path, db, email = sys.argv[1:]
+with open(path, "rb") as f:
+    digest = hashlib.file_digest(f, "sha256").hexdigest()
+row = sqlite3.connect(db).execute(
+    "SELECT asset_ref FROM uploads WHERE sha256 = ? AND email = ? "
+    "ORDER BY expires_at DESC LIMIT 1", (digest, email)).fetchone()
+print(row[0])
+"""
+
+
+def bench_cli_hit(tmp: Path, emu: Emulator, repeat: int) -> list[Row]:
+    db = tmp / "hit.db"
+    path = make_png(tmp / "frame-5mib.png", 5 * 1024 * 1024)
+    env = env_for(db, emu)
+    ref = cli("ref", str(path), env=env).stdout.strip()
+    assert cli("ref", str(path), env=env).stdout.strip() == ref
+    python = [sys.executable]
+    t_pass = median_time(lambda: subprocess.run([*python, "-c", "pass"], check=True), repeat)
+    ours, floor = paired(
+        lambda: cli("ref", str(path), env=env),
+        lambda: subprocess.run(
+            [*python, "-c", FLOOR_SCRIPT, str(path), str(db), EMAIL],
+            check=True,
+            capture_output=True,
+            env=env,
+        ),
+        repeat,
+    )
+    return [
+        Row(
+            "CLI `ref` cache hit, 5 MiB file",
+            ours,
+            floor,
+            "<= 3.0x",
+            ours <= 3 * floor,
+            f"python -c pass: {t_pass * 1000:.0f} ms",
+        ),
+    ]
+
+
+# -- 2. the stat cache -------------------------------------------------------------------
+
+
+def bench_stat_cache(tmp: Path, emu: Emulator, repeat: int) -> list[Row]:
+    big = make_png(tmp / "big-20mib.png", 20 * 1024 * 1024 - 16, seed=1)
+    small = make_png(tmp / "small-16kib.png", 16 * 1024, seed=2)
+    with AssetCache(token=emu.token, db=tmp / "stat.db", base_url=emu.base_url) as cache:
+        cache.resolve(big, email=EMAIL)
+        cache.resolve(small, email=EMAIL)
+
+        def hits(path: Path) -> Callable[[], object]:
+            return lambda: [cache.resolve(path, email=EMAIL) for _ in range(50)]
+
+        t_big, t_small = paired(hits(big), hits(small), repeat)
+    return [
+        Row(
+            "resolve hit, 20 MiB vs 16 KiB file",
+            t_big / 50,
+            t_small / 50,
+            "<= 1.25x",
+            t_big <= 1.25 * t_small,
+            f"{t_big / 50 * 1e6:.0f} us per hit",
+        ),
+    ]
+
+
+# -- 3. hashing throughput -----------------------------------------------------------------
+
+
+def bench_hashing(tmp: Path, repeat: int) -> list[Row]:
+    from assetcache._content import load_file
+
+    path = make_png(tmp / "hash-20mib.png", 20 * 1024 * 1024 - 16, seed=3)
+    empty = tmp / "empty"
+    empty.write_bytes(b"")
+    sha256sum = shutil.which("sha256sum")
+    if sha256sum is None:
+        return [Row("hashing vs sha256sum", 0, 0, ">= 0.9x", False, "sha256sum not found")]
+    t_start = median_time(
+        lambda: subprocess.run([sha256sum, str(empty)], capture_output=True), repeat
+    )
+    t_tool, t_ours = paired(
+        lambda: subprocess.run([sha256sum, str(path)], capture_output=True, check=True),
+        lambda: load_file(path),
+        repeat,
+    )
+    t_tool = max(t_tool - t_start, 1e-9)  # the floor is sha256sum's hashing, not its exec
+    throughput = t_tool / t_ours  # ours relative to sha256sum: >1 is faster
+    mib = 20
+    return [
+        Row(
+            "read+check+hash 20 MiB (throughput vs sha256sum)",
+            t_ours,
+            t_tool,
+            ">= 0.9x",
+            throughput >= 0.9,
+            f"ours {mib / t_ours:.0f} MiB/s, sha256sum {mib / t_tool:.0f} MiB/s, "
+            f"throughput ratio {throughput:.2f}",
+        ),
+    ]
+
+
+# -- 4. concurrent batches, 5. async -----------------------------------------------------
+
+
+def bench_batches(tmp: Path) -> list[Row]:
+    rows = []
+    with Emulator(latency=0.3) as emu:
+        times = {}
+        for jobs in (1, 8):
+            folder = tmp / f"batch-{jobs}"
+            folder.mkdir()
+            files = [str(make_png(folder / f"{i}.png", 4096, seed=100 + i)) for i in range(20)]
+            env = env_for(tmp / f"batch-{jobs}.db", emu)
+            began = time.perf_counter()
+            cli("upload", "--jobs", str(jobs), *files, env=env)
+            times[jobs] = time.perf_counter() - began
+        rows.append(
+            Row(
+                "upload 20 files @300 ms, --jobs 8 vs --jobs 1",
+                times[8],
+                times[1],
+                "<= 0.25x",
+                times[8] <= 0.25 * times[1],
+                f"{times[1]:.2f} s -> {times[8]:.2f} s",
+            )
+        )
+
+        async def gather() -> float:
+            data = [PNG + random.Random(i).randbytes(2048) for i in range(10)]
+            async with AsyncAssetCache(
+                token=emu.token, db=tmp / "async.db", base_url=emu.base_url
+            ) as cache:
+                began = time.perf_counter()
+                await asyncio.gather(*(cache.resolve(d, email=EMAIL) for d in data))
+                return time.perf_counter() - began
+
+        t_async = asyncio.run(gather())
+        rows.append(
+            Row(
+                "async gather, 10 files @300 ms (floor: one latency)",
+                t_async,
+                0.3,
+                "< 1.5 s",
+                t_async < 1.5,
+                f"{t_async:.2f} s",
+            )
+        )
+    return rows
+
+
+# -- 6. ledger scale -----------------------------------------------------------------------
+
+
+BULK_INSERT = (
+    "INSERT INTO uploads (sha256, email, asset_ref, content_type, size, uploaded_at, expires_at,"
+    " upload_id, media_url, source) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def build_ledger(db: Path, rows: int, now: datetime) -> None:
+    with AssetCache(db=db) as cache:
+        cache.assets()  # create and migrate
+    rng = random.Random(6)
+    conn = sqlite3.connect(db)
+    conn.execute("BEGIN IMMEDIATE")
+    batch = []
+    for i in range(rows):
+        # Uploads spread over the last 60 days: half expired, the rest live.
+        uploaded = now - timedelta(seconds=rng.uniform(0, 60 * 86400))
+        batch.append(
+            (
+                f"{i:064x}",
+                f"user{i % 7}@example.com",
+                f"u1-email:x-image:{i:032x}",
+                "image/png",
+                rng.randint(10_000, 5_000_000),
+                _schema.to_db_time(uploaded),
+                _schema.to_db_time(uploaded + timedelta(days=30)),
+                f"{i:032x}",
+                f"https://cdn.example/{i:032x}",
+                f"/data/frames/{i:07}.png",
+            )
+        )
+        if len(batch) == 50_000:
+            conn.executemany(BULK_INSERT, batch)
+            batch = []
+    conn.executemany(BULK_INSERT, batch)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def lookup_time(db: Path, rows: int, repeat: int) -> float:
+    from assetcache._ledger import Ledger
+
+    ledger = Ledger(str(db))
+    keys = [
+        (f"{random.Random(k).randrange(rows):064x}", f"user{k % 7}@example.com") for k in range(200)
+    ]
+    t = median_time(lambda: [ledger.newest(s, e) for s, e in keys], repeat)
+    ledger.close()
+    return t / len(keys)
+
+
+def peak_rss_of(code: str, env: dict[str, str]) -> tuple[float, int]:
+    """Run code in a child; return (seconds, its peak RSS in KiB)."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - began
+    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def bench_scale(tmp: Path, rows: int, repeat: int) -> list[Row]:
+    now = datetime.now(UTC)
+    small, large = tmp / "small.db", tmp / "large.db"
+    build_ledger(small, 1_000, now)
+    began = time.perf_counter()
+    build_ledger(large, rows, now)
+    build_s = time.perf_counter() - began
+    t_small, t_large = lookup_time(small, 1_000, repeat), lookup_time(large, rows, repeat)
+    size = large.stat().st_size
+    out = [
+        Row(
+            f"lookup at {rows:,} rows vs 1,000 rows",
+            t_large,
+            t_small,
+            "<= 1.5x",
+            t_large <= 1.5 * t_small,
+            f"{t_large * 1e6:.0f} us; {size / rows:.0f} bytes/row; built in {build_s:.0f} s",
+        )
+    ]
+    env = env_for(large)
+    began = time.perf_counter()
+    listing = cli("ls", "--expiring-within", "3d", env=env)
+    t_ls = time.perf_counter() - began
+    out.append(
+        Row(
+            f"`ls --expiring-within 3d` at {rows:,} rows",
+            t_ls,
+            2.0,
+            "< 2 s",
+            t_ls < 2.0,
+            f"{len(listing.stdout.splitlines()) - 1:,} rows listed",
+        )
+    )
+    base_code = "import sys; sys.path.insert(0, %r); from assetcache import AssetCache" % str(ROOT)
+    _, rss_base = peak_rss_of(base_code + "; AssetCache().assets(email='nobody@x')", env)
+    prune_code = base_code + "; print(sum(1 for _ in AssetCache().iter_prune()))"
+    t_prune, rss_prune = peak_rss_of(prune_code, env)
+    out.append(
+        Row(
+            f"prune ~{rows // 2:,} expired rows: peak RSS vs opening the ledger",
+            rss_prune,
+            rss_base,
+            "bounded (<= 2x)",
+            rss_prune <= 2 * rss_base,
+            f"{rss_prune / 1024:.0f} MiB vs {rss_base / 1024:.0f} MiB, {t_prune:.1f} s",
+        )
+    )
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller ledger")
+    args = parser.parse_args()
+    repeat = 5 if args.quick else 15
+    rows = 100_000 if args.quick else 1_000_000
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "assetcache")],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    )
+    results: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="assetcache-bench-") as name:
+        tmp = Path(name)
+        os.environ["HOME"] = str(tmp)  # never the real user dir
+        with Emulator() as emu:
+            results += bench_cli_hit(tmp, emu, repeat)
+            results += bench_stat_cache(tmp, emu, repeat)
+        results += bench_hashing(tmp, repeat)
+        results += bench_batches(tmp)
+        results += bench_scale(tmp, rows, max(3, repeat // 3))
+    print(f"\nassetcache benchmarks on {machine()}\n")
+    width = max(len(r.name) for r in results)
+    print(f"{'benchmark'.ljust(width)}  {'ratio':>7}  {'goal':<16} ok   notes")
+    for r in results:
+        print(
+            f"{r.name.ljust(width)}  {r.ratio:7.2f}  {r.goal:<16} {'yes' if r.ok else 'NO ':<4} {r.note}"
+        )
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

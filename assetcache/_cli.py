@@ -163,15 +163,17 @@ DURATION = Duration()
 
 
 def _email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--email",
-        "-e",
-        envvar=_config.ENV_EMAIL,
-        show_envvar=True,
-        required=False,
-        help="The Luma account's email at useapi.net"
-        + ("." if required else " (default: every account)."),
-    )
+    """--email: the account for commands that need one (falling back to $ASSETCACHE_EMAIL);
+    an optional filter elsewhere, where the variable would narrow ls or prune by surprise."""
+    if required:
+        return click.option(
+            "--email",
+            "-e",
+            envvar=_config.ENV_EMAIL,
+            show_envvar=True,
+            help="The Luma account's email at useapi.net.",
+        )
+    return click.option("--email", "-e", help="Only this account (default: every account).")
 
 
 def _need_email(email: str | None) -> str:

@@ -330,3 +330,12 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert f"  {code}  " in top
     for code in range(7):
         assert f"| {code} |" in readme
+
+
+def test_assetcache_email_is_a_default_only_where_an_account_is_needed(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
+) -> None:
+    run("ref", str(write(tmp_path / "a.png", png("a"))), "--email", "other@example.com")
+    listed = run("ls", "--json", ASSETCACHE_EMAIL=EMAIL)
+    assert [a["email"] for a in json.loads(listed.stdout)] == ["other@example.com"]
+    assert "other@example.com" in run("audit", ASSETCACHE_EMAIL=EMAIL).stdout

@@ -153,23 +153,20 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[RefreshItem]:
-        core = self._core
+        plan = await asyncio.to_thread(self._core.refresh_plan, expiring_within, email)
+        if dry_run:
+            return plan
+        margin = _refresh_margin(expiring_within)
         items = []
-        candidates = await asyncio.to_thread(core.refresh_candidates, expiring_within, email)
-        for asset in candidates:
-            state = await asyncio.to_thread(core.source_state, asset)
-            if state != "would-refresh" or dry_run:
-                items.append(RefreshItem(asset, state))
-                continue
-            assert asset.source is not None
-            try:
-                new = await self.resolve(
-                    asset.source,
-                    email=asset.email,
-                    min_remaining=_refresh_margin(expiring_within),
-                )
-            except AssetCacheError as exc:
-                items.append(RefreshItem(asset, "failed", error=exc))
-            else:
-                items.append(RefreshItem(asset, "refreshed", new=new))
+        for item in plan:
+            if item.status == "would-refresh":
+                assert item.asset.source is not None
+                try:  # awaited one by one: a refresh is a background chore, not a race
+                    new = await self.resolve(
+                        item.asset.source, email=item.asset.email, min_remaining=margin
+                    )
+                    item = RefreshItem(item.asset, "refreshed", new=new)
+                except AssetCacheError as exc:
+                    item = RefreshItem(item.asset, "failed", error=exc)
+            items.append(item)
         return items

@@ -9,6 +9,20 @@ from typing import Any, Final
 #: How long useapi.net keeps an upload (the documented retention).
 RETENTION: Final = timedelta(days=30)
 
+#: The fields of an Asset as exported (JSON, CSV), in that order.
+EXPORT_FIELDS: Final = (
+    "asset_ref",
+    "sha256",
+    "email",
+    "content_type",
+    "size",
+    "uploaded_at",
+    "expires_at",
+    "upload_id",
+    "media_url",
+    "source",
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Asset:
@@ -43,17 +57,9 @@ class Asset:
         return self.expires_at > now
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (times as ISO 8601 with offset)."""
-        return {
-            "asset_ref": self.asset_ref,
-            "sha256": self.sha256,
-            "email": self.email,
-            "content_type": self.content_type,
-            "size": self.size,
-            "uploaded_at": self.uploaded_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "upload_id": self.upload_id,
-            "media_url": self.media_url,
-            "source": self.source,
-            "reused": self.reused,
-        }
+        """JSON-ready fields (times as ISO 8601 with offset), plus ``reused``."""
+        out = {name: getattr(self, name) for name in EXPORT_FIELDS}
+        out["uploaded_at"] = self.uploaded_at.isoformat()
+        out["expires_at"] = self.expires_at.isoformat()
+        out["reused"] = self.reused
+        return out

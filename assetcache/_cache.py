@@ -333,10 +333,11 @@ class _Core:
             )
         return report
 
-    def refresh_candidates(self, expiring_within: timedelta, email: str | None) -> list[Asset]:
+    def refresh_plan(self, expiring_within: timedelta, email: str | None) -> list[RefreshItem]:
+        """Each live ref expiring within the window, with whether its source can refresh it."""
         now = self.now()
         return [
-            a
+            RefreshItem(a, self.source_state(a))
             for a in self.newest_per_key(email)
             if a.is_live(now) and a.remaining_at(now) <= expiring_within
         ]
@@ -584,24 +585,22 @@ class AssetCache(_Facade):
         dry_run: bool = False,
     ) -> list[RefreshItem]:
         """Re-upload live refs expiring within the window whose source file is unchanged."""
-        core = self._core
+        plan = self._core.refresh_plan(expiring_within, email)
+        if dry_run:
+            return plan
+        margin = _refresh_margin(expiring_within)
         items = []
-        for asset in core.refresh_candidates(expiring_within, email):
-            state = core.source_state(asset)
-            if state != "would-refresh" or dry_run:
-                items.append(RefreshItem(asset, state))
-                continue
-            assert asset.source is not None
-            try:
-                new = self.resolve(
-                    asset.source,
-                    email=asset.email,
-                    min_remaining=_refresh_margin(expiring_within),
-                )
-            except AssetCacheError as exc:
-                items.append(RefreshItem(asset, "failed", error=exc))
-            else:
-                items.append(RefreshItem(asset, "refreshed", new=new))
+        for item in plan:
+            if item.status == "would-refresh":
+                assert item.asset.source is not None
+                try:
+                    new = self.resolve(
+                        item.asset.source, email=item.asset.email, min_remaining=margin
+                    )
+                    item = RefreshItem(item.asset, "refreshed", new=new)
+                except AssetCacheError as exc:
+                    item = RefreshItem(item.asset, "failed", error=exc)
+            items.append(item)
         return items
 
 

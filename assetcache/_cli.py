@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__, _config
-from ._asset import Asset
+from ._asset import EXPORT_FIELDS, Asset
 from ._cache import AccountAudit, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
 from ._errors import (
@@ -345,7 +345,7 @@ def upload(
             click.echo(f"{outcome.asset_ref}  {how}  {left} left  {path}")
 
     printer = _OrderedPrinter(paths, render)
-    show_bar = len(paths) > 1 and sys.stderr.isatty()
+    show_bar = len(paths) > 1 and _stderr_is_tty()
     with (
         click.progressbar(length=len(paths), label="resolving", file=sys.stderr)
         if show_bar
@@ -361,6 +361,10 @@ def upload(
             on_result=printer,
         )
     ctx.exit(worst)
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
 
 
 class _NullBar:
@@ -410,18 +414,7 @@ def ref(
 
 # -- ls ---------------------------------------------------------------------------------
 
-_FIELDS = (
-    "asset_ref",
-    "sha256",
-    "email",
-    "content_type",
-    "size",
-    "uploaded_at",
-    "expires_at",
-    "upload_id",
-    "media_url",
-    "source",
-)
+_FIELDS = EXPORT_FIELDS
 
 
 @cli.command("ls")

@@ -339,3 +339,16 @@ def test_assetcache_email_is_a_default_only_where_an_account_is_needed(  # type:
     listed = run("ls", "--json", ASSETCACHE_EMAIL=EMAIL)
     assert [a["email"] for a in json.loads(listed.stdout)] == ["other@example.com"]
     assert "other@example.com" in run("audit", ASSETCACHE_EMAIL=EMAIL).stdout
+
+
+def test_upload_progress_bar_only_on_a_terminal_with_several_files(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [str(write(tmp_path / f"{i}.png", png(str(i)))) for i in range(3)]
+    assert "resolving" not in run("upload", *files, "--email", EMAIL).stderr  # not a TTY
+    monkeypatch.setattr("assetcache._cli._stderr_is_tty", lambda: True)
+    several = run("upload", *files, "--email", EMAIL, "--force")
+    assert several.exit_code == 0
+    assert "resolving" in several.stderr
+    assert len(several.stdout.splitlines()) == 3  # the bar never mixes into stdout
+    assert "resolving" not in run("upload", files[0], "--email", EMAIL).stderr

@@ -206,9 +206,10 @@ def _human_size(size: int) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> Iterator[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        yield "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+    """Left-aligned columns two spaces apart; one format string per table, not per cell."""
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths)
+    return (line.format(*row).rstrip() for row in rows)
 
 
 # -- the group --------------------------------------------------------------------------
@@ -469,8 +470,7 @@ def ls_command(
             )
             for a in assets
         ]
-        for line in _table(rows):
-            click.echo(line)
+        click.echo("\n".join(_table(rows)))  # one write: tens of thousands of rows is common
 
 
 def _row(asset: Asset) -> dict[str, Any]:

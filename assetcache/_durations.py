@@ -30,26 +30,29 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(delta: timedelta, *, parts: int = 2) -> str:
-    """The largest ``parts`` units of a duration: ``29d 23h``, ``3h 5m``, ``45s``."""
-    seconds = int(abs(delta).total_seconds())
-    if seconds == 0:
+    """The largest ``parts`` non-zero units of a duration: ``29d 23h``, ``3h 5m``, ``45s``.
+
+    Days, not weeks: "29d" reads better than "4w 1d" for a 30-day retention.
+    """
+    return _format_seconds(abs(int(delta.total_seconds())), parts)
+
+
+def _format_seconds(seconds: int, parts: int) -> str:
+    # Plain integer arithmetic: ls formats two of these per row, for tens of thousands of rows.
+    if not seconds:
         return "0s"
-    out = []
-    for unit, size in _UNITS.items():
-        if unit == "w":
-            continue  # "29d" reads better than "4w 1d" for a 30-day retention
-        count, seconds = divmod(seconds, size)
-        if count:
-            out.append(f"{count}{unit}")
-        if len(out) == parts:
-            break
-    return " ".join(out)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    shown = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return " ".join(shown[:parts])
 
 
 def relative(moment: datetime, now: datetime) -> str:
     """``in 3d 4h`` for the future, ``2h ago`` for the past, ``now`` within a second."""
-    delta = moment - now
-    if abs(delta) < timedelta(seconds=1):
+    seconds = int((moment - now).total_seconds())
+    if not seconds:
         return "now"
-    text = format_duration(delta)
-    return f"in {text}" if delta > timedelta(0) else f"{text} ago"
+    if seconds > 0:
+        return "in " + _format_seconds(seconds, 2)
+    return _format_seconds(-seconds, 2) + " ago"

@@ -312,13 +312,15 @@ class Ledger:
         live_after: datetime | None = None,
         expires_until: datetime | None = None,
     ) -> list[Asset]:
-        params = {
+        given = {
             "email": email,
             "live_after": _db_time_or_none(live_after),
             "expires_until": _db_time_or_none(expires_until),
         }
+        params = {name: value for name, value in given.items() if value is not None}
         with self._reading() as conn:
-            return [_asset(row) for row in conn.execute(_schema.SELECT_ASSETS, params)]
+            rows = conn.execute(_schema.select_assets(*params), params)
+            return [_asset(row) for row in rows]
 
     def prune(
         self,
@@ -376,10 +378,34 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 
 def _asset(row: tuple[Any, ...]) -> Asset:
-    fields = dict(zip(_schema.UPLOAD_COLUMNS, row, strict=True))
-    fields["uploaded_at"] = _schema.from_db_time(fields["uploaded_at"])
-    fields["expires_at"] = _schema.from_db_time(fields["expires_at"])
-    return Asset(**fields)
+    # Positional unpacking in UPLOAD_COLUMNS order (test_migrations checks that order): this
+    # runs once per listed row, so it avoids building a dict per row.
+    (
+        row_id,
+        sha256,
+        email,
+        asset_ref,
+        content_type,
+        size,
+        uploaded,
+        expires,
+        upload_id,
+        media,
+        src,
+    ) = row
+    return Asset(
+        id=row_id,
+        sha256=sha256,
+        email=email,
+        asset_ref=asset_ref,
+        content_type=content_type,
+        size=size,
+        uploaded_at=_schema.from_db_time(uploaded),
+        expires_at=_schema.from_db_time(expires),
+        upload_id=upload_id,
+        media_url=media,
+        source=src,
+    )
 
 
 def _upload_params(asset: Asset) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class UploadRow(SQLModel, table=True):
         Index("ix_uploads_key", "sha256", "email", "expires_at"),
         Index("ix_uploads_expires_at", "expires_at"),
         Index("ix_uploads_uploaded_at", "uploaded_at"),
+        Index("ix_uploads_email_expires_at", "email", "expires_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

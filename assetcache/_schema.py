@@ -18,7 +18,7 @@ from typing import Final
 
 #: Alembic revisions in order; the last one is what this version of assetcache expects.
 #: tests/test_migrations.py checks this against migrations/versions.
-REVISIONS: Final = ("0001_initial",)
+REVISIONS: Final = ("0001_initial", "0002_email_index")
 HEAD: Final = REVISIONS[-1]
 
 UPLOADS: Final = "uploads"
@@ -72,14 +72,24 @@ UPSERT_STAT: Final = (
     + ", ".join(f"{c} = excluded.{c}" for c in FILE_STAT_COLUMNS[1:])
 )
 
-# Listing: every filter is optional; NULL parameters switch a filter off. Ordered by expiry,
-# which ix_uploads_expires_at serves without a sort.
-SELECT_ASSETS: Final = (
-    f"{_UPLOAD_SELECT} WHERE (:email IS NULL OR email = :email) "
-    "AND (:live_after IS NULL OR expires_at > :live_after) "
-    "AND (:expires_until IS NULL OR expires_at <= :expires_until) "
-    "ORDER BY expires_at, id"
-)
+_ASSET_FILTERS: Final = {
+    "email": "email = :email",
+    "live_after": "expires_at > :live_after",
+    "expires_until": "expires_at <= :expires_until",
+}
+
+
+def select_assets(*filters: str) -> str:
+    """Listing with only the given filters (``email``, ``live_after``, ``expires_until``).
+
+    Built per call rather than with ``(:x IS NULL OR ...)`` switches: those make SQLite scan
+    the whole expiry index, while plain bounds let it seek to the range (3.7 s -> well under
+    a second for ``ls --expiring-within 3d`` at a million rows). Ordered by expiry, which
+    ix_uploads_expires_at serves without a sort.
+    """
+    where = " AND ".join(_ASSET_FILTERS[name] for name in filters)
+    return f"{_UPLOAD_SELECT}{' WHERE ' + where if where else ''} ORDER BY expires_at, id"
+
 
 # Pruning deletes in bounded batches of ids so that memory and lock time stay small however
 # many rows match; each batch is its own short write transaction.
@@ -94,6 +104,7 @@ DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 COUNT_UPLOADS: Final = f"SELECT count(*) FROM {UPLOADS}"
 
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+_STORED_LENGTH: Final = len("2026-01-01 00:00:00.000000")
 
 
 def to_db_time(moment: datetime) -> str:
@@ -105,6 +116,10 @@ def to_db_time(moment: datetime) -> str:
 
 def from_db_time(value: str | datetime) -> datetime:
     """The aware UTC datetime for a stored value."""
+    if isinstance(value, str) and len(value) == _STORED_LENGTH:
+        # Our own format, always UTC: parsing with the offset is 5x faster than
+        # parsing and then replace(tzinfo=UTC), which matters when listing 50,000 rows.
+        return datetime.fromisoformat(value + "+00:00")
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)

@@ -73,3 +73,28 @@ def test_wal_mode_is_on(tmp_path: Path) -> None:
     Ledger(str(tmp_path / "w.db")).close()
     with sqlite3.connect(tmp_path / "w.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_existing_ledger_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    from alembic import command
+
+    path = tmp_path / "old.db"
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, _schema.REVISIONS[0])  # a ledger from the first release
+        conn.exec_driver_sql(
+            "INSERT INTO uploads (sha256, email, asset_ref, content_type, size, uploaded_at, "
+            "expires_at, upload_id, media_url) VALUES ('s', 'e@x', 'kept', 'image/png', 1, "
+            "'2026-01-01 00:00:00.000000', '2026-01-31 00:00:00.000000', 'u', 'm')"
+        )
+    engine.dispose()
+    ledger = Ledger(str(path))  # opening migrates to head
+    assert [a.asset_ref for a in ledger.assets()] == ["kept"]
+    ledger.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == _schema.HEAD
+        indexes = {r[1] for r in raw.execute("PRAGMA index_list(uploads)")}
+    assert "ix_uploads_email_expires_at" in indexes

@@ -63,3 +63,68 @@ def test_orm_writes_are_read_back_by_lean_queries(
     hit = cache.lookup(png(), email=EMAIL)
     assert hit is not None and hit.asset_ref == "ref-from-orm"
     assert hit.expires_at == clock.now + timedelta(days=30)
+
+
+def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
+    """Scale without timing: each hot query must SEARCH an index, never SCAN the table."""
+    import sqlite3
+
+    from assetcache import _schema
+    from assetcache._ledger import Ledger
+
+    db = tmp_path / "plan.db"
+    Ledger(str(db)).close()
+    t = "2026-01-01 00:00:00.000000"
+    cases = {
+        _schema.SELECT_NEWEST: {"sha256": "x", "email": "e"},
+        _schema.select_assets("live_after", "expires_until"): {"live_after": t, "expires_until": t},
+        _schema.select_assets("email", "live_after"): {"email": "e", "live_after": t},
+        _schema.SELECT_STAT: {"path": "/p"},
+        _schema.SELECT_PRUNE_BATCH: {
+            "after": 0,
+            "email": None,
+            "expired_before": t,
+            "uploaded_before": None,
+            "limit": 10,
+        },
+    }
+    with sqlite3.connect(db) as conn:
+        for sql, params in cases.items():
+            plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "SEARCH" in plan and "SCAN" not in plan, (sql, plan)
+
+
+def test_listing_filters_match_a_python_filter(
+    make_cache: Callable[..., AssetCache], clock: Clock
+) -> None:
+    cache = make_cache()
+    for i in range(6):
+        cache.resolve(png(f"row {i}"), email=EMAIL if i % 2 else "b@example.com")
+        clock.advance(timedelta(days=7))
+    every = cache.assets()
+    now = clock.now
+    assert cache.assets(expired=True) == [a for a in every if a.expires_at <= now]
+    assert cache.assets(expired=False) == [a for a in every if a.expires_at > now]
+    window = [a for a in every if now < a.expires_at <= now + timedelta(days=10)]
+    assert cache.assets(expiring_within=timedelta(days=10)) == window
+    assert cache.assets(email="b@example.com", expired=False) == [
+        a for a in every if a.email == "b@example.com" and a.expires_at > now
+    ]
+
+
+def test_per_account_queries_seek_the_email_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from assetcache import _schema
+    from assetcache._ledger import Ledger
+
+    db = tmp_path / "plan.db"
+    Ledger(str(db)).close()
+    with sqlite3.connect(db) as conn:
+        plan = " ".join(
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + _schema.select_assets("email"), {"email": "e"}
+            )
+        )
+    assert "SEARCH" in plan and "ix_uploads_email_expires_at" in plan and "SCAN" not in plan

@@ -81,10 +81,11 @@ class AsyncAssetCache(_Facade):
         if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
             return hit
         key = await asyncio.to_thread(core.content, key)
-        client = self._upload_client()
+        await asyncio.to_thread(lambda: core.ledger)  # open it now, never under a key lock
         async with core.locks.ahold(f"{key.sha256}:{email}"):
             if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
-                return hit
+                return hit  # someone uploaded it while we waited: no token needed
+            client = self._upload_client()
             assert key.content is not None
             uploaded_at = core.now()
             result = await client.upload(

@@ -146,7 +146,10 @@ class _Core:
                 "an upload is needed but no API token is set: export USEAPI_TOKEN=... "
                 "(it is never stored)"
             )
-        return self._token.reveal()
+        try:
+            return _config.usable_token(self._token.reveal())
+        except ValueError as exc:
+            raise UnauthorizedError(str(exc)) from None
 
     def now(self) -> datetime:
         moment = self._clock()
@@ -186,7 +189,7 @@ class _Core:
     ) -> str | None:
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):
             return None  # load_file will say what is wrong
         if not stat_module.S_ISREG(st.st_mode):
             return None
@@ -471,10 +474,11 @@ class AssetCache(_Facade):
         if not force and (hit := core.live(key, email, margin)) is not None:
             return hit
         key = core.content(key)
-        client = self._upload_client()
+        core.ledger  # noqa: B018 - open (and migrate) now, never while holding a key lock
         with core.locks.hold(f"{key.sha256}:{email}"):
             if not force and (hit := core.live(key, email, margin)) is not None:
-                return hit
+                return hit  # someone uploaded it while we waited: no token needed
+            client = self._upload_client()
             assert key.content is not None
             uploaded_at = core.now()  # before the request: never later than the server's
             result = client.upload(

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__, _config
-from ._asset import EXPORT_FIELDS, Asset
+from ._asset import EXPORT_FIELDS, RETENTION, Asset
 from ._cache import AccountAudit, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
 from ._errors import (
@@ -150,16 +150,29 @@ class _Group(click.Group):
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     name = "duration"
 
+    def __init__(self, below: timedelta | None = None) -> None:
+        self.below = below
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, timedelta):
             return value
         try:
-            return parse_duration(str(value))
+            duration = parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if self.below is not None and duration >= self.below:
+            self.fail(
+                f"{value} is not under {format_duration(self.below)}: uploads live "
+                f"{RETENTION.days} days, so no upload could ever have that much left",
+                param,
+                ctx,
+            )
+        return duration
 
 
 DURATION = Duration()
+#: --min-remaining: what a fresh upload can satisfy (resolve refuses more, as ValueError).
+MIN_REMAINING = Duration(below=RETENTION)
 
 
 def _email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -283,7 +296,7 @@ class _OrderedPrinter:
 @click.option("--force", is_flag=True, help="Upload even when a live ref is cached.")
 @click.option(
     "--min-remaining",
-    type=DURATION,
+    type=MIN_REMAINING,
     help="Re-upload when less than this is left (default 1d).",
 )
 @click.option(
@@ -389,7 +402,7 @@ def _nullbar() -> _NullBar:
 @cli.command()
 @click.argument("file", metavar="FILE")
 @_email_option()
-@click.option("--min-remaining", type=DURATION, help="Re-upload when less than this is left.")
+@click.option("--min-remaining", type=MIN_REMAINING, help="Re-upload when less than this is left.")
 @click.option(
     "--offline",
     is_flag=True,

@@ -25,7 +25,7 @@ from typing import Any, Final
 import httpx
 import tenacity
 
-from ._config import Secret
+from ._config import Secret, usable_token
 from ._email import email_segment
 from ._errors import (
     AccountNotFoundError,
@@ -98,6 +98,17 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def _scrub(text: str, request: httpx.Request | None) -> str:
+    """Remove the request's token from text a server or a library produced.
+
+    A proxy may echo headers back in an error page; nothing such text contains may show it.
+    """
+    if request is None:
+        return text
+    _, _, token = request.headers.get("authorization", "").partition(" ")
+    return text.replace(token, "***") if token else text
+
+
 def _server_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -107,7 +118,7 @@ def _server_message(response: httpx.Response) -> str:
         text = body["error"]
     else:
         text = response.text
-    text = " ".join(text.split())
+    text = " ".join(_scrub(text, response.request).split())
     return text[:_MESSAGE_LIMIT] + ("…" if len(text) > _MESSAGE_LIMIT else "")
 
 
@@ -191,10 +202,20 @@ def _parse_success(response: httpx.Response) -> UploadResult:
     )
 
 
-def _transport_error(exc: httpx.TransportError, url: str) -> _Retryable:
-    # str(exc) from httpx names the failure, never the request headers.
+#: Failures worth another attempt: the network, the peer, or time. Anything else httpx raises
+#: (an unsupported URL scheme, a header it refuses) is a configuration error: retrying is waste.
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> Exception:
+    try:
+        request: httpx.Request | None = exc.request
+    except RuntimeError:  # httpx raises this when no request is attached
+        request = None
+    detail = _scrub(str(exc) or type(exc).__name__, request)
+    if not isinstance(exc, _TRANSIENT):
+        return RemoteError(f"cannot send the upload to {url} ({detail}); check ASSETCACHE_BASE_URL")
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    detail = str(exc) or type(exc).__name__
     error = ServerError(
         f"the connection to {httpx.URL(url).host} {kind} ({detail}); "
         "check the network (or ASSETCACHE_BASE_URL) and retry"
@@ -248,7 +269,10 @@ class _Base:
     ) -> None:
         if not token:
             raise UnauthorizedError("no API token: set USEAPI_TOKEN (or pass token=...) to upload")
-        self._token = Secret(token)
+        try:
+            self._token = Secret(usable_token(token))
+        except ValueError as exc:
+            raise UnauthorizedError(str(exc)) from None
         self.base_url = base_url
         self.retry = retry
         self.timeout = timeout
@@ -285,7 +309,10 @@ class LumaClient(_Base):
             try:
                 response = self._http.post(url, content=data, headers=headers)
             except httpx.TransportError as exc:
-                raise _transport_error(exc, url) from exc
+                error = _transport_error(exc, url)
+                # Only network failures keep their cause: httpx's text for a refused request
+                # may quote the request itself.
+                raise error from (exc if isinstance(error, _Retryable) else None)
             _log_response(url, response, len(data), started)
             return interpret(response, email)
 
@@ -324,7 +351,10 @@ class AsyncLumaClient(_Base):
             try:
                 response = await self._http.post(url, content=data, headers=headers)
             except httpx.TransportError as exc:
-                raise _transport_error(exc, url) from exc
+                error = _transport_error(exc, url)
+                # Only network failures keep their cause: httpx's text for a refused request
+                # may quote the request itself.
+                raise error from (exc if isinstance(error, _Retryable) else None)
             _log_response(url, response, len(data), started)
             return interpret(response, email)
 

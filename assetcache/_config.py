@@ -73,3 +73,19 @@ class Secret:
 def resolve_secret(token: str | None) -> Secret | None:
     value = resolve_token(token)
     return None if value is None else Secret(value)
+
+
+def usable_token(value: str) -> str:
+    """The token as it can go in a header, or ValueError (that never quotes it).
+
+    Surrounding whitespace is dropped: ``export USEAPI_TOKEN=$(cat token.txt)`` keeps a CR
+    from a CRLF file. Anything else outside printable ASCII would make httpx refuse the
+    header with an error that quotes it, so it is refused here first, without the value.
+    """
+    stripped = value.strip()
+    if not stripped or any(not ("!" <= ch <= "~") for ch in stripped):
+        raise ValueError(
+            f"{ENV_TOKEN} contains spaces, control or non-ASCII characters, which no API token "
+            "has: check how it was set"
+        )
+    return stripped

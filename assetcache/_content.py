@@ -145,6 +145,8 @@ def open_regular(path: str | os.PathLike[str] | os.PathLike[bytes]) -> tuple[int
         raise InvalidImageError(f"{shown}: permission denied", path=shown) from None
     except OSError as exc:
         raise InvalidImageError(f"{shown}: cannot open ({exc.strerror})", path=shown) from None
+    except ValueError:  # e.g. an embedded NUL byte, from a path read off stdin
+        raise InvalidImageError(f"{shown!r} is not a valid file path", path=shown) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

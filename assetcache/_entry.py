@@ -66,7 +66,8 @@ def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | N
             return None  # an option we do not handle here, or a second file: click decides
         else:
             file = arg
-    email = email or os.environ.get(ENV_EMAIL)
+    if email is None:  # as click does: the variable only when the option is absent
+        email = os.environ.get(ENV_EMAIL)
     if file is None or not email:
         return None
     return db or os.environ.get(ENV_DB) or None, file, email, min_remaining, offline

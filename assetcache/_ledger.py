@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from . import _schema
 from ._asset import Asset
 from ._errors import LedgerError
-from ._locks import KeyLocks
+from ._locks import file_lock
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,6 +47,8 @@ BUSY_TIMEOUT_S: Final = 30.0
 #: a batch shares more of those pages than 1000 (-35 % time at a million rows) while memory
 #: stays a few MB and each write lock is held well under a second.
 PRUNE_BATCH: Final = 5000
+#: Idle connections kept for reuse; more threads than this just open and close their own.
+MAX_IDLE_CONNECTIONS: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,9 @@ class Ledger:
     def __init__(self, location: str) -> None:
         self.location = location
         self.path = ledger_path(location)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # A small pool rather than one connection per thread: threads come and go (every
+        # resolve_many batch has its own), and per-thread connections would leak descriptors.
+        self._idle: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._closed = False
         self._prepare_file()
@@ -157,26 +160,29 @@ class Ledger:
             # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
             # _migrate still serialises the migration itself.
             with contextlib.suppress(OSError):
-                held.enter_context(KeyLocks(self.path + ".locks").hold("migrate"))
+                held.enter_context(file_lock(os.path.join(self.path + ".locks", "migrate.lock")))
             if self._schema_version() != _schema.HEAD:
                 self._migrate()
         if self._schema_version() != _schema.HEAD:
             raise self._fail("migration did not reach the current schema")
 
     def _schema_version(self) -> str | None:
-        conn = self.connection()
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "alembic_version" not in tables:
-                if tables - {"sqlite_sequence"}:
-                    raise self._fail(
-                        "is an SQLite database, but not an assetcache ledger",
-                        hint="; point --db / ASSETCACHE_DB at another file",
-                    )
-                return None
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            with self._checkout() as conn:
+                return self._read_version(conn)
         except sqlite3.Error as exc:
             raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
+
+    def _read_version(self, conn: sqlite3.Connection) -> str | None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "alembic_version" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise self._fail(
+                    "is an SQLite database, but not an assetcache ledger",
+                    hint="; point --db / ASSETCACHE_DB at another file",
+                )
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         return None if row is None else str(row[0])
 
     def _migrate(self) -> None:
@@ -233,47 +239,58 @@ class Ledger:
             return "; its directory is not writable (SQLite needs it for the WAL files)"
         return ""
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    @contextlib.contextmanager
+    def _checkout(self) -> Iterator[sqlite3.Connection]:
+        """A connection for this block, from the pool or new; returned (or closed) after."""
+        with self._guard:
             if self._closed:
                 raise self._fail("is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
             conn = self._new_connection()
-            self._local.conn = conn
+        try:
+            yield conn
+        finally:
             with self._guard:
-                self._connections.append(conn)
-        return conn
+                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         try:
-            yield self.connection()
+            with self._checkout() as conn:
+                yield conn
         except sqlite3.Error as exc:
             raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction that starts with BEGIN IMMEDIATE."""
-        conn = self.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be written", exc, hint=self._access_hint(exc)) from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._fail("cannot be written", exc, hint=self._access_hint(exc)) from None
-            raise
+        with self._checkout() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                hint = self._access_hint(exc)
+                raise self._fail("cannot be written", exc, hint=hint) from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    hint = self._access_hint(exc)
+                    raise self._fail("cannot be written", exc, hint=hint) from None
+                raise
 
     def close(self) -> None:
+        """Close idle connections now; those in use close when their block ends."""
         with self._guard:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections, self._idle = self._idle, []
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()

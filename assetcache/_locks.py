@@ -19,12 +19,39 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final
 
 STRIPES: Final = 4096
 _POLL_MIN_S: Final = 0.002
 _POLL_MAX_S: Final = 0.05
+
+
+def _open_lock_file(path: str) -> int:
+    """Open (creating it, and its directory, as needed) a lock file private to the user."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        # First use, or the directory was removed under a long-running process.
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        return os.open(path, flags, 0o600)
+
+
+@contextlib.contextmanager
+def _held(thread_lock: threading.Lock, open_fd: Callable[[], int]) -> Iterator[None]:
+    with thread_lock:
+        fd = open_fd()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def file_lock(path: str) -> contextlib.AbstractContextManager[None]:
+    """An exclusive flock on one named file, outside the key stripes (e.g. for migrations)."""
+    return _held(threading.Lock(), lambda: _open_lock_file(path))
 
 
 class KeyLocks:
@@ -34,7 +61,6 @@ class KeyLocks:
         self.directory = directory
         self._thread_locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._made_dir = False
 
     def _thread_lock(self, stripe: int) -> threading.Lock:
         with self._guard:
@@ -47,23 +73,12 @@ class KeyLocks:
         return int.from_bytes(digest[:4], "big") % STRIPES
 
     def _open(self, stripe: int) -> int:
-        if not self._made_dir:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self._made_dir = True
-        path = os.path.join(self.directory, f"{stripe:04x}.lock")
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return _open_lock_file(os.path.join(self.directory, f"{stripe:04x}.lock"))
 
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Block until this thread holds the key (the sync path)."""
         stripe = self._stripe(key)
-        with self._thread_lock(stripe):
-            fd = self._open(stripe)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing the descriptor releases the flock
+        return _held(self._thread_lock(stripe), lambda: self._open(stripe))
 
     @contextlib.asynccontextmanager
     async def ahold(self, key: str) -> AsyncIterator[None]:

@@ -43,6 +43,8 @@ def _format_seconds(seconds: int, parts: int) -> str:
         return "0s"
     days, rest = divmod(seconds, 86_400)
     hours, rest = divmod(rest, 3_600)
+    if days and hours and parts == 2:
+        return f"{days}d {hours}h"  # the usual shape under a 30-day retention: one f-string
     minutes, secs = divmod(rest, 60)
     shown = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if n]
     return " ".join(shown[:parts])

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, Self
 
-from . import _config
+from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
@@ -373,7 +373,7 @@ def _recordable_path(path: str | os.PathLike[str] | os.PathLike[bytes]) -> str |
 
 
 def _unchanged(entry: FileStat, st: os.stat_result) -> bool:
-    inode = st.st_ino - (1 << 64) if st.st_ino >= 1 << 63 else st.st_ino
+    inode = _schema.to_sqlite_int(st.st_ino)
     return (
         entry.device == st.st_dev
         and entry.inode == inode

@@ -19,7 +19,7 @@ import click
 
 from . import __version__, _config
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
-from ._cache import AccountAudit, AssetCache, RefreshItem
+from ._cache import DEFAULT_JOBS, AccountAudit, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
 from ._errors import (
     AccountError,
@@ -303,7 +303,7 @@ class _OrderedPrinter:
     "--jobs",
     "-j",
     type=click.IntRange(1, 64),
-    default=4,
+    default=DEFAULT_JOBS,
     show_default=True,
     help="Uploads in flight at once.",
 )

@@ -369,10 +369,6 @@ class Ledger:
             yield from batch
             params["after"] = batch[-1].id
 
-    def count(self) -> int:
-        with self._reading() as conn:
-            return int(conn.execute(_schema.COUNT_UPLOADS).fetchone()[0])
-
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL (it persists in the file, so this is a read once it is set).
@@ -448,7 +444,6 @@ def _db_time_or_none(moment: datetime | None) -> str | None:
 
 
 def _stat_values(entry: FileStat) -> tuple[Any, ...]:
-    # Inode numbers are unsigned 64-bit on some filesystems; SQLite integers are signed.
-    inode = entry.inode - (1 << 64) if entry.inode >= 1 << 63 else entry.inode
+    inode = _schema.to_sqlite_int(entry.inode)  # unsigned 64-bit on some filesystems
     values = (entry.path, entry.device, inode, entry.size, entry.mtime_ns, entry.ctime_ns)
     return (*values, entry.sha256, entry.recorded_ns)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +26,3 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.attempts must be at least 1")
         if self.max_elapsed < 0 or self.initial < 0 or self.max_backoff < 0 or self.jitter < 0:
             raise ValueError("RetryPolicy times must not be negative")
-
-
-NO_RETRY: Final = RetryPolicy(attempts=1)

@@ -101,10 +101,14 @@ SELECT_PRUNE_BATCH: Final = (
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
-COUNT_UPLOADS: Final = f"SELECT count(*) FROM {UPLOADS}"
 
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
 _STORED_LENGTH: Final = len("2026-01-01 00:00:00.000000")
+
+
+def to_sqlite_int(value: int) -> int:
+    """An unsigned 64-bit number (an inode) as the signed integer SQLite can store."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def to_db_time(moment: datetime) -> str:

@@ -58,12 +58,7 @@ class AsyncAssetCache(_Facade):
             if self._client is None:
                 from ._client import AsyncLumaClient
 
-                self._client = AsyncLumaClient(
-                    token=self._core.token(),
-                    base_url=self._core.base_url,
-                    retry=self._retry_policy(),
-                    transport=self._transport,  # type: ignore[arg-type]
-                )
+                self._client = AsyncLumaClient(**self._client_options())
             return self._client
 
     async def resolve(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from . import _config, _schema
 from ._asset import RETENTION, Asset
@@ -417,8 +417,14 @@ class _Facade:
     def base_url(self) -> str:
         return self._core.base_url
 
-    def _retry_policy(self) -> RetryPolicy:
-        return self._retry or RetryPolicy()
+    def _client_options(self) -> dict[str, Any]:
+        """What either HTTP client is built with; the token is checked here, when needed."""
+        return {
+            "token": self._core.token(),
+            "base_url": self._core.base_url,
+            "retry": self._retry or RetryPolicy(),
+            "transport": self._transport,
+        }
 
 
 class AssetCache(_Facade):
@@ -450,12 +456,7 @@ class AssetCache(_Facade):
             if self._client is None:
                 from ._client import LumaClient  # the HTTP stack is only needed to upload
 
-                self._client = LumaClient(
-                    token=self._core.token(),
-                    base_url=self._core.base_url,
-                    retry=self._retry_policy(),
-                    transport=self._transport,  # type: ignore[arg-type]
-                )
+                self._client = LumaClient(**self._client_options())
             return self._client
 
     def resolve(

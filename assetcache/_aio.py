@@ -16,9 +16,9 @@ from ._cache import (
     DEFAULT_JOBS,
     AccountAudit,
     RefreshItem,
-    _check_min_remaining,
     _Facade,
     _refresh_margin,
+    lookup_margin,
 )
 from ._content import Source
 from ._email import normalize_email
@@ -117,7 +117,7 @@ class AsyncAssetCache(_Facade):
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
     ) -> Asset | None:
         core = self._core
-        margin = timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
+        margin = lookup_margin(min_remaining)
         key = await asyncio.to_thread(core.key, source)
         return await asyncio.to_thread(core.live, key, normalize_email(email), margin)
 

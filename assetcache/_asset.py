@@ -6,21 +6,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from ._schema import UPLOAD_COLUMNS
+
 #: How long useapi.net keeps an upload (the documented retention).
 RETENTION: Final = timedelta(days=30)
 
-#: The fields of an Asset as exported (JSON, CSV), in that order.
+#: The fields of an Asset as exported (JSON, CSV): the ledger's columns, the ref first and
+#: without the row id.
 EXPORT_FIELDS: Final = (
     "asset_ref",
-    "sha256",
-    "email",
-    "content_type",
-    "size",
-    "uploaded_at",
-    "expires_at",
-    "upload_id",
-    "media_url",
-    "source",
+    *(c for c in UPLOAD_COLUMNS if c not in ("id", "asset_ref")),
 )
 
 

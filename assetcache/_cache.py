@@ -294,10 +294,7 @@ class _Core:
         )
 
     def newest_per_key(self, email: str | None) -> list[Asset]:
-        newest: dict[tuple[str, str], Asset] = {}
-        for asset in self.assets(email, None, None):  # sorted by expiry: the last one wins
-            newest[(asset.sha256, asset.email)] = asset
-        return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
+        return _newest_per_key(self.assets(email, None, None))
 
     def source_state(self, asset: Asset) -> RefreshStatus:
         """Whether an entry's source file still holds its content ("would-refresh") or not."""
@@ -313,12 +310,13 @@ class _Core:
 
     def audit(self, email: str | None) -> list[AccountAudit]:
         now = self.now()
-        by_email: dict[str, list[Asset]] = {}
-        for asset in self.newest_per_key(email):
-            by_email.setdefault(asset.email, []).append(asset)
+        rows = self.assets(email, None, None)  # one listing serves both counts
         uploads: dict[str, int] = {}
-        for asset in self.assets(email, None, None):
+        for asset in rows:
             uploads[asset.email] = uploads.get(asset.email, 0) + 1
+        by_email: dict[str, list[Asset]] = {}
+        for asset in _newest_per_key(rows):
+            by_email.setdefault(asset.email, []).append(asset)
         report = []
         for account, assets in sorted(by_email.items()):
             live = [a for a in assets if a.is_live(now)]
@@ -344,6 +342,19 @@ class _Core:
             for a in self.newest_per_key(email)
             if a.is_live(now) and a.remaining_at(now) <= expiring_within
         ]
+
+
+def _newest_per_key(rows: Iterable[Asset]) -> list[Asset]:
+    """The latest-expiring row of each (content, account), in expiry order."""
+    newest: dict[tuple[str, str], Asset] = {}
+    for asset in rows:  # sorted by expiry: the last one wins
+        newest[(asset.sha256, asset.email)] = asset
+    return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
+
+
+def lookup_margin(min_remaining: timedelta | None) -> timedelta:
+    """lookup's margin: zero unless given ("is anything live cached?")."""
+    return timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
 
 
 def _check_min_remaining(value: timedelta) -> timedelta:
@@ -533,7 +544,7 @@ class AssetCache(_Facade):
         With ``min_remaining`` (default: zero here), a ref with less time left counts as absent.
         """
         core = self._core
-        margin = timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
+        margin = lookup_margin(min_remaining)
         return core.live(core.key(source), normalize_email(email), margin)
 
     def require(
@@ -567,7 +578,7 @@ class AssetCache(_Facade):
 
         Returns the removed rows; ``iter_prune`` streams them instead, for huge ledgers.
         """
-        return list(self._core.prune(expired, older_than, email, dry_run))
+        return list(self.iter_prune(expired, older_than, email, dry_run))
 
     def iter_prune(
         self,

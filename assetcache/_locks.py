@@ -39,7 +39,9 @@ def _open_lock_file(path: str) -> int:
 
 
 @contextlib.contextmanager
-def _held(thread_lock: threading.Lock, open_fd: Callable[[], int]) -> Iterator[None]:
+def _held(
+    thread_lock: contextlib.AbstractContextManager[object], open_fd: Callable[[], int]
+) -> Iterator[None]:
     with thread_lock:
         fd = open_fd()
         try:
@@ -51,7 +53,8 @@ def _held(thread_lock: threading.Lock, open_fd: Callable[[], int]) -> Iterator[N
 
 def file_lock(path: str) -> contextlib.AbstractContextManager[None]:
     """An exclusive flock on one named file, outside the key stripes (e.g. for migrations)."""
-    return _held(threading.Lock(), lambda: _open_lock_file(path))
+    # No thread lock: flock already excludes other descriptors, in this process too.
+    return _held(contextlib.nullcontext(), lambda: _open_lock_file(path))
 
 
 class KeyLocks:

@@ -193,10 +193,12 @@ class _State:
         return hmac.compare_digest(given, self.token.encode("utf-8"))
 
     def check_account(self, email: str) -> None:
-        if self.accounts is not None and email not in self.accounts:
-            raise _RequestError(404, f"Unable to find configuration for email {email}")
+        # An account whose session expired is still a configured account: 596, never 404,
+        # whether or not it is also listed among ``accounts``.
         if email in self.session_errors:
             raise _RequestError(SESSION_ERROR_STATUS, SESSION_ERROR_MESSAGE)
+        if self.accounts is not None and email not in self.accounts:
+            raise _RequestError(404, f"Unable to find configuration for email {email}")
 
     # -- simulated trouble -------------------------------------------------------------
 
@@ -646,11 +648,12 @@ class Emulator:
     ``start()`` (or ``with Emulator() as emulator:``) serves it on a daemon thread;
     ``serve_forever()`` blocks instead, for the command line. ``base_url`` and ``token``
     are what a client needs. ``accounts`` limits the known emails (any email otherwise);
-    emails in ``session_errors`` answer 596. ``latency``, ``fail_rate`` (429/500/503 drawn
-    from ``random.Random(seed)``) and ``fail_next()`` simulate a troubled server; failures
-    only ever replace answers that would have been a 200. ``log`` receives one line per
-    request, ``"POST /v1/luma/assets/me%40example.com -> 200 (1234 bytes, 2 ms)"``, where the
-    size is the request body read (uploads) or the body served (media); never the token.
+    emails in ``session_errors`` are known accounts too, whose session expired: they answer
+    596. ``latency``, ``fail_rate`` (429/500/503 drawn from ``random.Random(seed)``) and
+    ``fail_next()`` simulate a troubled server; failures only ever replace answers that would
+    have been a 200. ``log`` receives one line per request,
+    ``"POST /v1/luma/assets/me%40example.com -> 200 (1234 bytes, 2 ms)"``, where the size is
+    the request body read (uploads) or the body served (media); never the token.
     """
 
     def __init__(

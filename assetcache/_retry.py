@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to retry 429, 5xx, dropped connections and timeouts.
+    """How hard to retry 429, 5xx, dropped connections and timeouts, and for how long.
 
-    ``attempts`` counts every request, the first included; ``max_elapsed`` (seconds) bounds the
-    time spent including waits: no wait starts that would end past it. Backoff doubles from
-    ``initial`` up to ``max_backoff``, plus up to ``jitter`` seconds of randomness, and is never
-    shorter than the server's ``Retry-After``.
+    ``attempts`` counts every request, the first included. ``max_elapsed`` (seconds) bounds the
+    whole upload, attempts and waits together: no wait starts that would end past it, and no
+    attempt runs past it. ``attempt_timeout`` (seconds) bounds one attempt as a whole --
+    connecting, sending the image and reading the complete answer -- however slowly the server
+    trickles it; sending 20 MB within the default 120 s needs about 1.4 Mbit/s of uplink, so
+    raise it (and ``max_elapsed``) for slower links. Backoff doubles from ``initial`` up to
+    ``max_backoff``, plus up to ``jitter`` seconds of randomness, and is never shorter than the
+    server's ``Retry-After``.
     """
 
     attempts: int = 6
@@ -20,9 +24,13 @@ class RetryPolicy:
     initial: float = 1.0
     max_backoff: float = 30.0
     jitter: float = 1.0
+    attempt_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be at least 1")
-        if self.max_elapsed < 0 or self.initial < 0 or self.max_backoff < 0 or self.jitter < 0:
+        if self.initial < 0 or self.max_backoff < 0 or self.jitter < 0:
             raise ValueError("RetryPolicy times must not be negative")
+        if not (self.max_elapsed > 0 and self.attempt_timeout > 0):
+            # Zero would leave no time for even the first request.
+            raise ValueError("RetryPolicy.max_elapsed and attempt_timeout must be positive")

@@ -213,6 +213,19 @@ def test_session_error_is_596_with_the_documented_message(client: httpx.Client) 
     )
 
 
+def test_session_error_account_need_not_also_be_listed_as_an_account() -> None:
+    # `assetcache emulator --account a --session-error b`: b is configured, its session expired.
+    with Emulator(accounts=[EMAIL], session_errors=[BROKEN]) as emu, open_client(emu) as c:
+        expired = post(c, email=BROKEN)
+        unknown = post(c, email="nobody@example.com")
+        fine = post(c, email=EMAIL)
+
+    assert expired.status_code == 596
+    assert expired.json() == {"error": SESSION_ERROR_MESSAGE}
+    assert unknown.status_code == 404
+    assert fine.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("content_type", "named"),
     [("image/bmp", "image/bmp"), ("Image/GIF; x=y", "image/gif"), (None, "none")],

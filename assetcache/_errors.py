@@ -12,7 +12,8 @@
     │   ├── RateLimitedError ..... 429 until the retry budget ran out
     │   ├── ServerError .......... 5xx, connection errors, timeouts
     │   └── ProtocolError ........ an answer that is not the documented one
-    └── LedgerError .............. the ledger cannot be opened, migrated, read or written
+    └── LedgerError .............. the ledger (or its lock folder) cannot be used: opened, migrated,
+                                   read or written, or another user controls it
 
 Every message says what happened and what to do about it. No message, and no repr, ever
 contains the API token: the exceptions are built from status codes, emails and paths only.

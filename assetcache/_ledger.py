@@ -3,7 +3,8 @@
 SQLite choices, each for a reason:
 
 - ``journal_mode=WAL``: readers never wait for a writer, so cache hits in one process are not
-  slowed by an upload being recorded in another.
+  slowed by an upload being recorded in another. It persists in the file, so it is switched on
+  once, when a ledger is opened, not on every pooled connection.
 - ``busy_timeout`` (and sqlite3's ``timeout``): a writer that finds the database locked waits
   instead of failing with "database is locked".
 - ``BEGIN IMMEDIATE`` for every transaction that writes: it takes the write lock up front, so
@@ -14,6 +15,23 @@ SQLite choices, each for a reason:
   enough that one fsync per commit is free.
 - Autocommit mode at the driver (``isolation_level=None``): Python's sqlite3 would otherwise
   open transactions on its own, behind our BEGIN IMMEDIATE.
+- Look before changing anything: a mistaken ``--db`` (another program's database, a text file,
+  a device) must be left exactly as it was. The file's type, owner, mode and header are
+  checked first (``lstat``, then a read-only, non-blocking, ``O_NOFOLLOW`` descriptor), then
+  its schema is read on an ordinary connection with nothing but reads: a reader creates no
+  rollback journal, and in WAL mode the ``-wal``/``-shm`` it creates are removed when it
+  closes (a ``?mode=ro`` connection would leave them behind). Only once the file is known to
+  be a ledger (``alembic_version`` at a known revision) or empty are its mode tightened, WAL
+  switched on and migrations run. The fast path stays one connection and the one version
+  read: that connection then serves the lookups.
+- The ledger and what SQLite keeps beside it (``-wal``, ``-shm``, ``-journal``) must be the
+  user's own and writable by nobody else: SQLite would replay another user's journal or WAL
+  into the database, and another user's ledger may hold planted rows.
+- The path is resolved (symlinks followed) before anything else: a ledger reached through two
+  names must have one lock folder, or two processes would upload the same content.
+- After ``fork``, a child drops the connections it inherited without closing them (see
+  ``Ledger.forget_inherited``): SQLite forbids using a connection across fork, and closing is
+  a use.
 
 Migrations are Alembic revisions in ``migrations/`` (shipped in the wheel as
 ``assetcache/_migrations``), applied when a ledger is opened and found behind. The check that
@@ -29,15 +47,15 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _schema
-from ._asset import Asset
+from ._asset import RETENTION, Asset
 from ._errors import LedgerError
-from ._locks import file_lock
+from ._locks import file_lock, make_private_dirs, require_own
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,6 +67,16 @@ BUSY_TIMEOUT_S: Final = 30.0
 PRUNE_BATCH: Final = 5000
 #: Idle connections kept for reuse; more threads than this just open and close their own.
 MAX_IDLE_CONNECTIONS: Final = 8
+
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+#: The first bytes of every SQLite database file.
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: Files SQLite keeps beside a database and reads back into it.
+_COMPANIONS: Final = ("-wal", "-shm", "-journal")
+#: What decoding a row raises when another program wrote a value that is not ours.
+_UNREADABLE: Final = (ValueError, TypeError, OverflowError)
+#: Connections a forked child inherited: never used, never closed (see forget_inherited).
+_INHERITED: list[sqlite3.Connection] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +94,13 @@ class FileStat:
 
 
 def ledger_path(location: str) -> str:
-    """The filesystem path for a ledger location (a path or a ``sqlite:///`` URL)."""
+    """The real filesystem path for a ledger location (a path or a ``sqlite:///`` URL).
+
+    Symlinks are resolved, so every name of one ledger gives one path, and so one lock folder
+    (``<path>.locks``) and one single flight.
+    """
     if "://" not in location:
-        return os.path.abspath(os.path.expanduser(location))
+        return _real(location)
     scheme, _, rest = location.partition("://")
     if scheme.split("+")[0] != "sqlite":
         raise LedgerError(
@@ -85,7 +117,13 @@ def ledger_path(location: str) -> str:
             "give it a file path",
             path=location,
         )
-    return os.path.abspath(os.path.expanduser(path))
+    return _real(path)
+
+
+def _real(path: str) -> str:
+    # A missing ledger resolves through its existing parents: a new ledger in a symlinked
+    # folder gets the same path as when it exists.
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _migrations_dir() -> Path:
@@ -109,11 +147,30 @@ class Ledger:
         self._idle: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._closed = False
-        self._prepare_file()
-        self._ensure_schema()
+        fd = self._open_file()
+        try:
+            self._ensure_schema(fd)
+        except BaseException:
+            self.close()  # a refused file keeps no connection, nor the -wal/-shm it made
+            raise
+        finally:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"Ledger({self.path!r})"
+
+    def forget_inherited(self) -> None:
+        """Call in a child process right after ``fork``: drop the parent's connections.
+
+        SQLite forbids using a connection across fork, and closing one is a use (the last
+        close checkpoints and deletes the WAL the parent is still writing). So the idle ones
+        are not closed but moved to a module-level list, where no finalizer ever closes them,
+        and the guard is replaced, as a parent thread may have held it at fork time. New
+        connections are opened as needed.
+        """
+        _INHERITED.extend(self._idle)
+        self._idle = []
+        self._guard = threading.Lock()
 
     # -- opening -------------------------------------------------------------------------
 
@@ -121,39 +178,114 @@ class Ledger:
         detail = f" ({exc})" if exc is not None else ""
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
-    def _prepare_file(self) -> None:
-        directory = os.path.dirname(self.path)
-        try:
-            if not os.path.isdir(directory):
-                # Only the user may list or read what the cache keeps.
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            # Create the file ourselves so it is 0600 from its first byte (SQLite gives its
-            # -wal and -shm files the same mode as the database).
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except PermissionError:
-            if os.path.isfile(self.path):
-                return  # read-only ledger: reads may still work; writes will say so
-            raise self._fail("cannot create it (permission denied)") from None
-        except IsADirectoryError:
-            raise self._fail("is a directory; give a file path") from None
-        except OSError as exc:
-            raise self._fail("cannot create or open it", exc) from None
-        try:
-            st = os.fstat(fd)
-            if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
-                os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+    def _open_file(self) -> int:
+        """A descriptor of the ledger file, created private if absent, else checked unchanged.
 
-    def _ensure_schema(self) -> None:
-        version = self._schema_version()
+        Nothing existing is changed here: the file may turn out not to be a ledger.
+        """
+        fd = self._open_or_create()
+        try:
+            for suffix in _COMPANIONS:
+                self._check_companion(self.path + suffix)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_or_create(self) -> int:
+        while True:
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                fd = self._create_file()
+                if fd is None:
+                    continue  # another process created it meanwhile: check it like any other
+                return fd
+            except OSError as exc:
+                raise self._fail("cannot be opened", exc) from None
+            # Before opening: opening a device or a FIFO can itself act (rewind a tape, block).
+            self._check_kind(st)
+            return self._open_existing()
+
+    def _create_file(self) -> int | None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        try:
+            # Only the user may list or read what the cache keeps, even under umask 000.
+            make_private_dirs(os.path.dirname(self.path))
+            # Created here, so it is 0600 from its first byte (SQLite gives its -wal and -shm
+            # files the same mode); O_EXCL, so it is never a file that appeared meanwhile.
+            return os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            return None
+        except PermissionError:
+            raise self._fail("cannot create it (permission denied)") from None
+        except OSError as exc:
+            raise self._fail("cannot create it", exc) from None
+
+    def _check_kind(self, st: os.stat_result) -> None:
+        if stat.S_ISREG(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise self._fail("is a directory; give a file path")
+        if stat.S_ISLNK(st.st_mode):  # the path is resolved: only a loop is left a link
+            raise self._fail(
+                "is a symbolic link that does not resolve (a loop?); "
+                "give the ledger file itself as the ledger path"
+            )
+        raise self._fail(
+            "is not a regular file (a device, FIFO or socket) and was left untouched; "
+            "give a ledger file as the ledger path"
+        )
+
+    def _open_existing(self) -> int:
+        # Read-only and non-blocking (a FIFO swapped in since the lstat cannot hang us);
+        # O_NOFOLLOW: the path was resolved, so a symlink here appeared since.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as exc:
+            raise self._fail("cannot be opened", exc, hint="; check that you can read it") from None
+        try:
+            self._check_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_file(self, fd: int) -> None:
+        """Refuse, on the open descriptor, a file that is not ours or not an SQLite database."""
+        st = os.fstat(fd)
+        self._check_kind(st)  # what was checked by name is what is open
+        require_own(st, self.path, "ledger", 0o600)
+        if st.st_size and os.pread(fd, len(_SQLITE_MAGIC), 0) != _SQLITE_MAGIC:
+            raise self._fail(
+                "is not a readable SQLite database and was left untouched; if it is your "
+                "ledger, restore a backup or move it aside, otherwise use another "
+                "ledger path"
+            )
+
+    def _check_companion(self, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail(f"cannot inspect {path}", exc) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise LedgerError(
+                f"ledger companion {path} is not a regular file, so SQLite would follow or "
+                "misuse it: move it aside",
+                path=path,
+            )
+        require_own(st, path, "ledger companion", 0o600)
+
+    def _ensure_schema(self, fd: int) -> None:
+        version = self._schema_version()  # refuses anything but a ledger or an empty file
+        # Known to be a ledger (or empty) from here on: only now is anything changed.
+        self._make_private(fd)
+        self._use_wal()
         if version == _schema.HEAD:
             return
-        if version is not None and version not in _schema.REVISIONS:
-            raise self._fail(
-                f"was written by a newer assetcache (schema {version})",
-                hint="; upgrade assetcache (pip install -U assetcache) or use another --db",
-            )
         # One process migrates; the others wait here, then find the schema current with a
         # plain read instead of each importing Alembic (a second of CPU) to learn the same.
         with contextlib.ExitStack() as held:
@@ -166,6 +298,20 @@ class Ledger:
         if self._schema_version() != _schema.HEAD:
             raise self._fail("migration did not reach the current schema")
 
+    def _make_private(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            # Readable by others (writable ones were refused): from now on only by the user.
+            with contextlib.suppress(OSError):  # a read-only filesystem: reads still work
+                os.fchmod(fd, 0o600)
+
+    def _use_wal(self) -> None:
+        try:
+            with self._checkout() as conn:
+                _enable_wal(conn)
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
+
     def _schema_version(self) -> str | None:
         try:
             with self._checkout() as conn:
@@ -174,16 +320,28 @@ class Ledger:
             raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
 
     def _read_version(self, conn: sqlite3.Connection) -> str | None:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        if "alembic_version" not in tables:
-            if tables - {"sqlite_sequence"}:
-                raise self._fail(
-                    "is an SQLite database, but not an assetcache ledger",
-                    hint="; point --db / ASSETCACHE_DB at another file",
-                )
+        """The ledger's revision, or None for an empty database; anything else is refused."""
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        version = None
+        if "alembic_version" in names:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            version = None if row is None else str(row[0])
+        if version in _schema.REVISIONS:
+            return version
+        if version is not None and _schema.UPLOADS in names:
+            raise self._fail(
+                f"was written by a newer assetcache (schema {version})",
+                hint="; upgrade assetcache or use another ledger path",
+            )
+        # Empty, or only an Alembic stamp at base (a ledger downgraded to nothing).
+        if version is None and not {n for n in names if not n.startswith("sqlite_")} - {
+            "alembic_version"
+        }:
             return None
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return None if row is None else str(row[0])
+        raise self._fail(
+            "is an SQLite database, but not an assetcache ledger, and was left untouched",
+            hint="; use another ledger path",
+        )
 
     def _migrate(self) -> None:
         # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
@@ -215,12 +373,13 @@ class Ledger:
     # -- connections ---------------------------------------------------------------------
 
     def _new_connection(self) -> sqlite3.Connection:
+        # Nothing here writes to the file: the first connection may be inspecting a file that
+        # is not a ledger (WAL is switched on in _use_wal, once the file is known).
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
@@ -234,7 +393,7 @@ class Ledger:
                 "move it aside (or restore a backup) and retry"
             )
         if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
-            return "; the file is read-only: make it writable or use another --db"
+            return "; the file is read-only: make it writable or use another ledger path"
         if not os.access(os.path.dirname(self.path), os.W_OK):
             return "; its directory is not writable (SQLite needs it for the WAL files)"
         return ""
@@ -297,11 +456,36 @@ class Ledger:
 
     # -- queries -------------------------------------------------------------------------
 
-    def newest(self, sha256: str, email: str) -> Asset | None:
-        """The latest-expiring upload of this content to this account, live or not."""
+    def _decoded(self, rows: Iterable[tuple[Any, ...]]) -> list[Asset]:
+        """Rows as Assets; a value that is not ours (another program wrote it) is refused."""
+        try:  # around the whole loop: free in 3.11 until something raises
+            return [_asset(row) for row in rows]
+        except _UNREADABLE as exc:
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: BaseException) -> LedgerError:
+        return self._fail(
+            "has a row assetcache cannot read",
+            exc,
+            hint="; another program wrote it: delete or fix that row, or move the ledger "
+            "aside to start a new one (its content is then uploaded again when needed)",
+        )
+
+    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
+        """The latest-expiring credible upload of this content to this account, live or not.
+
+        Rows recorded while the clock ran ahead of ``now`` (default: the current time) are
+        skipped (see ``Asset.state``).
+        """
+        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
         with self._reading() as conn:
-            row = conn.execute(_schema.SELECT_NEWEST, {"sha256": sha256, "email": email}).fetchone()
-        return None if row is None else _asset(row)
+            row = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
+        if row is None:
+            return None
+        try:
+            return _asset(row)
+        except _UNREADABLE as exc:
+            raise self._unreadable(exc) from None
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
@@ -339,8 +523,7 @@ class Ledger:
         }
         params = {name: value for name, value in given.items() if value is not None}
         with self._reading() as conn:
-            rows = conn.execute(_schema.select_assets(*params), params)
-            return [_asset(row) for row in rows]
+            return self._decoded(conn.execute(_schema.select_assets(*params), params))
 
     def prune(
         self,
@@ -349,18 +532,24 @@ class Ledger:
         expired_before: datetime | None,
         uploaded_before: datetime | None,
         dry_run: bool,
+        now: datetime | None = None,
     ) -> Iterator[Asset]:
-        """Delete matching rows in batches, yielding each as it goes (bounded memory)."""
+        """Delete matching rows in batches, yielding each as it goes (bounded memory).
+
+        Rows recorded while the clock ran ahead of ``now`` (default: the current time) always
+        match.
+        """
         params: dict[str, Any] = {
             "email": email,
             "expired_before": _db_time_or_none(expired_before),
             "uploaded_before": _db_time_or_none(uploaded_before),
             "limit": PRUNE_BATCH,
             "after": 0,
+            **_credible_bounds(now),
         }
         while True:
             with self._reading() as conn:
-                batch = [_asset(r) for r in conn.execute(_schema.SELECT_PRUNE_BATCH, params)]
+                batch = self._decoded(conn.execute(_schema.SELECT_PRUNE_BATCH, params))
             if not batch:
                 return
             if not dry_run:
@@ -368,6 +557,16 @@ class Ledger:
                     conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
             yield from batch
             params["after"] = batch[-1].id
+
+
+def _credible_bounds(now: datetime | None) -> dict[str, str]:
+    """The :now and :latest bounds beyond which a row was recorded with the clock ahead."""
+    moment = datetime.now(UTC) if now is None else now
+    try:
+        latest = moment + RETENTION
+    except OverflowError:
+        latest = datetime.max.replace(tzinfo=UTC)
+    return {"now": _schema.to_db_time(moment), "latest": _schema.to_db_time(latest)}
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

@@ -11,31 +11,162 @@ layers:
 
 Keys map onto a fixed number of stripes (lock files), so the directory stays bounded whatever
 the number of assets; two keys sharing a stripe only means they upload one after the other.
+
+The lock folder and its files must be the user's own. Anyone who can open a lock file can hold
+its flock and stall every upload; anyone who can write the folder can plant a symlink that
+``O_CREAT`` would follow. So the folder is opened without following symlinks and checked on
+its descriptor (owned by the user, writable by nobody else), each lock file is opened relative
+to that descriptor with ``O_NOFOLLOW`` and checked on its own descriptor, and folders are
+created 0700 level by level (``os.makedirs`` gives the parents umask's mode).
+
+This module also holds that ownership check (``require_own``) and the private folder maker
+(``make_private_dirs``): the ledger applies the same rules to its own files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final
 
+from ._errors import LedgerError
+
 STRIPES: Final = 4096
 _POLL_MIN_S: Final = 0.002
 _POLL_MAX_S: Final = 0.05
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+#: O_NONBLOCK only keeps a planted FIFO from hanging the open: flock waits or not by LOCK_NB.
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+
+#: Lock descriptors open now: fd -> (pid that opened it, device, inode). A child forked while
+#: one is open shares its open file description, and with it the flock, until the child closes
+#: its copy; ``KeyLocks.forget_inherited`` closes those copies. Plain dict operations are
+#: atomic under the GIL, so no lock guards it (a lock here would itself need resetting).
+_OPEN_LOCKS: dict[int, tuple[int, int, int]] = {}
+
+
+def require_own(st: os.stat_result, path: str, what: str, private_mode: int) -> None:
+    """Refuse a file or folder another user controls: theirs, or writable by group or others.
+
+    Such a file may hold content planted by someone else (a ledger's rows, a lock's flock), so
+    it is never used, whatever its content. ``private_mode`` is what to suggest instead.
+    """
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise LedgerError(
+            f"{what} {path} is owned by uid {st.st_uid}, not you (uid {euid}): "
+            "move it aside or fix its owner/mode",
+            path=path,
+        )
+    if st.st_mode & 0o022:
+        raise LedgerError(
+            f"{what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}), "
+            f"who may have changed it: if you trust its content, make it private (mode "
+            f"{private_mode:04o}); otherwise move it aside",
+            path=path,
+        )
+
+
+def make_private_dirs(path: str) -> None:
+    """Create ``path`` and each missing parent mode 0700, whatever the umask."""
+    missing = []
+    level = os.path.abspath(path)
+    while not os.path.lexists(level):
+        missing.append(level)
+        parent = os.path.dirname(level)
+        if parent == level:
+            break
+        level = parent
+    for level in reversed(missing):
+        # mkdir's mode is masked by the umask, which can only remove bits: 0700 stays private.
+        with contextlib.suppress(FileExistsError):  # another process made it just now
+            os.mkdir(level, 0o700)
+
+
+def _open_lock_dir(directory: str) -> int:
+    """A descriptor of the lock folder (created if missing), checked to be the user's own."""
+    try:
+        try:
+            fd = os.open(directory, _DIR_FLAGS)
+        except FileNotFoundError:
+            # First use, or the folder was removed under a long-running process.
+            make_private_dirs(directory)
+            fd = os.open(directory, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise LedgerError(
+            f"lock folder {directory} is a symbolic link or not a folder: move it aside "
+            "(assetcache makes a new one)",
+            path=directory,
+        ) from None
+    try:
+        require_own(os.fstat(fd), directory, "lock folder", 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _open_lock_file(path: str) -> int:
-    """Open (creating it, and its directory, as needed) a lock file private to the user."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    """Open (creating it, and its folder, as needed) a lock file private to the user."""
+    directory, name = os.path.split(path)
+    dir_fd = _open_lock_dir(directory)
     try:
-        return os.open(path, flags, 0o600)
-    except FileNotFoundError:
-        # First use, or the directory was removed under a long-running process.
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        return os.open(path, flags, 0o600)
+        # Relative to the checked folder's descriptor: the folder cannot be swapped meanwhile.
+        fd = os.open(name, _LOCK_FLAGS, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        raise _not_a_lock_file(path) from None
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_a_lock_file(path)
+        require_own(st, path, "lock file", 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    _OPEN_LOCKS[fd] = (os.getpid(), st.st_dev, st.st_ino)
+    return fd
+
+
+def _not_a_lock_file(path: str) -> LedgerError:
+    return LedgerError(
+        f"lock file {path} is a symbolic link or not a regular file, so someone else put it "
+        f"there: move the folder {os.path.dirname(path)} aside (assetcache makes a new one)",
+        path=path,
+    )
+
+
+def _close_lock_file(fd: int) -> None:
+    _OPEN_LOCKS.pop(fd, None)  # first: the number may be reused as soon as it is closed
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+def _close_inherited_lock_files() -> None:
+    """Close the copies of lock descriptors a parent process had open when it forked us.
+
+    Never ``LOCK_UN``: that would release the parent's flock too. Only a descriptor still
+    naming the same file is closed, in case this process reused the number since.
+    """
+    me = os.getpid()
+    for fd, (pid, device, inode) in list(_OPEN_LOCKS.items()):
+        if pid == me:
+            continue
+        _OPEN_LOCKS.pop(fd, None)
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (device, inode):
+                os.close(fd)
 
 
 @contextlib.contextmanager
@@ -48,7 +179,7 @@ def _held(
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing the descriptor releases the flock
+            _close_lock_file(fd)
 
 
 def file_lock(path: str) -> contextlib.AbstractContextManager[None]:
@@ -64,6 +195,18 @@ class KeyLocks:
         self.directory = directory
         self._thread_locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def forget_inherited(self) -> None:
+        """Call in a child process right after ``fork``: start with fresh locks.
+
+        A thread lock held by a parent thread at fork time would stay held forever here (that
+        thread does not exist in the child), and an inherited lock descriptor would keep the
+        parent's flock alive after the parent lets go. Lock descriptors of every KeyLocks (and
+        of ``file_lock``) that came from the parent are closed, never unlocked.
+        """
+        self._thread_locks = {}
+        self._guard = threading.Lock()
+        _close_inherited_lock_files()
 
     def _thread_lock(self, stripe: int) -> threading.Lock:
         with self._guard:
@@ -111,6 +254,6 @@ class KeyLocks:
                         delay = min(delay * 2, _POLL_MAX_S)
                 yield
             finally:
-                os.close(fd)
+                _close_lock_file(fd)
         finally:
             thread_lock.release()

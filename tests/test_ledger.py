@@ -56,7 +56,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(LedgerError, match="newer assetcache") as info:
         Ledger(str(path))
-    assert "pip install -U assetcache" in str(info.value)
+    assert "upgrade assetcache" in str(info.value)
 
 
 def test_read_only_ledger_reads_but_refuses_writes_clearly(
@@ -88,7 +88,8 @@ def test_unwritable_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def deny(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(os, "makedirs", deny)
+    # Each missing level is made with os.mkdir (0700 whatever the umask), not os.makedirs.
+    monkeypatch.setattr(os, "mkdir", deny)
     with pytest.raises(LedgerError, match="permission denied"):
         Ledger(str(tmp_path / "a" / "b" / "l.db"))
 

@@ -76,7 +76,7 @@ def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
     Ledger(str(db)).close()
     t = "2026-01-01 00:00:00.000000"
     cases = {
-        _schema.SELECT_NEWEST: {"sha256": "x", "email": "e"},
+        _schema.SELECT_NEWEST: {"sha256": "x", "email": "e", "now": t, "latest": t},
         _schema.select_assets("live_after", "expires_until"): {"live_after": t, "expires_until": t},
         _schema.select_assets("email", "live_after"): {"email": "e", "live_after": t},
         _schema.SELECT_STAT: {"path": "/p"},
@@ -86,6 +86,8 @@ def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
             "expired_before": t,
             "uploaded_before": None,
             "limit": 10,
+            "now": t,
+            "latest": t,
         },
     }
     with sqlite3.connect(db) as conn:

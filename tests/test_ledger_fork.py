@@ -1,0 +1,177 @@
+"""After fork, a child drops what it inherited from the Ledger and KeyLocks without using it.
+
+SQLite forbids using a connection across fork, and closing one is a use; a thread lock held by
+a parent thread at fork time stays held forever in the child; a lock descriptor the child
+inherited keeps the parent's flock alive after the parent lets go.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from assetcache import Asset, _ledger, _locks
+from assetcache._ledger import Ledger
+from assetcache._locks import KeyLocks
+
+from .conftest import EMAIL
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+SHA = "cd" * 32
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger(str(tmp_path / "l.db"))
+    opened.record(
+        Asset(
+            asset_ref="r",
+            sha256=SHA,
+            email=EMAIL,
+            content_type="image/png",
+            size=1,
+            uploaded_at=NOW - timedelta(days=1),
+            expires_at=NOW + timedelta(days=29),
+            upload_id="u",
+            media_url="m",
+        )
+    )
+    yield opened
+    opened.close()
+
+
+def in_child(body: Callable[[], bool], *, then: Callable[[], None] = lambda: None) -> int:
+    """Fork; the child runs ``body`` and exits 0 if it returned True. ``then`` runs in the
+    parent right after the fork. Returns the child's exit status (-9 if it hung)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 3
+        try:
+            code = 0 if body() else 1
+        except BaseException:
+            code = 2
+        finally:
+            os._exit(code)
+    then()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def test_forget_inherited_drops_connections_without_closing_them(ledger: Ledger) -> None:
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None
+    inherited = list(ledger._idle)
+    assert inherited
+    held = ledger._guard
+    held.acquire()  # as if a parent thread held it at fork time
+    try:
+        ledger.forget_inherited()
+    finally:
+        held.release()
+    assert ledger._idle == []
+    assert all(any(c is conn for c in _ledger._INHERITED) for conn in inherited)
+    assert inherited[0].execute("SELECT 1").fetchone() == (1,)  # never closed
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # a new guard, a new connection
+    assert all(conn is not inherited[0] for conn in ledger._idle)
+    for conn in inherited:  # this test's own process: closing them here is fine
+        _ledger._INHERITED.remove(conn)
+        conn.close()
+
+
+def test_a_forked_child_reads_with_its_own_connection(ledger: Ledger) -> None:
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None
+    inherited = list(ledger._idle)
+    ledger._guard.acquire()  # held "by another thread" across the fork
+
+    def child() -> bool:
+        ledger.forget_inherited()
+        found = ledger.newest(SHA, EMAIL, now=NOW)
+        kept = all(any(c is conn for c in _ledger._INHERITED) for conn in inherited)
+        fresh = all(conn not in inherited for conn in ledger._idle)
+        return found is not None and kept and fresh
+
+    try:
+        status = in_child(child)
+    finally:
+        ledger._guard.release()
+    assert status == 0
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # the parent's connection still works
+    conn = sqlite3.connect(ledger.path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+
+def test_a_forked_child_gets_a_key_its_parent_held_at_fork_time(tmp_path: Path) -> None:
+    locks = KeyLocks(str(tmp_path / "l.db.locks"))
+    held, release = threading.Event(), threading.Event()
+
+    def parent_thread() -> None:
+        with locks.hold("k"):
+            held.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=parent_thread)
+    holder.start()
+    assert held.wait(10)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+
+    def child() -> bool:
+        locks.forget_inherited()
+        os.write(ready_w, b"r")
+        os.read(go_r, 1)  # the parent has let go of the key by now
+        # Without fresh thread locks this blocks on the dead parent thread's lock; with the
+        # inherited descriptor still open, on the parent's flock, which this copy keeps alive.
+        with locks.hold("k"):
+            return True
+
+    def parent_lets_go() -> None:
+        os.close(ready_w)  # so that a child dying early reads as end of file here
+        ready = os.read(ready_r, 1)
+        release.set()
+        holder.join(10)
+        if ready:
+            os.write(go_w, b"g")
+
+    try:
+        status = in_child(child, then=parent_lets_go)
+    finally:
+        release.set()
+        holder.join(10)
+        for fd in (ready_r, go_r, go_w):
+            os.close(fd)
+    assert status == 0
+
+
+def test_forget_inherited_leaves_this_process_locks_alone(tmp_path: Path) -> None:
+    locks = KeyLocks(str(tmp_path / "l.db.locks"))
+    with locks.hold("k"):
+        mine = dict(_locks._OPEN_LOCKS)
+        locks.forget_inherited()  # as a cache would, lazily, in a process that did not fork
+        for fd in mine:
+            os.fstat(fd)  # still open
+        (path,) = (tmp_path / "l.db.locks").iterdir()
+        other = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # and still locked
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    assert not set(mine) & set(_locks._OPEN_LOCKS)  # released: no longer tracked

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._asset import RETENTION, Asset
-from ._cache import AccountAudit, AssetCache, RefreshItem
+from ._cache import AccountAudit, Advice, AssetCache, RefreshItem
 from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
 from ._errors import (
     AccountError,
@@ -46,6 +46,7 @@ __all__ = [
     "AccountAudit",
     "AccountError",
     "AccountNotFoundError",
+    "Advice",
     "Asset",
     "AssetCache",
     "AssetCacheError",

@@ -6,7 +6,8 @@ Kept apart from ``_cache.py`` so that a synchronous cache hit never imports asyn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -16,13 +17,15 @@ from ._cache import (
     DEFAULT_JOBS,
     AccountAudit,
     RefreshItem,
+    _describe,
     _Facade,
     _refresh_margin,
     lookup_margin,
 )
 from ._content import Source
 from ._email import normalize_email
-from ._errors import AssetCacheError
+from ._errors import AssetCacheError, NotCachedError
+from ._ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient
@@ -49,11 +52,13 @@ class AsyncAssetCache(_Facade):
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._forget_client_after_fork()
         if self._client is not None:
             await self._client.aclose()
         self._core.close()
 
     def _upload_client(self) -> AsyncLumaClient:
+        self._forget_client_after_fork()
         with self._client_lock:
             if self._client is None:
                 from ._client import AsyncLumaClient
@@ -96,30 +101,53 @@ class AsyncAssetCache(_Facade):
         jobs: int = DEFAULT_JOBS,
         force: bool = False,
         min_remaining: timedelta | None = None,
+        on_result: Callable[[int, Asset | AssetCacheError], None] | None = None,
     ) -> list[Asset | AssetCacheError]:
-        """Resolve many sources with at most ``jobs`` in flight; results in input order."""
+        """Resolve many sources with at most ``jobs`` in flight; results in input order.
+
+        As with AssetCache.resolve_many: a bad email or ``jobs`` raises at once; each failing
+        source leaves its AssetCacheError in its place; ``on_result(index, outcome)`` is
+        called as each one finishes.
+        """
+        items = list(sources)
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
+        email = normalize_email(email)
         gate = asyncio.Semaphore(jobs)
 
-        async def one(source: Source) -> Asset | AssetCacheError:
+        async def one(index: int) -> Asset | AssetCacheError:
             async with gate:
                 try:
-                    return await self.resolve(
-                        source, email=email, force=force, min_remaining=min_remaining
+                    outcome: Asset | AssetCacheError = await self.resolve(
+                        items[index], email=email, force=force, min_remaining=min_remaining
                     )
                 except AssetCacheError as exc:
-                    return exc
+                    outcome = exc
+            if on_result is not None:
+                on_result(index, outcome)
+            return outcome
 
-        return list(await asyncio.gather(*(one(s) for s in sources)))
+        return list(await asyncio.gather(*(one(i) for i in range(len(items)))))
 
     async def lookup(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
     ) -> Asset | None:
         core = self._core
         margin = lookup_margin(min_remaining)
+        email = normalize_email(email)
         key = await asyncio.to_thread(core.key, source)
-        return await asyncio.to_thread(core.live, key, normalize_email(email), margin)
+        return await asyncio.to_thread(core.live, key, email, margin)
+
+    async def require(
+        self, source: Source, *, email: str, min_remaining: timedelta | None = None
+    ) -> Asset:
+        """Like lookup, but raises NotCachedError instead of returning None."""
+        asset = await self.lookup(source, email=email, min_remaining=min_remaining)
+        if asset is None:
+            raise NotCachedError(
+                f"no live assetRef is cached for {_describe(source)} on {normalize_email(email)}"
+            )
+        return asset
 
     async def assets(
         self,
@@ -136,9 +164,22 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[Asset]:
-        return await asyncio.to_thread(
-            lambda: list(self._core.prune(expired, older_than, email, dry_run))
-        )
+        return [a async for a in self.iter_prune(expired, older_than, email, dry_run)]
+
+    def iter_prune(
+        self,
+        expired: bool = True,
+        older_than: timedelta | None = None,
+        email: str | None = None,
+        dry_run: bool = False,
+    ) -> AsyncIterator[Asset]:
+        """Like prune, but yields rows as batches are deleted: ``async for a in ...``."""
+        rows = self._core.prune(expired, older_than, email, dry_run)  # checks arguments now
+
+        def next_batch() -> list[Asset]:
+            return list(itertools.islice(rows, PRUNE_BATCH))
+
+        return _batched(next_batch)
 
     async def audit(self, email: str | None = None) -> list[AccountAudit]:
         return await asyncio.to_thread(self._core.audit, email)
@@ -161,8 +202,16 @@ class AsyncAssetCache(_Facade):
                     new = await self.resolve(
                         item.asset.source, email=item.asset.email, min_remaining=margin
                     )
-                    item = RefreshItem(item.asset, "refreshed", new=new)
                 except AssetCacheError as exc:
-                    item = RefreshItem(item.asset, "failed", error=exc)
+                    item = self._core.refreshed(item, exc)
+                else:
+                    item = self._core.refreshed(item, new)
             items.append(item)
         return items
+
+
+async def _batched(next_batch: Callable[[], list[Asset]]) -> AsyncIterator[Asset]:
+    """Rows from a blocking source, one worker-thread hop per batch rather than per row."""
+    while batch := await asyncio.to_thread(next_batch):
+        for asset in batch:
+            yield asset

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ._schema import UPLOAD_COLUMNS
 
 #: How long useapi.net keeps an upload (the documented retention).
 RETENTION: Final = timedelta(days=30)
+
+#: What a row is worth at a given moment (see ``Asset.state``).
+AssetState = Literal["live", "expired", "future"]
 
 #: The fields of an Asset as exported (JSON, CSV): the ledger's columns, the ref first and
 #: without the row id.
@@ -49,7 +52,19 @@ class Asset:
         return self.expires_at - now
 
     def is_live(self, now: datetime) -> bool:
-        return self.expires_at > now
+        """Whether the row is evidence of a ref that still works at ``now``."""
+        return self.state(now) == "live"
+
+    def state(self, now: datetime) -> AssetState:
+        """``live``, ``expired``, or ``future``: recorded while the clock ran ahead.
+
+        A row uploaded "later than now", or with more than the retention left, was written
+        while the clock ran ahead: its expiry may be days later than the real one, so it is no
+        evidence that the ref still works. It is never an answer, and prune removes it.
+        """
+        if self.uploaded_at > now or self.expires_at > now + RETENTION:
+            return "future"
+        return "live" if self.expires_at > now else "expired"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (times as ISO 8601 with offset), plus ``reused``."""

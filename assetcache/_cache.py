@@ -13,12 +13,22 @@ A resolve goes like this:
    uploaded it), note the time, upload with no transaction open, then record the row in one
    short ``BEGIN IMMEDIATE`` transaction.
 
+The stat cache and the source column are hints, so writing them is best effort: a full disk or
+a read-only ledger must not turn a cache hit into a failure.
+
+After ``fork`` a child must not use what it inherited: SQLite forbids carrying a connection
+across fork, and a pooled keep-alive HTTP connection would interleave two processes' requests
+on one socket (answers crossing, refs recorded for other bytes). Each cache notes the pid that
+made its connections and, when another pid uses it, drops them without closing them (closing
+is a use) and starts afresh.
+
 ``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``; they differ only in
 how they wait (threads vs. the event loop) and which httpx client sends.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as stat_module
 import threading
@@ -33,9 +43,10 @@ from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
-from ._errors import AssetCacheError, NotCachedError, UnauthorizedError
+from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
 from ._ledger import FileStat, Ledger, ledger_path
 from ._locks import KeyLocks
+from ._refs import ref_problem
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -45,11 +56,18 @@ if TYPE_CHECKING:
 
 DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
 DEFAULT_JOBS: Final = 4
-#: A file whose mtime is this close to when it was hashed is hashed again next time: a
-#: same-size rewrite within one filesystem timestamp tick would not change its stat.
+#: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
+#: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
+#: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
+#: 2 s: FAT mtime). ctime matters as much as mtime: ``cp -p``, ``tar``, ``rsync -t`` and
+#: ``shutil.copy2`` restore the old mtime, leaving ctime as the only trace of the rewrite.
 RACY_WINDOW_NS: Final = 2_000_000_000
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("assetcache")
+
+#: What children inherited at fork and must neither use nor close (see the module docstring).
+_INHERITED: list[object] = []
 
 
 def _utcnow() -> datetime:
@@ -90,9 +108,35 @@ class RefreshItem:
         }[self.status]
 
 
+AdviceAction = Literal["refresh", "upload-again", "prune", "nothing"]
+
+#: How far ahead audit looks for expiring refs (and what its refresh advice covers).
+AUDIT_HORIZON: Final = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """What to do next about one account's refs, as data for a front end to render.
+
+    ``refresh``: re-upload the ``count`` refs expiring within ``expiring_within`` whose source
+    files are unchanged. ``upload-again``: refs are expiring but no unchanged source file is
+    known, so only the user can resolve them again. ``prune``: drop ``count`` rows that are no
+    evidence of a live ref (expired, or recorded while the clock ran ahead).
+    """
+
+    action: AdviceAction
+    email: str
+    count: int = 0
+    expiring_within: timedelta | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AccountAudit:
-    """The state of one account's cached refs (counted per content, newest upload each)."""
+    """The state of one account's cached refs (counted per content, newest upload each).
+
+    ``future`` counts rows recorded while the clock ran ahead (see ``Asset.state``): they are
+    never answers, and prune removes them.
+    """
 
     email: str
     live: int
@@ -101,21 +145,17 @@ class AccountAudit:
     expired: int
     refreshable: int
     uploads: int
+    future: int = 0
 
     @property
-    def advice(self) -> str:
-        if self.expiring_24h or self.expiring_7d:
-            if self.refreshable:
-                return (
-                    f"assetcache refresh --expiring-within 7d --email {self.email}"
-                    f"  # re-uploads {self.refreshable} expiring ref(s)"
-                )
-            return "expiring refs have no unchanged source file: upload those files again"
-        if self.expired and not self.live:
-            return f"assetcache prune --email {self.email}  # only expired refs are left"
-        if self.expired:
-            return f"assetcache prune --email {self.email}  # drops {self.expired} expired ref(s)"
-        return "nothing to do"
+    def advice(self) -> Advice:
+        if self.expiring_7d and self.refreshable:
+            return Advice("refresh", self.email, self.refreshable, AUDIT_HORIZON)
+        if self.expiring_7d:
+            return Advice("upload-again", self.email, self.expiring_7d)
+        if self.expired or self.future:
+            return Advice("prune", self.email, self.expired + self.future)
+        return Advice("nothing", self.email)
 
 
 class _Core:
@@ -138,18 +178,21 @@ class _Core:
         self._clock = clock or _utcnow
         self._ledger: Ledger | None = None
         self._open_lock = threading.Lock()
-        self.locks = KeyLocks(self.path + ".locks")
+        self._locks = KeyLocks(self.path + ".locks")
+        self._pid = os.getpid()
 
-    def token(self) -> str:
+    def token(self) -> _config.Secret:
+        """The usable token, still wrapped: no frame of ours holds it as plain text."""
         if self._token is None:
             raise UnauthorizedError(
-                "an upload is needed but no API token is set: export USEAPI_TOKEN=... "
-                "(it is never stored)"
+                f"an upload is needed but no API token is set: set the {_config.ENV_TOKEN} "
+                "environment variable or pass token=... (it is never stored)"
             )
         try:
-            return _config.usable_token(self._token.reveal())
+            return _config.Secret(_config.usable_token(self._token.reveal()))
         except ValueError as exc:
-            raise UnauthorizedError(str(exc)) from None
+            problem = str(exc)
+        raise UnauthorizedError(problem)  # outside the except: no __context__ keeps the token
 
     def now(self) -> datetime:
         moment = self._clock()
@@ -159,6 +202,8 @@ class _Core:
 
     @property
     def ledger(self) -> Ledger:
+        if self._pid != os.getpid():
+            self._forget_inherited()
         # Opened on first use, so constructing a cache is free and errors name the real cause.
         if self._ledger is None:
             with self._open_lock:
@@ -166,8 +211,22 @@ class _Core:
                     self._ledger = Ledger(self.location)
         return self._ledger
 
-    def close(self) -> None:
+    @property
+    def locks(self) -> KeyLocks:
+        if self._pid != os.getpid():
+            self._forget_inherited()
+        return self._locks
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: new locks and connections; the parent's are left alone."""
+        self._pid = os.getpid()
+        self._open_lock = threading.Lock()  # a parent thread may have held it at fork time
         if self._ledger is not None:
+            self._ledger.forget_inherited()
+        self._locks.forget_inherited()
+
+    def close(self) -> None:
+        if self._ledger is not None and self._pid == os.getpid():
             self._ledger.close()
 
     # -- keys ----------------------------------------------------------------------------
@@ -198,24 +257,29 @@ class _Core:
             return None
         return entry.sha256
 
+    def _remember_stat(self, recorded: str, st: os.stat_result, sha256: str, at_ns: int) -> None:
+        entry = FileStat(
+            path=recorded,
+            device=st.st_dev,
+            inode=st.st_ino,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            sha256=sha256,
+            recorded_ns=at_ns,
+        )
+        try:
+            self.ledger.put_file_stat(entry)
+        except LedgerError as exc:  # a hint lost only costs hashing the file again next time
+            log.warning("stat cache not updated: %s", exc)
+
     def _hash_file(
         self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str | None
     ) -> _Key:
         hashed_at = time.time_ns()
         content, st = load_file(path)
         if recorded is not None:
-            self.ledger.put_file_stat(
-                FileStat(
-                    path=recorded,
-                    device=st.st_dev,
-                    inode=st.st_ino,
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    ctime_ns=st.st_ctime_ns,
-                    sha256=content.sha256,
-                    recorded_ns=hashed_at,
-                )
-            )
+            self._remember_stat(recorded, st, content.sha256, hashed_at)
         return _Key(content.sha256, content, path, recorded)
 
     def content(self, key: _Key) -> _Key:
@@ -229,14 +293,20 @@ class _Core:
 
     def live(self, key: _Key, email: str, min_remaining: timedelta) -> Asset | None:
         """The newest row for the key if it has at least ``min_remaining`` left."""
-        row = self.ledger.newest(key.sha256, email)
         now = self.now()
-        # A dead ref is never an answer, even with a zero margin.
+        row = self.ledger.newest(key.sha256, email, now=now)
+        # A dead ref is never an answer, even with a zero margin; nor is a ref that is not
+        # the contract's (recorded by an older version, or written by another program).
         if row is None or not row.is_live(now) or row.remaining_at(now) < min_remaining:
             return None
+        if ref_problem(row.asset_ref, email) is not None:
+            return None
         if key.source is not None and row.source != key.source:
-            self.ledger.set_source(row.id or 0, key.source)
             row = replace(row, source=key.source)
+            try:
+                self.ledger.set_source(row.id or 0, key.source)
+            except LedgerError as exc:  # the answer stands; only the hint is stale
+                log.warning("source path not updated: %s", exc)
         return replace(row, reused=True)
 
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
@@ -273,28 +343,35 @@ class _Core:
         live_after = now if (expired is False or expiring_within is not None) else None
         expires_until = now if expired else None
         if expiring_within is not None:
-            expires_until = now + expiring_within
-        return self.ledger.assets(
+            expires_until = _later(now, expiring_within)
+        rows = self.ledger.assets(
             email=None if email is None else normalize_email(email),
             live_after=live_after,
             expires_until=expires_until,
         )
+        if expired is None and expiring_within is None:
+            return rows  # everything, "future" rows included: ls shows them flagged
+        wanted = "expired" if expired else "live"
+        return [a for a in rows if a.state(now) == wanted]
 
     def prune(
         self, expired: bool, older_than: timedelta | None, email: str | None, dry_run: bool
     ) -> Iterator[Asset]:
         if not expired and older_than is None:
             raise ValueError("prune needs expired=True or older_than=...: nothing would match")
+        if older_than is not None and older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative; got {older_than}")
         now = self.now()
         return self.ledger.prune(
             email=None if email is None else normalize_email(email),
             expired_before=now if expired and older_than is None else None,
-            uploaded_before=None if older_than is None else now - older_than,
+            uploaded_before=None if older_than is None else _earlier(now, older_than),
+            now=now,
             dry_run=dry_run,
         )
 
-    def newest_per_key(self, email: str | None) -> list[Asset]:
-        return _newest_per_key(self.assets(email, None, None))
+    def newest_per_key(self, email: str | None, now: datetime) -> list[Asset]:
+        return _newest_per_key(self.assets(email, None, None), now)
 
     def source_state(self, asset: Asset) -> RefreshStatus:
         """Whether an entry's source file still holds its content ("would-refresh") or not."""
@@ -310,46 +387,80 @@ class _Core:
 
     def audit(self, email: str | None) -> list[AccountAudit]:
         now = self.now()
-        rows = self.assets(email, None, None)  # one listing serves both counts
+        rows = self.assets(email, None, None)  # one listing serves every count
         uploads: dict[str, int] = {}
+        future: dict[str, int] = {}
         for asset in rows:
             uploads[asset.email] = uploads.get(asset.email, 0) + 1
-        by_email: dict[str, list[Asset]] = {}
-        for asset in _newest_per_key(rows):
-            by_email.setdefault(asset.email, []).append(asset)
-        report = []
-        for account, assets in sorted(by_email.items()):
-            live = [a for a in assets if a.is_live(now)]
-            within_7d = [a for a in live if a.remaining_at(now) <= timedelta(days=7)]
-            report.append(
-                AccountAudit(
-                    email=account,
-                    live=len(live),
-                    expiring_24h=sum(a.remaining_at(now) <= timedelta(days=1) for a in live),
-                    expiring_7d=len(within_7d),
-                    expired=len(assets) - len(live),
-                    refreshable=sum(self.source_state(a) == "would-refresh" for a in within_7d),
-                    uploads=uploads.get(account, 0),
-                )
-            )
-        return report
+            if asset.state(now) == "future":
+                future[asset.email] = future.get(asset.email, 0) + 1
+        by_email: dict[str, list[Asset]] = {account: [] for account in uploads}
+        for asset in _newest_per_key(rows, now):
+            by_email[asset.email].append(asset)
+        return [
+            self._audit_account(account, assets, now, uploads[account], future.get(account, 0))
+            for account, assets in sorted(by_email.items())
+        ]
+
+    def _audit_account(
+        self, email: str, newest: list[Asset], now: datetime, uploads: int, future: int
+    ) -> AccountAudit:
+        live = [a for a in newest if a.is_live(now)]
+        within_7d = [a for a in live if a.remaining_at(now) <= AUDIT_HORIZON]
+        return AccountAudit(
+            email=email,
+            live=len(live),
+            expiring_24h=sum(a.remaining_at(now) <= timedelta(days=1) for a in live),
+            expiring_7d=len(within_7d),
+            expired=len(newest) - len(live),
+            refreshable=sum(self.source_state(a) == "would-refresh" for a in within_7d),
+            uploads=uploads,
+            future=future,
+        )
 
     def refresh_plan(self, expiring_within: timedelta, email: str | None) -> list[RefreshItem]:
         """Each live ref expiring within the window, with whether its source can refresh it."""
         now = self.now()
         return [
             RefreshItem(a, self.source_state(a))
-            for a in self.newest_per_key(email)
+            for a in self.newest_per_key(email, now)
             if a.is_live(now) and a.remaining_at(now) <= expiring_within
         ]
 
+    @staticmethod
+    def refreshed(item: RefreshItem, outcome: Asset | AssetCacheError) -> RefreshItem:
+        """The plan's item once its re-upload has run (both caches report the same way)."""
+        if isinstance(outcome, AssetCacheError):
+            return RefreshItem(item.asset, "failed", error=outcome)
+        return RefreshItem(item.asset, "refreshed", new=outcome)
 
-def _newest_per_key(rows: Iterable[Asset]) -> list[Asset]:
-    """The latest-expiring row of each (content, account), in expiry order."""
+
+def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
+    """The latest-expiring credible row of each (content, account), in expiry order.
+
+    Rows recorded while the clock ran ahead are left out: they would outrank the correct ones.
+    """
     newest: dict[tuple[str, str], Asset] = {}
     for asset in rows:  # sorted by expiry: the last one wins
-        newest[(asset.sha256, asset.email)] = asset
+        if asset.state(now) != "future":
+            newest[(asset.sha256, asset.email)] = asset
     return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
+
+
+def _later(moment: datetime, delta: timedelta) -> datetime:
+    """moment + delta, saturating at the end of time instead of raising OverflowError."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
+def _earlier(moment: datetime, delta: timedelta) -> datetime:
+    """moment - delta, saturating at the start of time instead of raising OverflowError."""
+    try:
+        return moment - delta
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def lookup_margin(min_remaining: timedelta | None) -> timedelta:
@@ -391,7 +502,8 @@ def _unchanged(entry: FileStat, st: os.stat_result) -> bool:
         and entry.size == st.st_size
         and entry.mtime_ns == st.st_mtime_ns
         and entry.ctime_ns == st.st_ctime_ns
-        and st.st_mtime_ns + RACY_WINDOW_NS <= entry.recorded_ns
+        # Racy-clean: a stamp within one tick of the hashing could hide a later rewrite.
+        and max(st.st_mtime_ns, st.st_ctime_ns) + RACY_WINDOW_NS <= entry.recorded_ns
     )
 
 
@@ -415,6 +527,7 @@ class _Facade:
         self._transport = transport
         self._retry = retry
         self._client_lock = threading.Lock()
+        self._client_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(db={self._core.path!r}, base_url={self._core.base_url!r})"
@@ -427,6 +540,14 @@ class _Facade:
     @property
     def base_url(self) -> str:
         return self._core.base_url
+
+    def _forget_client_after_fork(self) -> None:
+        """In a forked child, drop the parent's HTTP client: its pooled sockets are shared."""
+        if self._client_pid == os.getpid():
+            return
+        _INHERITED.append(self.__dict__.pop("_client", None))  # never closed: closing is a use
+        self._client_lock = threading.Lock()
+        self._client_pid = os.getpid()
 
     def _client_options(self) -> dict[str, Any]:
         """What either HTTP client is built with; the token is checked here, when needed."""
@@ -458,11 +579,13 @@ class AssetCache(_Facade):
         self.close()
 
     def close(self) -> None:
+        self._forget_client_after_fork()
         if self._client is not None:
             self._client.close()
         self._core.close()
 
     def _upload_client(self) -> LumaClient:
+        self._forget_client_after_fork()
         with self._client_lock:
             if self._client is None:
                 from ._client import LumaClient  # the HTTP stack is only needed to upload
@@ -613,9 +736,10 @@ class AssetCache(_Facade):
                     new = self.resolve(
                         item.asset.source, email=item.asset.email, min_remaining=margin
                     )
-                    item = RefreshItem(item.asset, "refreshed", new=new)
                 except AssetCacheError as exc:
-                    item = RefreshItem(item.asset, "failed", error=exc)
+                    item = self._core.refreshed(item, exc)
+                else:
+                    item = self._core.refreshed(item, new)
             items.append(item)
         return items
 

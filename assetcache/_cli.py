@@ -19,13 +19,14 @@ import click
 
 from . import __version__, _config
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
-from ._cache import DEFAULT_JOBS, AccountAudit, AssetCache, RefreshItem
+from ._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
 from ._errors import (
     AccountError,
     AssetCacheError,
     InvalidEmailError,
     InvalidImageError,
+    LedgerError,
     NotCachedError,
     RemoteError,
 )
@@ -69,6 +70,31 @@ def exit_code(exc: BaseException) -> int:
 
 
 # -- plumbing ---------------------------------------------------------------------------
+
+#: Characters a terminal would act on rather than show: C0 and C1 controls, DEL, and the
+#: Unicode marks that reorder text (a file name can make "gnp.exe" read "exe.png").
+_UNSHOWABLE = (
+    *range(0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    0x2028,
+    0x2029,
+)
+_ESCAPES: dict[int, str] = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNSHOWABLE
+}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+
+
+def shown(text: str) -> str:
+    """Text for a human's terminal: control characters escaped, so a hostile file name or
+    server answer can neither move the cursor, recolour the screen nor forge a line."""
+    return text.translate(_ESCAPES)
+
 
 
 @dataclass
@@ -131,7 +157,10 @@ class _Group(click.Group):
             click.echo("assetcache: interrupted", err=True)
             ctx.exit(130)
         except AssetCacheError as exc:
-            click.echo(f"assetcache: error: {exc}", err=True)
+            click.echo(f"assetcache: error: {shown(str(exc))}", err=True)
+            if isinstance(exc, LedgerError):  # the library names the path, not the option
+                hint = f"assetcache: the ledger is chosen by --db or {_config.ENV_DB}"
+                click.echo(hint, err=True)
             ctx.exit(exit_code(exc))
         except Exception as exc:
             app = ctx.find_object(_App)
@@ -140,7 +169,7 @@ class _Group(click.Group):
 
                 click.echo(traceback.format_exc(), err=True, nl=False)
             click.echo(
-                f"assetcache: unexpected error: {type(exc).__name__}: {exc}; "
+                f"assetcache: unexpected error: {type(exc).__name__}: {shown(str(exc))}; "
                 "rerun with -v for the traceback",
                 err=True,
             )
@@ -339,7 +368,7 @@ def upload(
             if as_json:
                 _emit_json({"path": path, "error": str(outcome), "exit_code": code})
             else:
-                click.echo(f"assetcache: error: {outcome}", err=True)
+                click.echo(f"assetcache: error: {shown(str(outcome))}", err=True)
             return
         if as_json:
             _emit_json(
@@ -356,7 +385,7 @@ def upload(
         else:
             how = "reused" if outcome.reused else "uploaded"
             left = format_duration(outcome.remaining_at(now))
-            click.echo(f"{outcome.asset_ref}  {how}  {left} left  {path}")
+            click.echo(f"{shown(outcome.asset_ref)}  {how}  {left} left  {shown(path)}")
 
     printer = _OrderedPrinter(paths, render)
     show_bar = len(paths) > 1 and _stderr_is_tty()
@@ -455,40 +484,47 @@ def ls_command(
     assets = app.cache().assets(
         email=email, expiring_within=expiring_within, expired=True if expired else None
     )
+    now = app.now()
     if as_json:
-        _emit_json([_row(a) for a in assets], indent=2)
+        _emit_json([_row(a, now) for a in assets], indent=2)
     elif as_csv:
         import csv
         import io
 
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=(*_FIELDS, "status"), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_row(a) for a in assets)
+        writer.writerows(_row(a, now) for a in assets)
         click.echo(out.getvalue(), nl=False)
     elif not assets:
         click.echo("no entries", err=True)
     else:
-        now = app.now()
-        rows = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "SOURCE")]
+        rows = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "STATUS", "SOURCE")]
         rows += [
             (
-                _short_ref(a.asset_ref),
-                a.email,
+                shown(_short_ref(a.asset_ref)),
+                shown(a.email),
                 _human_size(a.size),
-                a.content_type.removeprefix("image/"),
+                shown(a.content_type.removeprefix("image/")),
                 relative(a.uploaded_at, now),
                 relative(a.expires_at, now),
-                a.source or "-",
+                _STATUS_SHOWN[a.state(now)],
+                shown(a.source or "-"),
             )
             for a in assets
         ]
         click.echo("\n".join(_table(rows)))  # one write: tens of thousands of rows is common
 
 
-def _row(asset: Asset) -> dict[str, Any]:
+#: ls's STATUS column; "future" rows were recorded while the clock ran ahead (never answers).
+_STATUS_SHOWN = {"live": "live", "expired": "expired", "future": "FUTURE(clock)"}
+
+
+def _row(asset: Asset, now: datetime) -> dict[str, Any]:
     data = asset.to_dict()
-    return {k: data[k] for k in _FIELDS}
+    row = {k: data[k] for k in _FIELDS}
+    row["status"] = asset.state(now)
+    return row
 
 
 # -- audit ------------------------------------------------------------------------------
@@ -510,9 +546,10 @@ def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
                 "expiring_24h": r.expiring_24h,
                 "expiring_7d": r.expiring_7d,
                 "expired": r.expired,
+                "future": r.future,
                 "refreshable": r.refreshable,
                 "uploads": r.uploads,
-                "next": r.advice,
+                "next": _advice_text(r.advice),
             }
             for r in report
         ]
@@ -522,21 +559,41 @@ def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
         click.echo("the ledger is empty: nothing uploaded yet")
         return
     for r in report:
+        future = f", {r.future} recorded in the future (clock ran ahead)" if r.future else ""
         click.echo(
-            f"{r.email}: {r.live} live ({r.expiring_24h} expiring within 24h, "
-            f"{r.expiring_7d} within 7d), {r.expired} expired, {r.refreshable} refreshable, "
-            f"{r.uploads} upload(s) recorded"
+            f"{shown(r.email)}: {r.live} live ({r.expiring_24h} expiring within 24h, "
+            f"{r.expiring_7d} within 7d), {r.expired} expired{future}, "
+            f"{r.refreshable} refreshable, {r.uploads} upload(s) recorded"
         )
     click.echo(f"next: {advice}")
 
 
-def _overall_advice(report: Sequence[AccountAudit]) -> str:
-    if any(r.refreshable for r in report):
-        return "assetcache refresh --expiring-within 7d"
-    if any(r.expiring_7d for r in report):
+def _advice_text(advice: Advice) -> str:
+    """One account's advice as the command to run (the library gives it as data)."""
+    if advice.action == "refresh":
+        window = format_duration(advice.expiring_within or timedelta(days=7), parts=1)
+        return (
+            f"assetcache refresh --expiring-within {window} --email {shown(advice.email)}"
+            f"  # re-uploads {advice.count} expiring ref(s)"
+        )
+    if advice.action == "upload-again":
         return "expiring refs have no unchanged source file: upload those files again"
-    if any(r.expired for r in report):
-        return "assetcache prune  # drop expired refs"
+    if advice.action == "prune":
+        return (
+            f"assetcache prune --email {shown(advice.email)}"
+            f"  # drops {advice.count} expired or untrusted ref(s)"
+        )
+    return "nothing to do"
+
+
+def _overall_advice(report: Sequence[AccountAudit]) -> str:
+    actions = {r.advice.action for r in report}
+    if "refresh" in actions:
+        return "assetcache refresh --expiring-within 7d"
+    if "upload-again" in actions:
+        return "expiring refs have no unchanged source file: upload those files again"
+    if "prune" in actions:
+        return "assetcache prune  # drop expired and untrusted refs"
     return "nothing to do: every ref has more than 7 days left"
 
 
@@ -561,7 +618,8 @@ def prune(
     for a in removed:  # streamed: pruning half a million rows stays in bounded memory
         count += 1
         click.echo(
-            f"{a.asset_ref}  {a.email}  uploaded {relative(a.uploaded_at, now)}  {a.source or '-'}"
+            f"{shown(a.asset_ref)}  {shown(a.email)}  uploaded {relative(a.uploaded_at, now)}"
+            f"  {shown(a.source or '-')}"
         )
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {count} entr{'y' if count == 1 else 'ies'}")
@@ -598,12 +656,12 @@ def refresh(
 
 
 def _refresh_line(item: RefreshItem) -> str:
-    where = item.asset.source or f"sha256:{item.asset.sha256[:12]}"
+    where = shown(item.asset.source or f"sha256:{item.asset.sha256[:12]}")
     if item.status == "refreshed" and item.new is not None:
-        return f"refreshed  {where}  {item.new.asset_ref}"
+        return f"refreshed  {where}  {shown(item.new.asset_ref)}"
     if item.status == "would-refresh":
         return f"would refresh  {where}"
-    return f"cannot refresh  {where}: {item.reason}"
+    return f"cannot refresh  {where}: {shown(item.reason)}"
 
 
 # -- path -------------------------------------------------------------------------------
@@ -617,10 +675,10 @@ def path(ctx: click.Context) -> None:
 
     location = ledger_path(_config.resolve_db(_app(ctx).db))
     if not os.path.exists(location):
-        click.echo(f"{location}  (not created yet)")
+        click.echo(f"{shown(location)}  (not created yet)")
         return
     size = sum(os.path.getsize(p) for p in (location, location + "-wal") if os.path.exists(p))
-    click.echo(f"{location}  ({_human_size(size)})")
+    click.echo(f"{shown(location)}  ({_human_size(size)})")
 
 
 # -- emulator & demo ---------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Final
 _UNITS: Final = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _PART: Final = re.compile(r"(\d+)([wdhms])")
 _WHOLE: Final = re.compile(r"(?:\d+[wdhms])+")
+#: Longer than any ledger can be old, short enough that adding it to a date never overflows.
+MAX_DURATION: Final = timedelta(days=36_500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -23,10 +25,9 @@ def parse_duration(text: str) -> timedelta:
             "e.g. 90s, 45m, 12h, 3d, 2w or 1d12h"
         )
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"{text!r} is too long a duration") from None
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is too long a duration: at most {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta, *, parts: int = 2) -> str:

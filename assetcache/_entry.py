@@ -35,7 +35,7 @@ def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | N
         if option != "--db":
             return None
         db = value if eq else (args.pop(0) if args else None)
-        if db is None:
+        if not db:  # missing, or empty as in --db= : click says what is wrong
             return None
     if not args:
         return None

@@ -49,10 +49,13 @@ FILE_STAT_COLUMNS: Final = (
 
 _UPLOAD_SELECT: Final = f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM {UPLOADS}"
 
-# The newest-expiring row for a key, served by ix_uploads_key (sha256, email, expires_at):
-# one index seek, whatever the size of the ledger.
+# The newest-expiring credible row for a key, served by ix_uploads_key (sha256, email,
+# expires_at): one index seek, whatever the size of the ledger. A row recorded while the clock
+# ran ahead (uploaded after :now, or expiring after :latest = now + retention) would otherwise
+# outrank every correct row by its later expiry; the bounds skip it (see Asset.state).
 SELECT_NEWEST: Final = (
     f"{_UPLOAD_SELECT} WHERE sha256 = :sha256 AND email = :email "
+    "AND expires_at <= :latest AND uploaded_at <= :now "
     "ORDER BY expires_at DESC, id DESC LIMIT 1"
 )
 
@@ -93,10 +96,13 @@ def select_assets(*filters: str) -> str:
 
 # Pruning deletes in bounded batches of ids so that memory and lock time stay small however
 # many rows match; each batch is its own short write transaction.
+# Rows recorded while the clock ran ahead (Asset.state "future") go with every prune: they are
+# no evidence of anything.
 SELECT_PRUNE_BATCH: Final = (
     f"{_UPLOAD_SELECT} WHERE id > :after AND (:email IS NULL OR email = :email) "
-    "AND (:expired_before IS NULL OR expires_at <= :expired_before) "
-    "AND (:uploaded_before IS NULL OR uploaded_at < :uploaded_before) "
+    "AND ((:expired_before IS NOT NULL AND expires_at <= :expired_before) "
+    "OR (:uploaded_before IS NOT NULL AND uploaded_at < :uploaded_before) "
+    "OR uploaded_at > :now OR expires_at > :latest) "
     "ORDER BY id LIMIT :limit"
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"

@@ -3,20 +3,24 @@ so nothing can reach the real user dir or a real token."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import inspect
 import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from assetcache import AssetCache, RetryPolicy
+from assetcache import AssetCache, AsyncAssetCache, RetryPolicy
 
 TOKEN = "tok-SECRET-4f9a1c2e7b"
 EMAIL = "me@example.com"
@@ -130,23 +134,96 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "ledger" / "ledger.db"
 
 
+def _cache_options(
+    luma: FakeLuma, clock: Clock, default_db: Path, **kwargs: object
+) -> dict[str, Any]:
+    options: dict[str, object] = {
+        "token": TOKEN,
+        "db": default_db,
+        "base_url": "https://api.test",
+        "transport": luma.transport,
+        "retry": FAST_RETRY,
+        "clock": clock,
+    }
+    options.update(kwargs)
+    return options
+
+
+class BlockingAsyncCache:
+    """An AsyncAssetCache driven from synchronous tests, so that one behavioural suite runs
+    against both caches: every coroutine runs to completion on a private event loop, and
+    async iterators are drained into plain ones."""
+
+    def __init__(self, cache: AsyncAssetCache) -> None:
+        self.wrapped = cache
+        self._loop = asyncio.new_event_loop()
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.wrapped, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **k: self._loop.run_until_complete(attr(*a, **k))
+        if callable(attr) and name.startswith("iter_"):
+            return lambda *a, **k: iter(self._loop.run_until_complete(_drain(attr(*a, **k))))
+        return attr
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self.wrapped.aclose())
+            self._loop.close()
+
+    def __enter__(self) -> BlockingAsyncCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _drain(rows: AsyncIterator[Any]) -> list[Any]:
+    return [row async for row in rows]
+
+
 @pytest.fixture
-def make_cache(luma: FakeLuma, clock: Clock, db: Path) -> Iterator[Callable[..., AssetCache]]:
+def make_sync_cache(
+    luma: FakeLuma, clock: Clock, db: Path
+) -> Iterator[Callable[..., AssetCache]]:
+    """AssetCache only: for tests about threads sharing one cache."""
     made: list[AssetCache] = []
 
     def make(**kwargs: object) -> AssetCache:
-        options: dict[str, object] = {
-            "token": TOKEN,
-            "db": db,
-            "base_url": "https://api.test",
-            "transport": luma.transport,
-            "retry": FAST_RETRY,
-            "clock": clock,
-        }
-        options.update(kwargs)
-        cache = AssetCache(**options)  # type: ignore[arg-type]
+        cache = AssetCache(**_cache_options(luma, clock, db, **kwargs))
         made.append(cache)
         return cache
+
+    yield make
+    for cache in made:
+        cache.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Which cache a behavioural test runs against: every such test runs against both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_cache(
+    luma: FakeLuma, clock: Clock, db: Path, flavour: str
+) -> Iterator[Callable[..., AssetCache]]:
+    """AssetCache, or AsyncAssetCache behind the same blocking interface (see ``flavour``)."""
+    made: list[AssetCache | BlockingAsyncCache] = []
+
+    def make(**kwargs: object) -> AssetCache:
+        options = _cache_options(luma, clock, db, **kwargs)
+        cache: AssetCache | BlockingAsyncCache
+        if flavour == "sync":
+            cache = AssetCache(**options)
+        else:
+            cache = BlockingAsyncCache(AsyncAssetCache(**options))
+        made.append(cache)
+        return cache  # type: ignore[return-value]  # the same interface, blocking
 
     yield make
     for cache in made:
@@ -165,3 +242,65 @@ def write(path: Path, data: bytes) -> Path:
     old = os.stat(path).st_mtime_ns - 10_000_000_000
     os.utime(path, ns=(old, old))
     return path
+
+
+def _mount(target: Path, *args: str) -> None:
+    """Mount for a test, or skip it when this machine cannot (not root, no loop devices)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a test filesystem needs root (CI runs as root)")
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a test filesystem here: {done.stderr.strip()}")
+
+
+def _unmount(target: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def coarse_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real filesystem with 1-second timestamps: ext4 with 128-byte inodes, loop-mounted."""
+    import subprocess
+
+    image = tmp_path / "coarse.img"
+    with image.open("wb") as f:
+        f.truncate(8 << 20)
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-I", "128", str(image)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.ext4 is not usable here: {made.stderr.strip()}")
+    mount = tmp_path / "coarse"
+    _mount(mount, "-o", "loop", str(image))
+    try:
+        yield mount
+    finally:
+        _unmount(mount)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, for filling a disk for real."""
+    mount = tmp_path / "small"
+    _mount(mount, "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs")
+    try:
+        yield mount
+    finally:
+        _unmount(mount)
+
+
+def fill(directory: Path) -> None:
+    """Write until the filesystem holding ``directory`` is full."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 512, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)

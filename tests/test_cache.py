@@ -1,4 +1,8 @@
-"""AssetCache.resolve / lookup / assets / prune / refresh / audit over httpx.MockTransport."""
+"""resolve / lookup / assets / prune over httpx.MockTransport, against both caches.
+
+The ``cache`` and ``make_cache`` fixtures run each test against AssetCache and against
+AsyncAssetCache (see conftest.BlockingAsyncCache): one behavioural suite, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
@@ -230,7 +234,10 @@ def test_source_follows_the_last_path(cache: AssetCache, tmp_path: Path) -> None
     assert cache.resolve(png("same"), email=EMAIL).source == str(b)  # bytes keep the path
 
 
-def test_threads_share_one_cache_and_upload_once(cache: AssetCache, luma: FakeLuma) -> None:
+def test_threads_share_one_cache_and_upload_once(
+    make_sync_cache: Callable[..., AssetCache], luma: FakeLuma
+) -> None:
+    cache = make_sync_cache()
     results: list[str] = []
     barrier = threading.Barrier(16)
 
@@ -304,3 +311,10 @@ def test_base_url_from_environment(luma: FakeLuma, monkeypatch: pytest.MonkeyPat
     assert AssetCache(base_url=None).base_url != "https://api.useapi.net"
     monkeypatch.delenv("ASSETCACHE_BASE_URL")
     assert AssetCache().base_url == "https://api.useapi.net"
+
+
+
+def test_forced_bytes_upload_on_a_new_ledger(
+    make_cache: Callable[..., AssetCache], luma: FakeLuma
+) -> None:
+    assert make_cache().resolve(png("forced"), email=EMAIL, force=True).reused is False

@@ -200,14 +200,17 @@ def test_ls_table_json_csv(run, tmp_path: Path, clock: Clock) -> None:  # type: 
     table = run("ls")
     assert table.exit_code == 0
     header, first, second = table.stdout.splitlines()
-    assert header.split() == ["REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "SOURCE"]
-    assert "in 3d 4h" in first and "26d 20h ago" in first and str(a) in first and "png" in first
+    assert header.split() == [
+        "REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "STATUS", "SOURCE"
+    ]  # fmt: skip
+    assert "in 3d 4h" in first and " live " in first and "26d 20h ago" in first and str(a) in first and "png" in first
     assert "in 30d" in second and "b@example.com" in second
     data = json.loads(run("ls", "--json").stdout)
     assert [d["email"] for d in data] == [EMAIL, "b@example.com"]
     assert data[0]["expires_at"].endswith("+00:00")
+    assert [d["status"] for d in data] == ["live", "live"]
     rows = list(csv.DictReader(io.StringIO(run("ls", "--csv").stdout)))
-    assert rows[1]["email"] == "b@example.com"
+    assert rows[1]["email"] == "b@example.com" and rows[1]["status"] == "live"
     assert len(json.loads(run("ls", "--expiring-within", "4d", "--json").stdout)) == 1
     assert json.loads(run("ls", "--email", "b@example.com", "--json").stdout)[0]["size"] > 0
     clock.advance(timedelta(days=4))
@@ -352,3 +355,46 @@ def test_upload_progress_bar_only_on_a_terminal_with_several_files(  # type: ign
     assert "resolving" in several.stderr
     assert len(several.stdout.splitlines()) == 3  # the bar never mixes into stdout
     assert "resolving" not in run("upload", files[0], "--email", EMAIL).stderr
+
+
+
+@pytest.mark.parametrize("command", ["ref", "upload"])
+def test_min_remaining_out_of_range_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["--db", str(tmp_path / "l.db"), command, "x.png", "-e", EMAIL, "--min-remaining", "30d"],
+    )
+    assert result.exit_code == 2
+    assert "uploads live 30 days" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prune", "--older-than", "10000000d"],
+        ["ls", "--expiring-within", "99999999w"],
+        ["refresh", "--expiring-within", "10000000d"],
+    ],
+)
+def test_huge_durations_are_usage_errors(run, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "too long a duration" in result.stderr
+
+
+def test_human_output_escapes_control_characters(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, clock: Clock
+) -> None:
+    hostile = tmp_path / "evil\x1b[2J\nname\u202egnp.png"
+    write(hostile, png("h"))
+    assert run("upload", str(hostile), "--email", EMAIL).exit_code == 0
+    clock.advance(timedelta(minutes=1))
+    for args in (["ls"], ["prune", "--older-than", "0", "--dry-run"], ["upload", str(hostile)]):
+        out = run(*args, "--email", EMAIL) if args[0] == "upload" else run(*args)
+        assert out.exit_code == 0, out.output
+        assert "\x1b" not in out.stdout and "\u202e" not in out.stdout
+        assert "evil\\x1b[2J\\nname\\u202egnp.png" in out.stdout
+    missing = run("ref", str(tmp_path / "gone\x1b]0;pwned\x07.png"), "--email", EMAIL)
+    assert missing.exit_code == 4
+    assert "\x1b" not in missing.stderr and "\x07" not in missing.stderr
+    assert "gone\\x1b]0;pwned\\x07.png" in missing.stderr

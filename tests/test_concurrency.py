@@ -6,21 +6,25 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from assetcache import AssetCache, AsyncAssetCache, Emulator, RetryPolicy
+from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, RetryPolicy
+from assetcache._ledger import Ledger
+from assetcache._locks import KeyLocks
 from assetcache._schema import HEAD
 
-from .conftest import EMAIL, png, write
+from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 
 WORKER = str(Path(__file__).with_name("worker.py"))
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -184,3 +188,59 @@ def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     assert integrity(db) == "ok"
+
+
+
+def test_migration_lock_is_not_a_key_stripe(tmp_path: Path) -> None:
+    # A key whose stripe matched the old "migrate" key deadlocked a forced first upload.
+    locks = KeyLocks(str(tmp_path / "new.db") + ".locks")
+    done = threading.Event()
+
+    def open_ledger() -> None:
+        with locks.hold("migrate"):
+            Ledger(str(tmp_path / "new.db")).close()
+        done.set()
+
+    threading.Thread(target=open_ledger, daemon=True).start()
+    assert done.wait(20), "opening a new ledger while holding a key lock deadlocked"
+
+
+def test_batches_do_not_leak_connections(make_cache: Callable[..., AssetCache]) -> None:
+    cache = make_cache()
+    cache.resolve_many([png(str(i)) for i in range(4)], email=EMAIL, jobs=4)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        cache.resolve_many([png(str(i)) for i in range(4)], email=EMAIL, jobs=4)
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_a_tokenless_waiter_gets_the_ref_uploaded_meanwhile(db: Path) -> None:
+    started = threading.Event()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        started.set()
+        time.sleep(0.5)
+        return FakeLuma()(request)
+
+    uploader = AssetCache(token=TOKEN, db=db, transport=httpx.MockTransport(slow), retry=FAST_RETRY)
+    waiter = AssetCache(token=None, db=db)
+    results: list[Asset] = []
+    thread = threading.Thread(
+        target=lambda: results.append(uploader.resolve(png("w"), email=EMAIL))
+    )
+    thread.start()
+    assert started.wait(10)
+    got = waiter.resolve(png("w"), email=EMAIL)  # waits for the lock, then finds the row
+    thread.join()
+    assert got.reused and got.asset_ref == results[0].asset_ref
+    uploader.close()
+    waiter.close()
+
+
+def test_lock_directory_removed_under_a_running_process(
+    make_cache: Callable[..., AssetCache], db: Path
+) -> None:
+    cache = make_cache()
+    cache.resolve(png("1"), email=EMAIL)
+    shutil.rmtree(str(db) + ".locks")
+    assert cache.resolve(png("2"), email=EMAIL).reused is False

@@ -52,3 +52,9 @@ def test_format_and_relative() -> None:
     assert relative(now + timedelta(days=3, hours=4, minutes=2), now) == "in 3d 4h"
     assert relative(now - timedelta(hours=2), now) == "2h ago"
     assert relative(now, now) == "now"
+
+
+@pytest.mark.parametrize("text", ["10000000d", "36501d", "99999999999999999999w"])
+def test_absurdly_long_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="too long a duration"):
+        parse_duration(text)

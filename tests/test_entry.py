@@ -136,3 +136,21 @@ def test_console_entry_point_hit_and_miss(seeded: tuple[Path, Path], tmp_path: P
         env=env,
     )
     assert miss.returncode == 5 and "USEAPI_TOKEN" in miss.stderr  # the full CLI answered
+
+
+
+def test_fast_path_treats_an_empty_email_like_click(
+    tmp_path: Path, luma: FakeLuma, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "l.db"
+    path = write(tmp_path / "a.png", png("a"))
+    with AssetCache(token=TOKEN, db=db, transport=luma.transport) as cache:
+        cache.resolve(path, email=EMAIL)
+    monkeypatch.setenv("ASSETCACHE_EMAIL", EMAIL)
+    assert fast_ref(["--db", str(db), "ref", str(path), "--email="]) is None
+    assert fast_ref(["--db", str(db), "ref", str(path)]) == 0
+
+
+@pytest.mark.parametrize("argv", [["--db=", "ref", "f", "-e", "a@b"], ["--db", "", "ref", "f"]])
+def test_fast_path_leaves_an_empty_db_to_click(argv: list[str]) -> None:
+    assert _parse_ref(argv) is None

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assetcache import Emulator
+from assetcache import Asset, AssetCache, Emulator, InvalidImageError
 from assetcache._cli import cli
 
-from .conftest import EMAIL, png, write
+from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 
 DOCUMENTED = {0, 1, 2, 3, 4, 5, 6}
 
@@ -222,3 +223,24 @@ def test_unix_socket_is_refused(tmp_path: Path) -> None:
         sock.bind(str(sock_path))
         result = run_cli(["ref", str(sock_path), "--offline"], env)
     assert result.returncode == 4 and "Traceback" not in result.stderr
+
+
+
+def test_a_nul_byte_path_fails_alone(make_cache: Callable[..., AssetCache], tmp_path: Path) -> None:
+    ok = write(tmp_path / "ok.png", png("ok"))
+    out = make_cache().resolve_many([str(tmp_path / "f\0.png"), ok], email=EMAIL, jobs=2)
+    assert isinstance(out[0], InvalidImageError) and "not a valid file path" in str(out[0])
+    assert isinstance(out[1], Asset)
+
+
+def test_cli_stdin_with_a_nul_byte_goes_on(tmp_path: Path, luma: FakeLuma) -> None:
+    ok = write(tmp_path / "ok.png", png("ok"))
+    result = CliRunner().invoke(
+        cli,
+        ["--db", str(tmp_path / "l.db"), "upload", "-", "--email", EMAIL],
+        input=f"{tmp_path}/f\0.png\n{ok}\n",
+        env={"USEAPI_TOKEN": TOKEN},
+        obj={"transport": luma.transport, "retry": FAST_RETRY},
+    )
+    assert result.exit_code == 4
+    assert str(ok) in result.stdout

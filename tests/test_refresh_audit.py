@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from assetcache import AssetCache
+from assetcache import Advice, AssetCache
 
 from .conftest import EMAIL, Clock, FakeLuma, png, write
 
@@ -76,10 +76,10 @@ def test_audit_counts_per_account(cache: AssetCache, clock: Clock, tmp_path: Pat
     assert (mine.live, mine.expiring_24h, mine.expiring_7d, mine.expired) == (2, 0, 2, 1)
     assert mine.uploads == 4
     assert mine.refreshable == 0  # the live ones were resolved from bytes
-    assert "upload those files again" in mine.advice
+    assert mine.advice == Advice("upload-again", EMAIL, 2)
     other = report["z@example.com"]
     assert (other.live, other.expired) == (0, 1)
-    assert "prune" in other.advice
+    assert other.advice == Advice("prune", "z@example.com", 1)
 
 
 def test_audit_advice_points_at_refresh(cache: AssetCache, clock: Clock, tmp_path: Path) -> None:
@@ -87,4 +87,5 @@ def test_audit_advice_points_at_refresh(cache: AssetCache, clock: Clock, tmp_pat
     clock.advance(timedelta(days=26))
     (report,) = cache.audit()
     assert report.refreshable == 1
-    assert report.advice.startswith("assetcache refresh --expiring-within 7d")
+    assert report.advice == Advice("refresh", EMAIL, 1, timedelta(days=7))
+    assert "assetcache" not in repr(report.advice)  # data, not a command line

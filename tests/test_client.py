@@ -23,6 +23,7 @@ from assetcache import (
     InvalidImageError,
     ProtocolError,
     RateLimitedError,
+    RemoteError,
     RetryPolicy,
     ServerError,
     SessionExpiredError,
@@ -529,3 +530,14 @@ def test_a_refused_token_is_in_no_traceback(client_class: type[LumaClient]) -> N
     error = failure_of(lambda: client_class(token=BAD_TOKEN, base_url="https://api.test"))
     assert isinstance(error, UnauthorizedError)
     assert_token_unreachable(error)
+
+
+def test_configuration_errors_are_not_retried() -> None:
+    slept: list[float] = []
+    client = LumaClient(
+        token=TOKEN, base_url="ftp://127.0.0.1:9", retry=RetryPolicy(), sleep=slept.append
+    )
+    with pytest.raises(RemoteError, match="ASSETCACHE_BASE_URL") as info:
+        client.upload(png(), content_type="image/png", email=EMAIL)
+    assert not isinstance(info.value, ServerError)
+    assert slept == []

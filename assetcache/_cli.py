@@ -429,7 +429,7 @@ def _nullbar() -> _NullBar:
 
 
 @cli.command()
-@click.argument("file", metavar="FILE")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @_email_option()
 @click.option("--min-remaining", type=MIN_REMAINING, help="Re-upload when less than this is left.")
 @click.option(
@@ -440,19 +440,50 @@ def _nullbar() -> _NullBar:
 @click.pass_context
 def ref(
     ctx: click.Context,
-    file: str,
+    files: tuple[str, ...],
     email: str | None,
     min_remaining: timedelta | None,
     offline: bool,
 ) -> None:
-    """Print exactly the assetRef of FILE and a newline, for REF=$(assetcache ref x.png)."""
+    """Print exactly the assetRef of each FILE, one a line in input order, for
+    REF=$(assetcache ref x.png). A FILE that fails leaves its line empty (so lines stay in
+    step with the arguments), its error goes to stderr, and the exit code is the worst one."""
     cache = _app(ctx).cache()
     email = _need_email(email)
+    if len(files) == 1:  # errors propagate: one message, its exit code, empty stdout
+        asset = _ref_of(cache, files[0], email, min_remaining, offline)
+        click.echo(asset.asset_ref)
+        return
     if offline:
-        asset = cache.require(file, email=email, min_remaining=min_remaining)
+        outcomes = [_ref_outcome(cache, f, email, min_remaining) for f in files]
     else:
-        asset = cache.resolve(file, email=email, min_remaining=min_remaining)
-    click.echo(asset.asset_ref)
+        outcomes = cache.resolve_many(files, email=email, min_remaining=min_remaining)
+    worst = EXIT_OK
+    for outcome in outcomes:
+        if isinstance(outcome, AssetCacheError):
+            worst = max(worst, exit_code(outcome))
+            click.echo(f"assetcache: error: {shown(str(outcome))}", err=True)
+            click.echo("")
+        else:
+            click.echo(outcome.asset_ref)
+    ctx.exit(worst)
+
+
+def _ref_of(
+    cache: AssetCache, file: str, email: str, min_remaining: timedelta | None, offline: bool
+) -> Asset:
+    if offline:
+        return cache.require(file, email=email, min_remaining=min_remaining)
+    return cache.resolve(file, email=email, min_remaining=min_remaining)
+
+
+def _ref_outcome(
+    cache: AssetCache, file: str, email: str, min_remaining: timedelta | None
+) -> Asset | AssetCacheError:
+    try:
+        return cache.require(file, email=email, min_remaining=min_remaining)
+    except AssetCacheError as exc:
+        return exc
 
 
 # -- ls ---------------------------------------------------------------------------------

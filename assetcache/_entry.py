@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 _VALUED = ("--email", "--min-remaining")
 
 
-def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | None, bool] | None:
-    """(db, file, email, min_remaining, offline) for a plain ``ref`` command, else None."""
+def _parse_ref(
+    argv: Sequence[str],
+) -> tuple[str | None, list[str], str, timedelta | None, bool] | None:
+    """(db, files, email, min_remaining, offline) for a plain ``ref`` command, else None."""
     from ._config import ENV_DB, ENV_EMAIL
     from ._durations import parse_duration
 
@@ -40,7 +42,8 @@ def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | N
     if not args:
         return None
     args.pop(0)  # "ref"
-    file = email = None
+    files: list[str] = []
+    email = None
     min_remaining = None
     offline = False
     while args:
@@ -62,23 +65,24 @@ def _parse_ref(argv: Sequence[str]) -> tuple[str | None, str, str, timedelta | N
                 email = value
         elif arg == "--offline":
             offline = True
-        elif arg.startswith("-") or file is not None:
-            return None  # an option we do not handle here, or a second file: click decides
+        elif arg.startswith("-"):
+            return None  # an option we do not handle here: click decides
         else:
-            file = arg
+            files.append(arg)
     if email is None:  # as click does: the variable only when the option is absent
         email = os.environ.get(ENV_EMAIL)
-    if file is None or not email:
+    if not files or not email:
         return None
-    return db or os.environ.get(ENV_DB) or None, file, email, min_remaining, offline
+    return db or os.environ.get(ENV_DB) or None, files, email, min_remaining, offline
 
 
 def fast_ref(argv: Sequence[str]) -> int | None:
-    """Print the ref and return 0 on a cache hit; None means "let the full CLI answer"."""
+    """Print the refs and return 0 when every file hits; None means "let the full CLI answer"
+    (which then looks again, uploads what is missing and reports errors)."""
     parsed = _parse_ref(argv)
     if parsed is None:
         return None
-    db, file, email, min_remaining, offline = parsed
+    db, files, email, min_remaining, offline = parsed
     from datetime import timedelta
 
     from ._cache import DEFAULT_MIN_REMAINING, AssetCache
@@ -86,14 +90,17 @@ def fast_ref(argv: Sequence[str]) -> int | None:
 
     if min_remaining is None:  # the same margins as `ref` and `ref --offline` in _cli.py
         min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
+    refs = []
     try:
         with AssetCache(db=db) as cache:
-            asset = cache.lookup(file, email=email, min_remaining=min_remaining)
+            for file in files:
+                asset = cache.lookup(file, email=email, min_remaining=min_remaining)
+                if asset is None:
+                    return None
+                refs.append(asset.asset_ref + "\n")
     except (AssetCacheError, ValueError, TypeError, OSError):
         return None  # the full CLI reports it, with its exit code
-    if asset is None:
-        return None
-    sys.stdout.write(asset.asset_ref + "\n")
+    sys.stdout.write("".join(refs))
     sys.stdout.flush()
     return 0
 

@@ -398,3 +398,23 @@ def test_human_output_escapes_control_characters(  # type: ignore[no-untyped-def
     assert missing.exit_code == 4
     assert "\x1b" not in missing.stderr and "\x07" not in missing.stderr
     assert "gone\\x1b]0;pwned\\x07.png" in missing.stderr
+
+
+def test_ref_of_several_files_one_line_each_in_order(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, luma: FakeLuma
+) -> None:
+    a, b = write(tmp_path / "a.png", png("a")), write(tmp_path / "b.png", png("b"))
+    first = run("ref", str(a), "--email", EMAIL)
+    both = run("ref", str(b), str(a), str(b), "--email", EMAIL)  # b is a miss: uploaded
+    assert both.exit_code == 0 and both.stderr == ""
+    ref_b, ref_a, again_b = both.stdout.splitlines()
+    assert ref_a == first.stdout.strip() and ref_b == again_b != ref_a
+    assert luma.uploads == 2
+    missing, bad = tmp_path / "missing.png", write(tmp_path / "bad.png", b"GIF89a")
+    mixed = run("ref", str(a), str(missing), str(bad), str(b), "--email", EMAIL)
+    assert mixed.exit_code == 4
+    assert mixed.stdout.split("\n") == [ref_a, "", "", ref_b, ""]  # failures keep their line
+    assert mixed.stderr.count("assetcache: error:") == 2
+    offline = run("ref", str(a), str(write(tmp_path / "c.png", png("c"))), "--offline", "-e", EMAIL)
+    assert offline.exit_code == 3 and offline.stdout.split("\n") == [ref_a, "", ""]
+    assert luma.uploads == 2

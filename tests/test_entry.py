@@ -46,6 +46,8 @@ def seeded(tmp_path: Path, luma: FakeLuma) -> tuple[Path, Path]:
         ["ref", "{file}", "--email", "other@example.com", "--offline"],
         ["ref", "{missing}", "--email", EMAIL, "--offline"],
         ["ref", "{file}", "--email", "bad", "--offline"],
+        ["ref", "{file}", "{file}", "--email", EMAIL],  # several files, all hits
+        ["ref", "{file}", "{missing}", "--email", EMAIL, "--offline"],  # one miss: click
     ],
 )
 def test_fast_path_agrees_with_click(
@@ -75,7 +77,6 @@ def test_parse_hands_unusual_command_lines_to_click() -> None:
         ["ls"],
         ["-v", "ref", "f", "-e", "x@y"],
         ["ref", "--help"],
-        ["ref", "a", "b", "-e", "x@y"],
         ["ref", "f", "-e"],
         ["ref", "f", "-e", "x@y", "--min-remaining", "soon"],
         ["--db"],
@@ -83,10 +84,11 @@ def test_parse_hands_unusual_command_lines_to_click() -> None:
         ["ref", "f", "-ex@y"],
     ):
         assert _parse_ref(argv) is None, argv
-    assert _parse_ref(["--db=x.db", "ref", "f", "-e", "a@b"]) == ("x.db", "f", "a@b", None, False)
+    assert _parse_ref(["--db=x.db", "ref", "f", "-e", "a@b"]) == ("x.db", ["f"], "a@b", None, False)
+    assert _parse_ref(["ref", "a", "-e", "x@y", "b"]) == (None, ["a", "b"], "x@y", None, False)
     assert _parse_ref(["ref", "f", "--email=a@b", "--min-remaining", "1d", "--offline"]) == (
         None,
-        "f",
+        ["f"],
         "a@b",
         timedelta(days=1),
         True,

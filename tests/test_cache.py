@@ -318,3 +318,39 @@ def test_forced_bytes_upload_on_a_new_ledger(
     make_cache: Callable[..., AssetCache], luma: FakeLuma
 ) -> None:
     assert make_cache().resolve(png("forced"), email=EMAIL, force=True).reused is False
+
+
+def test_resolve_many_reports_each_outcome_and_checks_arguments_first(
+    cache: AssetCache, luma: FakeLuma
+) -> None:
+    seen: dict[int, object] = {}
+    out = cache.resolve_many(
+        [png("1"), b"nope", png("1")], email=EMAIL, jobs=2, on_result=seen.__setitem__
+    )
+    assert seen == dict(enumerate(out))
+    with pytest.raises(InvalidEmailError):
+        cache.resolve_many([png("1")], email="not an email")
+    with pytest.raises(ValueError, match="jobs"):
+        cache.resolve_many([png("1")], email=EMAIL, jobs=0)
+    assert luma.uploads == 1
+
+
+def test_require_raises_what_lookup_would_answer_none(cache: AssetCache) -> None:
+    with pytest.raises(NotCachedError, match="no live assetRef"):
+        cache.require(png("never"), email=EMAIL)
+    uploaded = cache.resolve(png("once"), email=EMAIL)
+    assert cache.require(png("once"), email=EMAIL).asset_ref == uploaded.asset_ref
+
+
+def test_iter_prune_streams_what_prune_removes(cache: AssetCache, clock: Clock) -> None:
+    for i in range(3):
+        cache.resolve(png(str(i)), email=EMAIL)
+    clock.advance(timedelta(days=31))
+    cache.resolve(png("live"), email=EMAIL)
+    dry = list(cache.iter_prune(dry_run=True))
+    assert len(dry) == 3 and len(cache.assets()) == 4
+    removed = list(cache.iter_prune())
+    assert [a.sha256 for a in removed] == [a.sha256 for a in dry]
+    assert [a.state(clock.now) for a in cache.assets()] == ["live"]
+    with pytest.raises(ValueError, match="nothing would match"):
+        cache.iter_prune(expired=False)

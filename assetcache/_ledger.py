@@ -47,6 +47,7 @@ import sqlite3
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -77,6 +78,8 @@ _COMPANIONS: Final = ("-wal", "-shm", "-journal")
 _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
 #: Connections a forked child inherited: never used, never closed (see forget_inherited).
 _INHERITED: list[sqlite3.Connection] = []
+#: Every open Ledger, for the fork hooks below.
+_OPEN_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ class Ledger:
         self._idle: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._closed = False
+        self._in_use = 0  # connections checked out now
+        self._broken_by_fork = False
         fd = self._open_file()
         try:
             self._ensure_schema(fd)
@@ -155,6 +160,7 @@ class Ledger:
             raise
         finally:
             os.close(fd)
+        _OPEN_LEDGERS.add(self)
 
     def __repr__(self) -> str:
         return f"Ledger({self.path!r})"
@@ -172,6 +178,31 @@ class Ledger:
         self._idle = []
         self._guard = threading.Lock()
 
+    def _before_fork(self) -> None:
+        """Really close the idle connections (this process owns them), and hold the pool.
+
+        SQLite keeps per-process bookkeeping of the POSIX locks it holds on a file, and a child
+        inherits it: while any inherited connection is open, the child's new connections think
+        its locks are already taken and take none, so other processes believe they are alone
+        (the WAL can be checkpointed and deleted under the child's writes). With no connection
+        open at fork time, a child starts clean.
+        """
+        self._guard.acquire()
+        connections, self._idle = self._idle, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _after_fork_in_parent(self) -> None:
+        self._guard.release()
+
+    def _after_fork_in_child(self) -> None:
+        # A connection another thread had checked out at fork time is open in this process
+        # too, with the bookkeeping above: no connection opened here could be trusted.
+        self._broken_by_fork = self._in_use > 0
+        self._in_use = 0
+        self._guard = threading.Lock()
+
     # -- opening -------------------------------------------------------------------------
 
     def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
@@ -183,6 +214,7 @@ class Ledger:
 
         Nothing existing is changed here: the file may turn out not to be a ledger.
         """
+        self._check_folder()
         fd = self._open_or_create()
         try:
             for suffix in _COMPANIONS:
@@ -191,6 +223,30 @@ class Ledger:
             os.close(fd)
             raise
         return fd
+
+    def _check_folder(self) -> None:
+        """Refuse a ledger in a folder someone else may write to.
+
+        SQLite opens the database again for every connection, and its -wal, -shm and -journal
+        by name whenever it needs them: whoever can create or rename files in the folder (even
+        a sticky one like /tmp) can plant a WAL or swap the file between our checks and
+        SQLite's opens. The owner must be you (or root, for system folders), and neither others
+        nor a group other than your own may write to it.
+        """
+        folder = os.path.dirname(self.path)
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return  # created private by _create_file
+        except OSError as exc:
+            raise self._fail("its folder cannot be examined", exc) from None
+        foreign_group = st.st_mode & 0o020 and st.st_gid != os.getegid()
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o002 or foreign_group:
+            raise self._fail(
+                f"is in {folder}, a folder other users may write to (owner uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):04o}), where they could plant or swap its files",
+                hint="; keep the ledger in a folder of your own (mode 0700)",
+            )
 
     def _open_or_create(self) -> int:
         while True:
@@ -404,17 +460,27 @@ class Ledger:
         with self._guard:
             if self._closed:
                 raise self._fail("is closed")
+            if self._broken_by_fork:
+                raise self._fail(
+                    "was in use by another thread when this process was forked, so SQLite "
+                    "cannot be used safely here",
+                    hint="; open a new cache in the child process",
+                )
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._new_connection()
+            self._in_use += 1
         try:
+            if conn is None:
+                conn = self._new_connection()
             yield conn
         finally:
             with self._guard:
-                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
-                if keep:
+                self._in_use -= 1
+                keep = (
+                    conn is not None and not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                )
+                if keep and conn is not None:
                     self._idle.append(conn)
-            if not keep:
+            if not keep and conn is not None:
                 conn.close()
 
     @contextlib.contextmanager
@@ -557,6 +623,35 @@ class Ledger:
                     conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
             yield from batch
             params["after"] = batch[-1].id
+
+
+#: The ledgers whose pools are held while a fork happens (set in _before_fork only).
+_FORKING: list[Ledger] = []
+
+
+def _before_fork() -> None:
+    _FORKING[:] = list(_OPEN_LEDGERS)
+    for ledger in _FORKING:
+        ledger._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for ledger in _FORKING:
+        ledger._after_fork_in_parent()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in _FORKING:
+        ledger._after_fork_in_child()
+    _FORKING.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def _credible_bounds(now: datetime | None) -> dict[str, str]:

@@ -169,6 +169,10 @@ def _close_inherited_lock_files() -> None:
                 os.close(fd)
 
 
+# A child that never takes a lock itself must not keep its parent's flocks alive either.
+os.register_at_fork(after_in_child=_close_inherited_lock_files)
+
+
 @contextlib.contextmanager
 def _held(
     thread_lock: contextlib.AbstractContextManager[object], open_fd: Callable[[], int]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, _ledger, _locks
+from assetcache import Asset, LedgerError, _ledger, _locks
 from assetcache._ledger import Ledger
 from assetcache._locks import KeyLocks
 
@@ -95,27 +95,55 @@ def test_forget_inherited_drops_connections_without_closing_them(ledger: Ledger)
         conn.close()
 
 
-def test_a_forked_child_reads_with_its_own_connection(ledger: Ledger) -> None:
+def test_no_connection_is_open_across_fork(ledger: Ledger) -> None:
+    """Idle connections are closed just before fork (SQLite's per-process lock bookkeeping
+    would otherwise be inherited); the child opens its own, the parent reopens as needed."""
     assert ledger.newest(SHA, EMAIL, now=NOW) is not None
     inherited = list(ledger._idle)
-    ledger._guard.acquire()  # held "by another thread" across the fork
+    assert inherited
 
     def child() -> bool:
-        ledger.forget_inherited()
+        empty_at_start = ledger._idle == []
         found = ledger.newest(SHA, EMAIL, now=NOW)
-        kept = all(any(c is conn for c in _ledger._INHERITED) for conn in inherited)
         fresh = all(conn not in inherited for conn in ledger._idle)
-        return found is not None and kept and fresh
+        return empty_at_start and found is not None and fresh
 
-    try:
-        status = in_child(child)
-    finally:
-        ledger._guard.release()
-    assert status == 0
-    assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # the parent's connection still works
+    assert in_child(child) == 0
+    assert ledger._idle == []  # closed in the parent too, before the fork
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None
     conn = sqlite3.connect(ledger.path)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+def test_a_child_forked_while_a_connection_was_in_use_refuses_the_ledger(
+    ledger: Ledger,
+) -> None:
+    in_use = threading.Event()
+    done = threading.Event()
+
+    def reader() -> None:
+        with ledger._reading():
+            in_use.set()
+            done.wait(20)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert in_use.wait(10)
+
+    def child() -> bool:
+        try:
+            ledger.newest(SHA, EMAIL, now=NOW)
+        except LedgerError as exc:
+            return "open a new cache in the child" in str(exc)
+        return False
+
+    try:
+        assert in_child(child) == 0
+    finally:
+        done.set()
+        thread.join()
+    assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # the parent is unaffected
 
 
 def test_a_forked_child_gets_a_key_its_parent_held_at_fork_time(tmp_path: Path) -> None:

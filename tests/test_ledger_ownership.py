@@ -235,9 +235,9 @@ def test_a_lock_file_of_another_user_is_refused(tmp_path: Path) -> None:
 def test_a_stranger_holding_the_flocks_cannot_stall_uploads(
     ledger: Path, luma: FakeLuma, clock: Clock
 ) -> None:
-    # A ledger in a shared folder (like /tmp): a stranger made the lock folder first and
-    # holds the flock of the stripe our upload needs, for as long as they like.
-    ledger.parent.chmod(0o1777)
+    # A stranger made the lock folder first (a shared folder like /tmp is refused outright, see
+    # below; here it was planted however it was) and holds the flock of the stripe our upload
+    # needs, for as long as they like.
     locks = Path(f"{ledger}.locks")
     locks.mkdir(mode=0o755)
     os.chown(locks, NOBODY, NOBODY)
@@ -290,3 +290,29 @@ def test_missing_folders_are_created_private_under_umask_000(tmp_path: Path) -> 
         assert stat.S_IMODE((tmp_path / level).stat().st_mode) == 0o700, level
     (lock,) = (tmp_path / "x/y/z.locks").iterdir()
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757])
+def test_a_ledger_in_a_folder_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(LedgerError, match="a folder other users may write to"):
+        AssetCache(db=shared / "l.db").lookup(b"\x89PNG\r\n\x1a\nx", email="me@example.com")
+    assert not (shared / "l.db").exists()
+
+
+def test_a_ledger_in_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(LedgerError, match="other users may write to"):
+        AssetCache(db=theirs / "l.db").assets()
+
+
+def test_a_folder_writable_by_your_own_group_is_accepted(tmp_path: Path) -> None:
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    ours.chmod(0o775)  # umask 002 with a user private group
+    os.chown(ours, os.geteuid(), os.getegid())
+    assert AssetCache(db=ours / "l.db").assets() == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._asset import RETENTION, Asset
-from ._cache import AccountAudit, Advice, AssetCache, RefreshItem
+from ._cache import AccountAudit, Advice, AssetCache, ImportReport, RefreshItem
 from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
 from ._errors import (
     AccountError,
@@ -53,6 +53,7 @@ __all__ = [
     "AsyncAssetCache",
     "EmulatedUpload",
     "Emulator",
+    "ImportReport",
     "InvalidEmailError",
     "InvalidImageError",
     "LedgerError",

@@ -10,12 +10,13 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._asset import Asset
 from ._cache import (
     DEFAULT_JOBS,
     AccountAudit,
+    ImportReport,
     RefreshItem,
     _describe,
     _Facade,
@@ -181,6 +182,19 @@ class AsyncAssetCache(_Facade):
 
         return _batched(next_batch)
 
+    def export(self, email: str | None = None, live: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Like AssetCache.export: ``async for row in cache.export()``."""
+        rows = self._core.export(email, live)
+
+        def next_batch() -> list[dict[str, Any]]:
+            return list(itertools.islice(rows, PRUNE_BATCH))
+
+        return _batched(next_batch)
+
+    async def import_rows(self, rows: Iterable[object]) -> ImportReport:
+        """Like AssetCache.import_rows (the rows are read in a worker thread)."""
+        return await asyncio.to_thread(self._core.import_rows, rows)
+
     async def audit(self, email: str | None = None) -> list[AccountAudit]:
         return await asyncio.to_thread(self._core.audit, email)
 
@@ -210,7 +224,10 @@ class AsyncAssetCache(_Facade):
         return items
 
 
-async def _batched(next_batch: Callable[[], list[Asset]]) -> AsyncIterator[Asset]:
+_Row = TypeVar("_Row")
+
+
+async def _batched(next_batch: Callable[[], list[_Row]]) -> AsyncIterator[_Row]:
     """Rows from a blocking source, one worker-thread hop per batch rather than per row."""
     while batch := await asyncio.to_thread(next_batch):
         for asset in batch:

@@ -88,6 +88,18 @@ RefreshStatus = Literal["refreshed", "would-refresh", "missing", "changed", "no-
 
 
 @dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What ``import_rows`` did: uploads added, and those the ledger already held."""
+
+    added: int
+    skipped: int
+
+
+#: Rows imported per write transaction: few commits, and each write lock held briefly.
+IMPORT_BATCH: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshItem:
     """What refresh did (or would do) with one expiring entry."""
 
@@ -427,6 +439,37 @@ class _Core:
             if a.is_live(now) and a.remaining_at(now) <= expiring_within
         ]
 
+    def export(self, email: str | None, live: bool) -> Iterator[dict[str, Any]]:
+        """Rows as plain dicts (see _transfer.row_of), of one account and/or live only."""
+        from ._transfer import row_of
+
+        now = self.now()
+        rows = self.ledger.export(
+            email=None if email is None else normalize_email(email),
+            live_after=now if live else None,
+        )
+        return (row_of(a) for a in rows if not live or a.state(now) == "live")
+
+    def import_rows(self, rows: Iterable[object]) -> ImportReport:
+        """Merge exported rows, batch by batch; a row that is not valid stops the import."""
+        from ._transfer import asset_of
+
+        added = skipped = 0
+        batch: list[Asset] = []
+        for number, row in enumerate(rows, 1):
+            try:
+                batch.append(asset_of(row))
+            except ValueError as exc:
+                raise ValueError(
+                    f"row {number} cannot be imported: {exc}; the rows before it were "
+                    "imported, and importing again after fixing it skips them"
+                ) from None
+            if len(batch) == IMPORT_BATCH:
+                merged = self.ledger.merge(batch)
+                added, skipped, batch = added + sum(merged), skipped + merged.count(False), []
+        merged = self.ledger.merge(batch) if batch else []
+        return ImportReport(added + sum(merged), skipped + merged.count(False))
+
     @staticmethod
     def refreshed(item: RefreshItem, outcome: Asset | AssetCacheError) -> RefreshItem:
         """The plan's item once its re-upload has run (both caches report the same way)."""
@@ -717,6 +760,19 @@ class AssetCache(_Facade):
         """Per account: live, expiring (24 h, 7 d), expired and refreshable refs."""
         return self._core.audit(email)
 
+    def export(self, email: str | None = None, live: bool = False) -> Iterator[dict[str, Any]]:
+        """Every upload row as a JSON-ready dict (every column but the local row id), streamed;
+        ``email`` keeps one account's, ``live`` only refs still live."""
+        return self._core.export(email, live)
+
+    def import_rows(self, rows: Iterable[object]) -> ImportReport:
+        """Merge rows as ``export`` gives them; the same rows twice add nothing.
+
+        Each row is checked like an upload answer (the ref names its account, the expiry is
+        within the retention...); an invalid one raises ValueError naming it.
+        """
+        return self._core.import_rows(rows)
+
     def refresh(
         self,
         expiring_within: timedelta = timedelta(days=3),
@@ -750,4 +806,4 @@ def _describe(source: Source) -> str:
     return display_path(source)
 
 
-__all__: Sequence[str] = ("AccountAudit", "AssetCache", "RefreshItem")
+__all__: Sequence[str] = ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem")

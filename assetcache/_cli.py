@@ -695,6 +695,48 @@ def _refresh_line(item: RefreshItem) -> str:
     return f"cannot refresh  {where}: {shown(item.reason)}"
 
 
+# -- export & import --------------------------------------------------------------------
+
+
+@cli.command()
+@_email_option(required=False)
+@click.option("--live", is_flag=True, help="Only refs still live.")
+@click.pass_context
+def export(ctx: click.Context, email: str | None, live: bool) -> None:
+    """Write every upload row as JSON Lines to stdout (one object a line, every column but
+    the local row id), to move a ledger with import."""
+    import json
+
+    encoder = json.JSONEncoder(ensure_ascii=False)
+    for row in _app(ctx).cache().export(email=email, live=live):  # streamed: any size
+        click.echo(encoder.encode(row))
+
+
+@cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"), default="-", metavar="[FILE|-]")
+@click.pass_context
+def import_command(ctx: click.Context, file: Any) -> None:
+    """Merge rows written by export (from FILE, or stdin) into this ledger. The same rows
+    twice add nothing; a row that is not a valid upload stops the import (exit 2)."""
+    try:
+        report = _app(ctx).cache().import_rows(_json_lines(file))
+    except ValueError as exc:  # a row that is not an upload: the input is wrong
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"added {report.added}, skipped {report.skipped} already present")
+
+
+def _json_lines(file: Any) -> Iterator[object]:
+    import json
+
+    for number, line in enumerate(file, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            raise click.UsageError(f"line {number} of the input is not JSON") from None
+
+
 # -- path -------------------------------------------------------------------------------
 
 

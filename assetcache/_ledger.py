@@ -591,6 +591,37 @@ class Ledger:
         with self._reading() as conn:
             return self._decoded(conn.execute(_schema.select_assets(*params), params))
 
+    def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
+        """Every row (of ``email``, live after ``live_after`` when given), in id order, read
+        in batches: memory stays bounded however large the ledger."""
+        params: dict[str, Any] = {
+            "email": email,
+            "live_after": _db_time_or_none(live_after),
+            "limit": PRUNE_BATCH,
+            "after": 0,
+        }
+        while True:
+            with self._reading() as conn:
+                batch = self._decoded(conn.execute(_schema.SELECT_EXPORT_BATCH, params))
+            if not batch:
+                return
+            yield from batch
+            params["after"] = batch[-1].id
+
+    def merge(self, assets: Iterable[Asset]) -> list[bool]:
+        """Insert each upload the ledger does not hold yet, in one transaction; for each, whether
+        it was added (False: the same content, account and ref were already there)."""
+        added = []
+        with self.write() as conn:
+            for asset in assets:
+                params = _upload_params(asset)
+                if conn.execute(_schema.SELECT_SAME_UPLOAD, params).fetchone() is None:
+                    conn.execute(_schema.INSERT_UPLOAD, params)
+                    added.append(True)
+                else:
+                    added.append(False)
+        return added
+
     def prune(
         self,
         *,

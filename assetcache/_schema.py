@@ -107,6 +107,18 @@ SELECT_PRUNE_BATCH: Final = (
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
+# Export streams the ledger in id order, a batch per read, so a huge ledger never sits in memory.
+SELECT_EXPORT_BATCH: Final = (
+    f"{_UPLOAD_SELECT} WHERE id > :after AND (:email IS NULL OR email = :email) "
+    "AND (:live_after IS NULL OR expires_at > :live_after) ORDER BY id LIMIT :limit"
+)
+# Import is idempotent: an upload is the same one when its content, account and ref are; the
+# (sha256, email) prefix of ix_uploads_key finds it in one seek.
+SELECT_SAME_UPLOAD: Final = (
+    f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
+    "AND asset_ref = :asset_ref LIMIT 1"
+)
+
 
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
 _STORED_LENGTH: Final = len("2026-01-01 00:00:00.000000")

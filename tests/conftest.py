@@ -149,6 +149,10 @@ def _cache_options(
     return options
 
 
+#: AsyncAssetCache methods that return an async iterator (``async for``, no await).
+ASYNC_ITERATORS = frozenset({"iter_prune", "export"})
+
+
 class BlockingAsyncCache:
     """An AsyncAssetCache driven from synchronous tests, so that one behavioural suite runs
     against both caches: every coroutine runs to completion on a private event loop, and
@@ -165,7 +169,7 @@ class BlockingAsyncCache:
         attr = getattr(self.wrapped, name)
         if inspect.iscoroutinefunction(attr):
             return lambda *a, **k: self._loop.run_until_complete(attr(*a, **k))
-        if callable(attr) and name.startswith("iter_"):
+        if callable(attr) and name in ASYNC_ITERATORS:
             return lambda *a, **k: iter(self._loop.run_until_complete(_drain(attr(*a, **k))))
         return attr
 

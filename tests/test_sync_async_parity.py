@@ -10,6 +10,8 @@ import inspect
 
 from assetcache import AssetCache, AsyncAssetCache
 
+from .conftest import ASYNC_ITERATORS
+
 #: The only names that differ: how each cache is closed.
 CLOSING = {"close", "__enter__", "__exit__", "aclose", "__aenter__", "__aexit__"}
 
@@ -41,7 +43,7 @@ def test_async_methods_are_awaitable_and_iterators_async() -> None:
         attr = getattr(AsyncAssetCache, name)
         if isinstance(attr, property):
             continue
-        if name.startswith("iter_"):
+        if name in ASYNC_ITERATORS:
             assert not inspect.iscoroutinefunction(attr), name  # `async for`, no await
         else:
             assert inspect.iscoroutinefunction(attr), name

@@ -1,0 +1,160 @@
+"""export / import: a ledger moves as JSON Lines, idempotently, and an imported row must be as
+trustworthy as an upload answer (both caches, the CLI, and hostile rows)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from assetcache import AssetCache, ImportReport
+from assetcache._asset import EXPORT_FIELDS
+from assetcache._cli import cli
+from assetcache._transfer import asset_of
+
+from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
+
+
+def _seed(cache: AssetCache, clock: Clock, tmp_path: Path) -> None:
+    cache.resolve(write(tmp_path / "a.png", png("a")), email=EMAIL)
+    cache.resolve(png("b"), email="b@example.com")
+    clock.advance(timedelta(days=20))
+    cache.resolve(png("c"), email=EMAIL)
+    clock.advance(timedelta(days=15))  # a and b expired, c live
+
+
+def test_export_then_import_moves_every_row_once(
+    make_cache: Callable[..., AssetCache], clock: Clock, tmp_path: Path, luma: FakeLuma
+) -> None:
+    old = make_cache(db=tmp_path / "old.db")
+    _seed(old, clock, tmp_path)
+    rows = list(old.export())
+    assert len(rows) == 3 and all(list(row) == list(EXPORT_FIELDS) for row in rows)
+    assert json.loads(json.dumps(rows)) == rows  # JSON-ready as it is
+    assert [r["email"] for r in old.export(email="b@example.com")] == ["b@example.com"]
+    assert [r["sha256"] for r in old.export(live=True)] == [rows[2]["sha256"]]
+
+    new = make_cache(db=tmp_path / "new.db")
+    assert new.import_rows(rows) == ImportReport(added=3, skipped=0)
+    assert new.import_rows(iter(rows)) == ImportReport(added=0, skipped=3)
+    assert list(new.export()) == rows
+    hit = new.lookup(png("c"), email=EMAIL)  # an imported row is an answer like any other
+    assert hit is not None and hit.asset_ref == rows[2]["asset_ref"]
+    assert luma.uploads == 3
+
+
+def _valid_row(**changes: Any) -> dict[str, Any]:
+    row = {
+        "asset_ref": f"u1-email:{EMAIL}-image:0d9f6a1e-95f4-4d52-9e42-6c2b3f1f0a11",
+        "sha256": "ab" * 32,
+        "email": EMAIL,
+        "content_type": "image/png",
+        "size": 10,
+        "uploaded_at": "2026-11-01T12:00:00+00:00",
+        "expires_at": "2026-12-01T12:00:00+00:00",
+        "upload_id": "0d9f6a1e-95f4-4d52-9e42-6c2b3f1f0a11",
+        "media_url": "https://storage.cdn-luma.com/uploads/x.png",
+        "source": None,
+    }
+    row.update(changes)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"asset_ref": "u1-email:eve@evil.example-image:x"}, "names another account"),
+        ({"asset_ref": "ref\nwith newline"}, "asset_ref contains control"),
+        ({"expires_at": "2026-12-01T12:00:01+00:00"}, "more than 30 days"),
+        ({"uploaded_at": "2026-11-01T12:00:00"}, "UTC offset"),
+        ({"sha256": "AB" * 32}, "sha256"),
+        ({"content_type": "image/gif"}, "content_type"),
+        ({"size": 0}, "size"),
+        ({"size": True}, "size"),
+        ({"email": "not an email"}, "email"),
+        ({"media_url": "javascript:alert(1)"}, "media_url"),
+        ({"source": "relative/path.png"}, "source"),
+    ],
+)
+def test_a_row_that_could_not_be_an_upload_is_refused(
+    cache: AssetCache, changes: dict[str, Any], why: str
+) -> None:
+    good = _valid_row(sha256="cd" * 32)
+    with pytest.raises(ValueError, match=why) as info:
+        cache.import_rows([good, _valid_row(**changes)])
+    assert "row 2 cannot be imported" in str(info.value)
+    assert list(cache.export()) == []  # nothing of that batch was written
+
+
+def test_rows_that_are_not_objects_or_lack_a_column_are_refused(cache: AssetCache) -> None:
+    with pytest.raises(ValueError, match="not a JSON object"):
+        cache.import_rows([["a", "list"]])
+    incomplete = _valid_row()
+    del incomplete["media_url"]
+    with pytest.raises(ValueError, match="missing media_url"):
+        cache.import_rows([incomplete])
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(EXPORT_FIELDS),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=80) | st.lists(st.integers()),
+    )
+)
+def test_any_json_value_in_any_column_is_an_asset_or_a_value_error(row: dict[str, Any]) -> None:
+    candidate = {**_valid_row(), **row}
+    try:
+        asset = asset_of(candidate)
+    except ValueError:
+        return
+    assert asset.expires_at <= asset.uploaded_at + timedelta(days=30)
+
+
+@pytest.fixture
+def run(luma: FakeLuma, clock: Clock) -> Callable[..., Any]:
+    def invoke(db: Path, *args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(
+            cli,
+            ["--db", str(db), *args],
+            obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
+            env={"USEAPI_TOKEN": TOKEN, "ASSETCACHE_EMAIL": None},
+            input=input,
+        )
+
+    return invoke
+
+
+def test_cli_export_import_pipeline(
+    run: Callable[..., Any], make_sync_cache: Callable[..., AssetCache], clock: Clock,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    _seed(make_sync_cache(db=old), clock, tmp_path)
+    exported = run(old, "export")
+    assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 3
+    live = run(old, "export", "--live", "--email", EMAIL)
+    assert [json.loads(line)["email"] for line in live.stdout.splitlines()] == [EMAIL]
+    first = run(new, "import", input=exported.stdout + "\n")
+    assert first.exit_code == 0 and first.stdout == "added 3, skipped 0 already present\n"
+    (tmp_path / "rows.jsonl").write_text(exported.stdout)
+    again = run(new, "import", str(tmp_path / "rows.jsonl"))
+    assert again.exit_code == 0 and again.stdout == "added 0, skipped 3 already present\n"
+    assert run(new, "export").stdout == exported.stdout
+
+
+def test_cli_import_of_bad_input_is_a_usage_error(run: Callable[..., Any], tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    not_json = run(db, "import", input="{oops\n")
+    assert not_json.exit_code == 2 and "line 1 of the input is not JSON" in not_json.stderr
+    bad = json.dumps(_valid_row(expires_at="2027-01-01T00:00:00+00:00"))
+    refused = run(db, "import", input=bad + "\n")
+    assert refused.exit_code == 2 and "row 1 cannot be imported" in refused.stderr
+    missing = run(db, "import", str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 2

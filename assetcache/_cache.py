@@ -28,7 +28,6 @@ how they wait (threads vs. the event loop) and which httpx client sends.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as stat_module
 import threading
@@ -64,7 +63,12 @@ DEFAULT_JOBS: Final = 4
 RACY_WINDOW_NS: Final = 2_000_000_000
 
 Clock = Callable[[], datetime]
-log = logging.getLogger("assetcache")
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    import logging  # only a failed hint pays for it: a cache hit never imports logging
+
+    logging.getLogger("assetcache").warning("%s: %s", what, exc)
 
 #: What children inherited at fork and must neither use nor close (see the module docstring).
 _INHERITED: list[object] = []
@@ -283,7 +287,7 @@ class _Core:
         try:
             self.ledger.put_file_stat(entry)
         except LedgerError as exc:  # a hint lost only costs hashing the file again next time
-            log.warning("stat cache not updated: %s", exc)
+            _warn("stat cache not updated", exc)
 
     def _hash_file(
         self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str | None
@@ -318,7 +322,7 @@ class _Core:
             try:
                 self.ledger.set_source(row.id or 0, key.source)
             except LedgerError as exc:  # the answer stands; only the hint is stale
-                log.warning("source path not updated: %s", exc)
+                _warn("source path not updated", exc)
         return replace(row, reused=True)
 
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:

@@ -109,7 +109,7 @@ def ledger_path(location: str) -> str:
         raise LedgerError(
             f"unsupported ledger URL scheme {scheme!r}: this version of assetcache keeps its "
             "ledger in SQLite; pass a file path or a sqlite:/// URL",
-            path=location,
+            path=without_password(location),
         )
     # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
     path = rest[1:] if rest.startswith("/") else rest
@@ -121,6 +121,17 @@ def ledger_path(location: str) -> str:
             path=location,
         )
     return _real(path)
+
+
+def without_password(url: str) -> str:
+    """A URL as it may be shown: a password in it (``user:secret@host``) becomes ``***``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{tail}"
 
 
 def _real(path: str) -> str:

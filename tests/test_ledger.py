@@ -118,3 +118,26 @@ def test_existing_loose_permissions_are_tightened(tmp_path: Path) -> None:
     path.chmod(0o644)
     Ledger(str(path)).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ann:s3cr%40t-PASS@db.example:5432/ledger",
+        "postgresql+psycopg://ann:s3cr%40t-PASS@db.example/ledger?sslmode=require",
+        "mysql://root:s3cr%40t-PASS@/x",
+    ],
+)
+def test_an_unsupported_url_never_shows_its_password(url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from assetcache import AssetCache
+    from assetcache._cli import cli
+
+    with pytest.raises(LedgerError) as info:
+        AssetCache(db=url).assets()
+    assert "PASS" not in str(info.value) and "PASS" not in repr(info.value.path)
+    assert info.value.path is not None and ":***@" in info.value.path
+    for args in (["ls"], ["path"], ["-vv", "audit"]):
+        result = CliRunner().invoke(cli, ["--db", url, *args])
+        assert result.exit_code == 1 and "PASS" not in result.output, args

@@ -191,6 +191,10 @@ class AsyncAssetCache(_Facade):
 
         return _batched(next_batch)
 
+    async def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
+        """Like AssetCache.forget."""
+        return await asyncio.to_thread(self._core.forget, source_or_ref, email)
+
     async def import_rows(self, rows: Iterable[object]) -> ImportReport:
         """Like AssetCache.import_rows (the rows are read in a worker thread)."""
         return await asyncio.to_thread(self._core.import_rows, rows)

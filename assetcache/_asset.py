@@ -12,7 +12,7 @@ from ._schema import UPLOAD_COLUMNS
 RETENTION: Final = timedelta(days=30)
 
 #: What a row is worth at a given moment (see ``Asset.state``).
-AssetState = Literal["live", "expired", "future"]
+AssetState = Literal["live", "expired", "future", "revoked"]
 
 #: The fields of an Asset as exported (JSON, CSV): the ledger's columns, the ref first and
 #: without the row id.
@@ -40,6 +40,7 @@ class Asset:
     upload_id: str
     media_url: str
     source: str | None = None
+    revoked_at: datetime | None = None
     reused: bool = False
     id: int | None = field(default=None, compare=False)
 
@@ -56,12 +57,15 @@ class Asset:
         return self.state(now) == "live"
 
     def state(self, now: datetime) -> AssetState:
-        """``live``, ``expired``, or ``future``: recorded while the clock ran ahead.
+        """``live``, ``expired``, ``revoked`` (``forget``: found dead before its time), or
+        ``future``: recorded while the clock ran ahead.
 
         A row uploaded "later than now", or with more than the retention left, was written
         while the clock ran ahead: its expiry may be days later than the real one, so it is no
         evidence that the ref still works. It is never an answer, and prune removes it.
         """
+        if self.revoked_at is not None:
+            return "revoked"  # found dead before its time (forget): kept as history only
         if self.uploaded_at > now or self.expires_at > now + RETENTION:
             return "future"
         return "live" if self.expires_at > now else "expired"
@@ -71,5 +75,6 @@ class Asset:
         out = {name: getattr(self, name) for name in EXPORT_FIELDS}
         out["uploaded_at"] = self.uploaded_at.isoformat()
         out["expires_at"] = self.expires_at.isoformat()
+        out["revoked_at"] = None if self.revoked_at is None else self.revoked_at.isoformat()
         out["reused"] = self.reused
         return out

@@ -45,7 +45,7 @@ from ._email import normalize_email
 from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
 from ._ledger import FileStat, Ledger, ledger_path
 from ._locks import KeyLocks
-from ._refs import ref_problem
+from ._refs import MAX_REF_LENGTH, ref_problem, text_problem
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Advice:
     ``refresh``: re-upload the ``count`` refs expiring within ``expiring_within`` whose source
     files are unchanged. ``upload-again``: refs are expiring but no unchanged source file is
     known, so only the user can resolve them again. ``prune``: drop ``count`` rows that are no
-    evidence of a live ref (expired, or recorded while the clock ran ahead).
+    evidence of a live ref (expired, revoked, or recorded while the clock ran ahead).
     """
 
     action: AdviceAction
@@ -150,8 +150,8 @@ class Advice:
 class AccountAudit:
     """The state of one account's cached refs (counted per content, newest upload each).
 
-    ``future`` counts rows recorded while the clock ran ahead (see ``Asset.state``): they are
-    never answers, and prune removes them.
+    ``future`` counts rows recorded while the clock ran ahead and ``revoked`` rows marked dead
+    by ``forget`` (see ``Asset.state``): neither is ever an answer, and prune removes both.
     """
 
     email: str
@@ -162,6 +162,7 @@ class AccountAudit:
     refreshable: int
     uploads: int
     future: int = 0
+    revoked: int = 0
 
     @property
     def advice(self) -> Advice:
@@ -169,8 +170,8 @@ class AccountAudit:
             return Advice("refresh", self.email, self.refreshable, AUDIT_HORIZON)
         if self.expiring_7d:
             return Advice("upload-again", self.email, self.expiring_7d)
-        if self.expired or self.future:
-            return Advice("prune", self.email, self.expired + self.future)
+        if self.expired or self.future or self.revoked:
+            return Advice("prune", self.email, self.expired + self.future + self.revoked)
         return Advice("nothing", self.email)
 
 
@@ -405,21 +406,34 @@ class _Core:
         now = self.now()
         rows = self.assets(email, None, None)  # one listing serves every count
         uploads: dict[str, int] = {}
-        future: dict[str, int] = {}
+        untrusted: dict[tuple[str, str], int] = {}  # (email, "future" | "revoked") -> rows
         for asset in rows:
             uploads[asset.email] = uploads.get(asset.email, 0) + 1
-            if asset.state(now) == "future":
-                future[asset.email] = future.get(asset.email, 0) + 1
+            if (state := asset.state(now)) in ("future", "revoked"):
+                untrusted[asset.email, state] = untrusted.get((asset.email, state), 0) + 1
         by_email: dict[str, list[Asset]] = {account: [] for account in uploads}
         for asset in _newest_per_key(rows, now):
             by_email[asset.email].append(asset)
         return [
-            self._audit_account(account, assets, now, uploads[account], future.get(account, 0))
+            self._audit_account(
+                account,
+                assets,
+                now,
+                uploads[account],
+                untrusted.get((account, "future"), 0),
+                untrusted.get((account, "revoked"), 0),
+            )
             for account, assets in sorted(by_email.items())
         ]
 
     def _audit_account(
-        self, email: str, newest: list[Asset], now: datetime, uploads: int, future: int
+        self,
+        email: str,
+        newest: list[Asset],
+        now: datetime,
+        uploads: int,
+        future: int,
+        revoked: int,
     ) -> AccountAudit:
         live = [a for a in newest if a.is_live(now)]
         within_7d = [a for a in live if a.remaining_at(now) <= AUDIT_HORIZON]
@@ -432,6 +446,7 @@ class _Core:
             refreshable=sum(self.source_state(a) == "would-refresh" for a in within_7d),
             uploads=uploads,
             future=future,
+            revoked=revoked,
         )
 
     def refresh_plan(self, expiring_within: timedelta, email: str | None) -> list[RefreshItem]:
@@ -474,6 +489,19 @@ class _Core:
         merged = self.ledger.merge(batch) if batch else []
         return ImportReport(added + sum(merged), skipped + merged.count(False))
 
+    def forget(self, source_or_ref: Source, email: str | None) -> list[Asset]:
+        """Revoke the rows of a file's or bytes' content, or of one ref, so they are never
+        answers again (the next resolve uploads). A str that names no file is taken as a ref."""
+        account = None if email is None else normalize_email(email)
+        now = self.now()
+        if isinstance(source_or_ref, str) and not os.path.lexists(source_or_ref):
+            problem = text_problem(source_or_ref, MAX_REF_LENGTH)
+            if problem is not None:
+                raise ValueError(f"{source_or_ref!r} is neither a file nor an assetRef: {problem}")
+            return self.ledger.revoke(sha256=None, asset_ref=source_or_ref, email=account, at=now)
+        sha256 = self.key(source_or_ref).sha256
+        return self.ledger.revoke(sha256=sha256, asset_ref=None, email=account, at=now)
+
     @staticmethod
     def refreshed(item: RefreshItem, outcome: Asset | AssetCacheError) -> RefreshItem:
         """The plan's item once its re-upload has run (both caches report the same way)."""
@@ -485,11 +513,12 @@ class _Core:
 def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
     """The latest-expiring credible row of each (content, account), in expiry order.
 
-    Rows recorded while the clock ran ahead are left out: they would outrank the correct ones.
+    Rows recorded while the clock ran ahead are left out (they would outrank the correct ones),
+    and so are revoked ones (they are dead whatever their expiry says).
     """
     newest: dict[tuple[str, str], Asset] = {}
     for asset in rows:  # sorted by expiry: the last one wins
-        if asset.state(now) != "future":
+        if asset.state(now) in ("live", "expired"):
             newest[(asset.sha256, asset.email)] = asset
     return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
 
@@ -763,6 +792,13 @@ class AssetCache(_Facade):
     def audit(self, email: str | None = None) -> list[AccountAudit]:
         """Per account: live, expiring (24 h, 7 d), expired and refreshable refs."""
         return self._core.audit(email)
+
+    def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
+        """Mark the rows of this content (a path or bytes), or of this ref (a str that names no
+        file), revoked: Luma rejected a ref the ledger thought live. They are kept as history
+        with the time, never answered again, and the next resolve uploads. ``email`` limits it
+        to one account. Returns the rows revoked now (none if nothing matched)."""
+        return self._core.forget(source_or_ref, email)
 
     def export(self, email: str | None = None, live: bool = False) -> Iterator[dict[str, Any]]:
         """Every upload row as a JSON-ready dict (every column but the local row id), streamed;

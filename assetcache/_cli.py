@@ -548,7 +548,12 @@ def ls_command(
 
 
 #: ls's STATUS column; "future" rows were recorded while the clock ran ahead (never answers).
-_STATUS_SHOWN = {"live": "live", "expired": "expired", "future": "FUTURE(clock)"}
+_STATUS_SHOWN = {
+    "live": "live",
+    "expired": "expired",
+    "revoked": "revoked",
+    "future": "FUTURE(clock)",
+}
 
 
 def _row(asset: Asset, now: datetime) -> dict[str, Any]:
@@ -578,6 +583,7 @@ def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
                 "expiring_7d": r.expiring_7d,
                 "expired": r.expired,
                 "future": r.future,
+                "revoked": r.revoked,
                 "refreshable": r.refreshable,
                 "uploads": r.uploads,
                 "next": _advice_text(r.advice),
@@ -591,6 +597,7 @@ def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
         return
     for r in report:
         future = f", {r.future} recorded in the future (clock ran ahead)" if r.future else ""
+        future += f", {r.revoked} revoked" if r.revoked else ""
         click.echo(
             f"{shown(r.email)}: {r.live} live ({r.expiring_24h} expiring within 24h, "
             f"{r.expiring_7d} within 7d), {r.expired} expired{future}, "
@@ -612,7 +619,7 @@ def _advice_text(advice: Advice) -> str:
     if advice.action == "prune":
         return (
             f"assetcache prune --email {shown(advice.email)}"
-            f"  # drops {advice.count} expired or untrusted ref(s)"
+            f"  # drops {advice.count} expired, revoked or untrusted ref(s)"
         )
     return "nothing to do"
 
@@ -624,7 +631,7 @@ def _overall_advice(report: Sequence[AccountAudit]) -> str:
     if "upload-again" in actions:
         return "expiring refs have no unchanged source file: upload those files again"
     if "prune" in actions:
-        return "assetcache prune  # drop expired and untrusted refs"
+        return "assetcache prune  # drop expired, revoked and untrusted refs"
     return "nothing to do: every ref has more than 7 days left"
 
 
@@ -693,6 +700,53 @@ def _refresh_line(item: RefreshItem) -> str:
     if item.status == "would-refresh":
         return f"would refresh  {where}"
     return f"cannot refresh  {where}: {shown(item.reason)}"
+
+
+# -- forget -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("files", nargs=-1, metavar="FILE...")
+@click.option("--ref", "refs", multiple=True, metavar="REF", help="A ref to forget (repeatable).")
+@_email_option()
+@click.option("--json", "as_json", is_flag=True, help="The revoked rows, a JSON object a line.")
+@click.pass_context
+def forget(
+    ctx: click.Context,
+    files: tuple[str, ...],
+    refs: tuple[str, ...],
+    email: str | None,
+    as_json: bool,
+) -> None:
+    """Mark the live refs of each FILE's content, and each --ref, revoked: for refs Luma
+    rejected before their time. They stay in the ledger as history, are never answered again,
+    and the next upload or ref uploads anew. Without --email (or ASSETCACHE_EMAIL), every
+    account's refs of that content. Exit 3 when something matched no live ref."""
+    if not files and not refs:
+        raise click.UsageError("name a FILE or a --ref to forget")
+    from pathlib import Path
+
+    cache = _app(ctx).cache()
+    worst = EXIT_OK
+    targets: list[tuple[str, Path | str]] = [(f, Path(f)) for f in files]
+    targets += [(r, r) for r in refs]
+    for shown_as, target in targets:  # a Path is always a file; a str, the ref itself
+        try:
+            revoked = cache.forget(target, email=email)
+        except (AssetCacheError, ValueError) as exc:  # ValueError: not a ref at all
+            worst = max(worst, exit_code(exc))
+            click.echo(f"assetcache: error: {shown(str(exc))}", err=True)
+            continue
+        if not revoked:
+            worst = max(worst, EXIT_NOT_CACHED)
+            click.echo(f"assetcache: no live ref to forget for {shown(shown_as)}", err=True)
+        for asset in revoked:
+            if as_json:
+                _emit_json(asset.to_dict())
+            else:
+                line = f"forgot {shown(asset.asset_ref)}  {shown(asset.email)}  {shown(shown_as)}"
+                click.echo(line)
+    ctx.exit(worst)
 
 
 # -- export & import --------------------------------------------------------------------

@@ -619,6 +619,25 @@ class Ledger:
             yield from batch
             params["after"] = batch[-1].id
 
+    def revoke(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]:
+        """Mark the live rows (expiring after ``at``, not yet revoked) of one content or one
+        ref, maybe of one account, revoked at ``at``, in one transaction; returns them."""
+        stamp = _schema.to_db_time(at)
+        if sha256 is not None:
+            query = _schema.SELECT_BY_CONTENT
+            params = {"sha256": sha256, "email": email, "now": stamp}
+        else:
+            query = _schema.SELECT_BY_REF
+            params = {"asset_ref": asset_ref, "email": email, "now": stamp}
+        with self.write() as conn:
+            rows = self._decoded(conn.execute(query, params))
+            conn.executemany(
+                _schema.REVOKE_UPLOAD, [{"id": a.id, "revoked_at": stamp} for a in rows]
+            )
+        return [replace(a, revoked_at=at) for a in rows]
+
     def merge(self, assets: Iterable[Asset]) -> list[bool]:
         """Insert each upload the ledger does not hold yet, in one transaction; for each, whether
         it was added (False: the same content, account and ref were already there)."""
@@ -744,6 +763,7 @@ def _asset(row: tuple[Any, ...]) -> Asset:
         upload_id,
         media,
         src,
+        revoked,
     ) = row
     return Asset(
         id=row_id,
@@ -757,6 +777,7 @@ def _asset(row: tuple[Any, ...]) -> Asset:
         upload_id=upload_id,
         media_url=media,
         source=src,
+        revoked_at=None if revoked is None else _schema.from_db_time(revoked),
     )
 
 
@@ -772,6 +793,7 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
         "upload_id": asset.upload_id,
         "media_url": asset.media_url,
         "source": asset.source,
+        "revoked_at": _db_time_or_none(asset.revoked_at),
     }
 
 

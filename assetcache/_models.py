@@ -36,7 +36,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class UploadRow(SQLModel, table=True):
-    """One successful upload. Rows are never updated except ``source``; history is kept."""
+    """One successful upload. Rows are never updated except ``source`` and ``revoked_at``;
+    history is kept."""
 
     __tablename__: ClassVar[str] = _schema.UPLOADS
     __table_args__ = (
@@ -57,6 +58,7 @@ class UploadRow(SQLModel, table=True):
     upload_id: str
     media_url: str
     source: str | None = None
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class FileStatRow(SQLModel, table=True):

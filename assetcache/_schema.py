@@ -18,7 +18,7 @@ from typing import Final
 
 #: Alembic revisions in order; the last one is what this version of assetcache expects.
 #: tests/test_migrations.py checks this against migrations/versions.
-REVISIONS: Final = ("0001_initial", "0002_email_index")
+REVISIONS: Final = ("0001_initial", "0002_email_index", "0003_revoked_at")
 HEAD: Final = REVISIONS[-1]
 
 UPLOADS: Final = "uploads"
@@ -34,6 +34,7 @@ UPLOAD_COLUMNS: Final = (
     "upload_id",
     "media_url",
     "source",
+    "revoked_at",
 )
 FILE_STATS: Final = "file_stats"
 FILE_STAT_COLUMNS: Final = (
@@ -55,7 +56,7 @@ _UPLOAD_SELECT: Final = f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM {UPLOADS}"
 # outrank every correct row by its later expiry; the bounds skip it (see Asset.state).
 SELECT_NEWEST: Final = (
     f"{_UPLOAD_SELECT} WHERE sha256 = :sha256 AND email = :email "
-    "AND expires_at <= :latest AND uploaded_at <= :now "
+    "AND expires_at <= :latest AND uploaded_at <= :now AND revoked_at IS NULL "
     "ORDER BY expires_at DESC, id DESC LIMIT 1"
 )
 
@@ -65,6 +66,17 @@ INSERT_UPLOAD: Final = (
 )
 
 UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source WHERE id = :id"
+
+# forget: the live rows of one content (sha256 and maybe email), or of one ref.
+# The content case seeks ix_uploads_key; a ref is rarely forgotten, so it has no index of its
+# own (it would cost every row ~100 bytes for a command run by hand).
+_NOT_REVOKED: Final = (
+    f"{_UPLOAD_SELECT} WHERE revoked_at IS NULL AND expires_at > :now "
+    "AND (:email IS NULL OR email = :email)"
+)
+SELECT_BY_CONTENT: Final = f"{_NOT_REVOKED} AND sha256 = :sha256 ORDER BY id"
+SELECT_BY_REF: Final = f"{_NOT_REVOKED} AND asset_ref = :asset_ref ORDER BY id"
+REVOKE_UPLOAD: Final = f"UPDATE {UPLOADS} SET revoked_at = :revoked_at WHERE id = :id"
 
 SELECT_STAT: Final = f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
 
@@ -102,7 +114,7 @@ SELECT_PRUNE_BATCH: Final = (
     f"{_UPLOAD_SELECT} WHERE id > :after AND (:email IS NULL OR email = :email) "
     "AND ((:expired_before IS NOT NULL AND expires_at <= :expired_before) "
     "OR (:uploaded_before IS NOT NULL AND uploaded_at < :uploaded_before) "
-    "OR uploaded_at > :now OR expires_at > :latest) "
+    "OR uploaded_at > :now OR expires_at > :latest OR revoked_at IS NOT NULL) "
     "ORDER BY id LIMIT :limit"
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"

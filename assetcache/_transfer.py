@@ -20,6 +20,8 @@ from ._errors import InvalidEmailError
 from ._refs import MAX_ID_LENGTH, ref_problem, text_problem, url_problem
 
 _HEX: Final = frozenset("0123456789abcdef")
+#: Columns added after the first export format: rows from older ledgers may lack them.
+_OPTIONAL: Final = frozenset({"revoked_at"})
 
 
 def row_of(asset: Asset) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def asset_of(row: object) -> Asset:
     """The Asset a row to import describes, or ValueError saying which field is wrong."""
     if not isinstance(row, Mapping):
         raise ValueError("not a JSON object")
-    missing = [name for name in EXPORT_FIELDS if name not in row]
+    missing = [name for name in EXPORT_FIELDS if name not in row and name not in _OPTIONAL]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
     email = _email(row["email"])
@@ -56,6 +58,7 @@ def asset_of(row: object) -> Asset:
         upload_id=row["upload_id"],
         media_url=row["media_url"],
         source=_source(row["source"]),
+        revoked_at=None if row.get("revoked_at") is None else _time(row, "revoked_at"),
     )
 
 

@@ -308,3 +308,94 @@ def fill(directory: Path) -> None:
                     pass
     finally:
         os.close(fd)
+
+
+# ============================================================================================
+# PostgreSQL: a real server for the tests that need one (see tests/postgres_server.py).
+#
+# postgres_server (session): the server named by $ASSETCACHE_TEST_POSTGRES_URL (an existing
+#     server and an administrator's URL, able to CREATE DATABASE) if set, else a private server
+#     started on first use (about a second) and stopped at the end of the session.
+# postgres_url: a fresh, empty database on it per test, dropped (WITH (FORCE)) afterwards.
+# make_postgres_server: a private server of the test's own, to stop, kill and restart.
+#
+# When no server can be had the test is skipped, with the reason, unless
+# $ASSETCACHE_REQUIRE_POSTGRES=1 (as CI sets it): then it fails, with the reason.
+# ============================================================================================
+
+import re  # noqa: E402
+from typing import NoReturn  # noqa: E402
+
+from .postgres_server import (  # noqa: E402
+    ExistingServer,
+    PostgresServer,
+    PostgresUnavailable,
+)
+
+POSTGRES_URL_VAR = "ASSETCACHE_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_VAR = "ASSETCACHE_REQUIRE_POSTGRES"
+
+
+def postgres_unavailable(reason: str) -> NoReturn:
+    """Skip the test, or fail it when PostgreSQL is required."""
+    if os.environ.get(REQUIRE_POSTGRES_VAR, "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"PostgreSQL is required ({REQUIRE_POSTGRES_VAR}) but {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL ({reason}); {REQUIRE_POSTGRES_VAR}=1 makes this a failure")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | ExistingServer]:
+    url = os.environ.get(POSTGRES_URL_VAR, "").strip()
+    if url:
+        existing = ExistingServer(url)
+        try:
+            existing.check()
+        except PostgresUnavailable as exc:
+            postgres_unavailable(f"${POSTGRES_URL_VAR} is unusable: {exc}")
+        yield existing
+        return
+    server = PostgresServer()
+    try:
+        server.start()
+    except (PostgresUnavailable, OSError) as exc:
+        server.close()
+        postgres_unavailable(f"cannot start a PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: PostgresServer | ExistingServer, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """The URL of a new, empty database, for this test alone."""
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{stem}_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
+    """Start private servers (``PostgresServer(**kwargs)``), all closed after the test."""
+    made: list[PostgresServer] = []
+
+    def make(**kwargs: Any) -> PostgresServer:
+        server = PostgresServer(**kwargs)
+        made.append(server)
+        try:
+            return server.start()
+        except (PostgresUnavailable, OSError) as exc:
+            postgres_unavailable(f"cannot start a PostgreSQL server: {exc}")
+
+    yield make
+    for server in made:
+        server.close()
+
+
+# ============================================================================================
+# End of the PostgreSQL block.
+# ============================================================================================

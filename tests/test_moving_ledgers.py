@@ -62,6 +62,7 @@ def _valid_row(**changes: Any) -> dict[str, Any]:
         "upload_id": "0d9f6a1e-95f4-4d52-9e42-6c2b3f1f0a11",
         "media_url": "https://storage.cdn-luma.com/uploads/x.png",
         "source": None,
+        "revoked_at": None,
     }
     row.update(changes)
     return row
@@ -91,6 +92,20 @@ def test_a_row_that_could_not_be_an_upload_is_refused(
         cache.import_rows([good, _valid_row(**changes)])
     assert "row 2 cannot be imported" in str(info.value)
     assert list(cache.export()) == []  # nothing of that batch was written
+
+
+def test_rows_from_before_revocation_existed_are_accepted(cache: AssetCache) -> None:
+    older = _valid_row()
+    del older["revoked_at"]
+    assert cache.import_rows([older]).added == 1
+    assert next(iter(cache.export()))["revoked_at"] is None
+
+
+def test_a_revoked_row_stays_revoked_when_moved(cache: AssetCache) -> None:
+    revoked = _valid_row(revoked_at="2026-11-20T00:00:00+00:00")
+    assert cache.import_rows([revoked]).added == 1
+    (row,) = cache.assets()
+    assert row.state(row.uploaded_at) == "revoked"
 
 
 def test_rows_that_are_not_objects_or_lack_a_column_are_refused(cache: AssetCache) -> None:

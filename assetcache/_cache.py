@@ -42,9 +42,9 @@ from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
+from ._engine import KeyLock, LedgerEngine, open_engine, shown_location
 from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
-from ._ledger import FileStat, Ledger, ledger_path
-from ._locks import KeyLocks
+from ._ledger import FileStat
 from ._refs import MAX_REF_LENGTH, ref_problem, text_problem
 from ._retry import RetryPolicy
 
@@ -189,13 +189,12 @@ class _Core:
     ) -> None:
         self._token = _config.resolve_secret(token)
         self.location = _config.resolve_db(db)
-        self.path = ledger_path(self.location)
+        self.path = shown_location(self.location)
         self.base_url = _config.resolve_base_url(base_url)
         self.min_remaining = _check_min_remaining(min_remaining)
         self._clock = clock or _utcnow
-        self._ledger: Ledger | None = None
+        self._ledger: LedgerEngine | None = None
         self._open_lock = threading.Lock()
-        self._locks = KeyLocks(self.path + ".locks")
         self._pid = os.getpid()
 
     def token(self) -> _config.Secret:
@@ -218,21 +217,20 @@ class _Core:
         return moment
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> LedgerEngine:
         if self._pid != os.getpid():
             self._forget_inherited()
         # Opened on first use, so constructing a cache is free and errors name the real cause.
         if self._ledger is None:
             with self._open_lock:
                 if self._ledger is None:
-                    self._ledger = Ledger(self.location)
+                    self._ledger = open_engine(self.location)
         return self._ledger
 
     @property
-    def locks(self) -> KeyLocks:
-        if self._pid != os.getpid():
-            self._forget_inherited()
-        return self._locks
+    def locks(self) -> KeyLock:
+        """The ledger's single flight (resolve opens the ledger before taking a lock)."""
+        return self.ledger.locks
 
     def _forget_inherited(self) -> None:
         """In a forked child: new locks and connections; the parent's are left alone."""
@@ -240,7 +238,6 @@ class _Core:
         self._open_lock = threading.Lock()  # a parent thread may have held it at fork time
         if self._ledger is not None:
             self._ledger.forget_inherited()
-        self._locks.forget_inherited()
 
     def close(self) -> None:
         if self._ledger is not None and self._pid == os.getpid():

@@ -798,9 +798,13 @@ def _json_lines(file: Any) -> Iterator[object]:
 @click.pass_context
 def path(ctx: click.Context) -> None:
     """Print where the ledger is, and its size."""
-    from ._ledger import ledger_path
+    from ._engine import POSTGRES_SCHEMES, scheme_of, shown_location
 
-    location = ledger_path(_config.resolve_db(_app(ctx).db))
+    configured = _config.resolve_db(_app(ctx).db)
+    location = shown_location(configured)  # a URL's password is masked
+    if scheme_of(configured) in POSTGRES_SCHEMES:
+        click.echo(f"{shown(location)}  (shared PostgreSQL ledger)")
+        return
     if not os.path.exists(location):
         click.echo(f"{shown(location)}  (not created yet)")
         return

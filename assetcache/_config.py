@@ -27,6 +27,14 @@ def user_dir() -> str:
     return user_data_dir(APP_NAME, appauthor=False)
 
 
+def cache_dir() -> str:
+    """The per-user cache directory: what is per machine for a shared ledger (its stat cache,
+    its lock folder) lives here."""
+    from platformdirs import user_cache_dir
+
+    return user_cache_dir(APP_NAME, appauthor=False)
+
+
 def resolve_db(db: str | os.PathLike[str] | None) -> str:
     """A ledger location: the argument, else $ASSETCACHE_DB, else ledger.db in the user dir.
 

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final
 from . import _schema
 from ._asset import RETENTION, Asset
 from ._errors import LedgerError
-from ._locks import file_lock, make_private_dirs, require_own
+from ._locks import KeyLocks, file_lock, make_private_dirs, require_own
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -156,6 +156,8 @@ class Ledger:
     def __init__(self, location: str) -> None:
         self.location = location
         self.path = ledger_path(location)
+        #: Single flight for this ledger: one lock folder per real path (see _locks.py).
+        self.locks = KeyLocks(self.path + ".locks")
         # A small pool rather than one connection per thread: threads come and go (every
         # resolve_many batch has its own), and per-thread connections would leak descriptors.
         self._idle: list[sqlite3.Connection] = []
@@ -188,6 +190,7 @@ class Ledger:
         _INHERITED.extend(self._idle)
         self._idle = []
         self._guard = threading.Lock()
+        self.locks.forget_inherited()
 
     def _before_fork(self) -> None:
         """Really close the idle connections (this process owns them), and hold the pool.
@@ -536,7 +539,7 @@ class Ledger:
     def _decoded(self, rows: Iterable[tuple[Any, ...]]) -> list[Asset]:
         """Rows as Assets; a value that is not ours (another program wrote it) is refused."""
         try:  # around the whole loop: free in 3.11 until something raises
-            return [_asset(row) for row in rows]
+            return [asset_from_row(row) for row in rows]
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
@@ -560,7 +563,7 @@ class Ledger:
         if row is None:
             return None
         try:
-            return _asset(row)
+            return asset_from_row(row)
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
@@ -748,7 +751,7 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def _asset(row: tuple[Any, ...]) -> Asset:
+def asset_from_row(row: tuple[Any, ...]) -> Asset:
     # Positional unpacking in UPLOAD_COLUMNS order (test_migrations checks that order): this
     # runs once per listed row, so it avoids building a dict per row.
     (

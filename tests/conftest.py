@@ -56,6 +56,7 @@ def _isolated_env(
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     for name in ("USEAPI_TOKEN", "ASSETCACHE_DB", "ASSETCACHE_BASE_URL", "ASSETCACHE_EMAIL"):
         monkeypatch.delenv(name, raising=False)
 
@@ -135,7 +136,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def _cache_options(
-    luma: FakeLuma, clock: Clock, default_db: Path, **kwargs: object
+    luma: FakeLuma, clock: Clock, default_db: Path | str, **kwargs: object
 ) -> dict[str, Any]:
     options: dict[str, object] = {
         "token": TOKEN,
@@ -213,14 +214,35 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The ledger engine under test: "sqlite", or both for tests marked ``both_engines``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Engine-neutral behaviour runs against both engines by parametrizing, not by copying.
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_engines"
+    ):
+        metafunc.parametrize("engine", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
 def make_cache(
-    luma: FakeLuma, clock: Clock, db: Path, flavour: str
+    luma: FakeLuma,
+    clock: Clock,
+    db: Path,
+    flavour: str,
+    engine: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., AssetCache]]:
-    """AssetCache, or AsyncAssetCache behind the same blocking interface (see ``flavour``)."""
+    """AssetCache, or AsyncAssetCache behind the same blocking interface (see ``flavour``),
+    over the ``engine``'s ledger."""
     made: list[AssetCache | BlockingAsyncCache] = []
+    ledger: Path | str = db if engine == "sqlite" else request.getfixturevalue("postgres_url")
 
     def make(**kwargs: object) -> AssetCache:
-        options = _cache_options(luma, clock, db, **kwargs)
+        options = _cache_options(luma, clock, ledger, **kwargs)
         cache: AssetCache | BlockingAsyncCache
         if flavour == "sync":
             cache = AssetCache(**options)
@@ -345,13 +367,17 @@ def postgres_unavailable(reason: str) -> NoReturn:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer | ExistingServer]:
+    # The reason is reported outside the ``except``, so that it stands alone.
+    reason = ""
     url = os.environ.get(POSTGRES_URL_VAR, "").strip()
     if url:
         existing = ExistingServer(url)
         try:
             existing.check()
         except PostgresUnavailable as exc:
-            postgres_unavailable(f"${POSTGRES_URL_VAR} is unusable: {exc}")
+            reason = f"${POSTGRES_URL_VAR} is unusable: {exc}"
+        if reason:
+            postgres_unavailable(reason)
         yield existing
         return
     server = PostgresServer()
@@ -359,7 +385,9 @@ def postgres_server() -> Iterator[PostgresServer | ExistingServer]:
         server.start()
     except (PostgresUnavailable, OSError) as exc:
         server.close()
-        postgres_unavailable(f"cannot start a PostgreSQL server: {exc}")
+        reason = f"cannot start a PostgreSQL server: {exc}"
+    if reason:
+        postgres_unavailable(reason)
     try:
         yield server
     finally:
@@ -389,7 +417,8 @@ def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
         try:
             return server.start()
         except (PostgresUnavailable, OSError) as exc:
-            postgres_unavailable(f"cannot start a PostgreSQL server: {exc}")
+            reason = f"cannot start a PostgreSQL server: {exc}"
+        postgres_unavailable(reason)
 
     yield make
     for server in made:

@@ -426,7 +426,11 @@ class PostgresServer(_Databases):
         if self.running:
             return self
         if self._state.root is None:
-            self._make_cluster()
+            try:
+                self._make_cluster()
+            except BaseException:
+                self._state.close()  # no half-made cluster for the next start()
+                raise
         for attempt in range(3):
             try:
                 self._launch()

@@ -8,12 +8,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from assetcache import AssetCache
 from assetcache._cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
+
+pytestmark = pytest.mark.both_engines
 
 AHEAD = timedelta(days=10)
 

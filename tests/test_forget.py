@@ -17,6 +17,8 @@ from assetcache._cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
 
+pytestmark = pytest.mark.both_engines
+
 
 def test_a_forgotten_ref_is_never_answered_and_the_next_resolve_uploads(
     cache: AssetCache, luma: FakeLuma, tmp_path: Path, clock: Clock

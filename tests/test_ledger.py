@@ -123,21 +123,22 @@ def test_existing_loose_permissions_are_tightened(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "postgresql://ann:s3cr%40t-PASS@db.example:5432/ledger",
-        "postgresql+psycopg://ann:s3cr%40t-PASS@db.example/ledger?sslmode=require",
-        "mysql://root:s3cr%40t-PASS@/x",
+        "postgresql://ann:s3cr%40t-PASS@127.0.0.1:9/ledger",
+        "postgresql+psycopg://ann:s3cr%40t-PASS@127.0.0.1:9/ledger?sslmode=disable",
+        "mysql://root:s3cr%40t-PASS@127.0.0.1:9/x",
     ],
 )
-def test_an_unsupported_url_never_shows_its_password(url: str, tmp_path: Path) -> None:
+def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from assetcache import AssetCache
     from assetcache._cli import cli
 
-    with pytest.raises(LedgerError) as info:
+    with pytest.raises(LedgerError) as info:  # unsupported, or no server on port 9
         AssetCache(db=url).assets()
     assert "PASS" not in str(info.value) and "PASS" not in repr(info.value.path)
     assert info.value.path is not None and ":***@" in info.value.path
     for args in (["ls"], ["path"], ["-vv", "audit"]):
         result = CliRunner().invoke(cli, ["--db", url, *args])
-        assert result.exit_code == 1 and "PASS" not in result.output, args
+        assert "PASS" not in result.output, args
+        assert result.exit_code == (0 if args == ["path"] and "postgres" in url else 1), args

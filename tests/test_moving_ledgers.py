@@ -21,6 +21,8 @@ from assetcache._transfer import asset_of
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
 
+pytestmark = pytest.mark.both_engines
+
 
 def _seed(cache: AssetCache, clock: Clock, tmp_path: Path) -> None:
     cache.resolve(write(tmp_path / "a.png", png("a")), email=EMAIL)

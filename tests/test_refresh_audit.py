@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from assetcache import Advice, AssetCache
 
 from .conftest import EMAIL, Clock, FakeLuma, png, write
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_refresh_reuploads_only_unchanged_expiring_sources(

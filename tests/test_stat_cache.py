@@ -14,6 +14,8 @@ from assetcache import AssetCache, _cache, _content
 
 from .conftest import EMAIL, FakeLuma, png, write
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:

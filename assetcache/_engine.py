@@ -1,0 +1,126 @@
+"""What the cache asks of a ledger, and which engine answers: the one place that chooses.
+
+Engines, picked by the location's scheme and imported only when chosen:
+
+- a file path or ``sqlite:///path``: ``_ledger.Ledger``, SQLite on this machine (the default);
+- ``postgresql://`` (or ``postgres://``, ``postgresql+psycopg://``): ``_postgres.PostgresLedger``,
+  one ledger shared by every machine, with the ``postgres`` extra installed.
+
+Every engine offers ``LedgerEngine`` below. What is per machine stays per machine: the stat
+cache (path, inode, mtime -> sha256) means nothing on another host, so a shared engine keeps it
+in a local SQLite file; the single-flight locks always take a local lock first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._asset import Asset
+    from ._ledger import FileStat
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class KeyLock(Protocol):
+    """Single flight for one (content, account) key: at most one holder, wherever it runs."""
+
+    def hold(self, key: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def ahold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    def forget_inherited(self) -> None: ...
+
+
+class LedgerEngine(Protocol):
+    """The ledger as the cache uses it. ``path`` names it in messages (never a password)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def locks(self) -> KeyLock: ...
+
+    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
+        """The latest-expiring credible, unrevoked row of a key (see Asset.state), or None."""
+
+    def record(self, asset: Asset) -> Asset:
+        """Insert a new upload row in one short transaction; the asset with its id."""
+
+    def set_source(self, row_id: int, source: str) -> None: ...
+
+    def file_stat(self, path: str) -> FileStat | None:
+        """The stat cache, on this machine only."""
+
+    def put_file_stat(self, entry: FileStat) -> None: ...
+
+    def assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]: ...
+
+    def prune(
+        self,
+        *,
+        email: str | None,
+        expired_before: datetime | None,
+        uploaded_before: datetime | None,
+        dry_run: bool,
+        now: datetime | None = None,
+    ) -> Iterator[Asset]: ...
+
+    def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]: ...
+
+    def merge(self, assets: Iterable[Asset]) -> list[bool]: ...
+
+    def revoke(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]: ...
+
+    def close(self) -> None: ...
+
+    def forget_inherited(self) -> None:
+        """In a forked child: drop the parent's connections without using them."""
+
+
+def scheme_of(location: str) -> str:
+    """``sqlite`` for a path, else the URL scheme without its driver (``postgresql+psycopg``)."""
+    if "://" not in location:
+        return "sqlite"
+    return location.partition("://")[0].split("+")[0].lower()
+
+
+def shown_location(location: str) -> str:
+    """How a ledger is named to people: the real path, or the URL with its password masked."""
+    from ._ledger import ledger_path, without_password
+
+    if scheme_of(location) in POSTGRES_SCHEMES:
+        return without_password(location)
+    return ledger_path(location)
+
+
+def open_engine(location: str) -> LedgerEngine:
+    """Open (and migrate) the ledger at ``location`` with the engine its scheme names."""
+    if scheme_of(location) in POSTGRES_SCHEMES:
+        try:
+            from ._postgres import PostgresLedger
+        except ImportError:
+            from ._errors import LedgerError
+            from ._ledger import without_password
+
+            shown = without_password(location)
+            raise LedgerError(
+                f"ledger {shown}: a PostgreSQL ledger needs psycopg, which is not installed: "
+                "install assetcache with its postgres extra (assetcache[postgres])",
+                path=shown,
+            ) from None
+        return PostgresLedger(location)
+    from ._ledger import Ledger
+
+    return Ledger(location)

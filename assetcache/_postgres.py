@@ -1,0 +1,456 @@
+"""The ledger in PostgreSQL: one ledger shared by every machine of a team.
+
+Chosen by ``_engine.open_engine`` for ``postgresql://`` URLs; imported only then, so the SQLite
+path never imports psycopg. The same Alembic revisions and the same queries (``_schema.py``)
+serve both engines; what differs is here:
+
+- **Client-side binding** (``psycopg.ClientCursor``): the shared queries pass ``NULL`` for
+  filters they do not use (``:email IS NULL OR ...``), whose type PostgreSQL cannot infer from
+  a server-side parameter. Times are bound as aware datetimes, never as strings (a string would
+  be read in the server's time zone).
+- **Autocommit sessions, explicit transactions for writes**: a read is one statement; a write
+  is one short transaction, never open across the network call to useapi.net.
+- **Migrations under an advisory lock**: the whole upgrade runs in one transaction that first
+  takes ``pg_advisory_xact_lock``; processes opening a new database at once queue there, and
+  each after the first finds the schema at head (PostgreSQL's DDL is transactional).
+- **Single flight across machines**: the local lock first (threads and processes of this
+  machine queue without touching the server), then ``pg_try_advisory_lock`` on a dedicated
+  session of this process, polled with backoff. The server frees a session's advisory locks
+  when the session ends: at once when its process dies and the kernel closes the socket, and
+  within ``LOCK_SESSION_OPTIONS``' keepalive bound (about 30 s) when its machine vanishes from
+  the network. Needs a session-level pooler mode: PgBouncer in transaction pooling would hand
+  the lock's session to someone else (use session pooling, or connect directly).
+- **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
+  dir (keyed by the URL without its password), never in the shared database.
+
+The URL's password is a secret like the API token: it is kept in a ``Secret``, never in a
+message, a repr or ``path`` (which shows the URL with ``***``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+# A missing extra fails this import, which open_engine turns into a LedgerError naming it.
+import psycopg
+
+from . import _config, _schema
+from ._asset import RETENTION, Asset
+from ._config import Secret
+from ._errors import LedgerError
+from ._ledger import FileStat, Ledger, asset_from_row, without_password
+from ._locks import KeyLocks
+
+#: The shared queries are written with ``:name`` parameters (sqlite3's style).
+_PARAM: Final = re.compile(r":([a-z_][a-z0-9_]*)")
+#: How long a waiter polls for a key another machine holds before giving up: longer than any
+#: upload can take (RetryPolicy's default budget is 180 s), so a live holder always finishes.
+LOCK_WAIT_S: Final = 600.0
+_POLL_MIN_S: Final = 0.01
+_POLL_MAX_S: Final = 0.25
+#: Keepalives for the lock session: the server notices a vanished holder within about
+#: 10 + 5 * 3 s, and tcp_user_timeout bounds a holder that vanished with unacknowledged data.
+LOCK_SESSION_OPTIONS: Final = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=25000"
+)
+#: The migration's advisory lock key (any constant no other key can hash to in practice).
+_MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
+#: How long recording an upload that succeeded keeps retrying a database that blinked.
+RECORD_RETRY_S: Final = 30.0
+_INHERITED: list[object] = []
+
+
+def _pg(sql: str) -> str:
+    return _PARAM.sub(r"%(\1)s", sql)
+
+
+def _conninfo(url: str) -> str:
+    """The libpq URL psycopg takes: SQLAlchemy's ``postgresql+psycopg://`` spelled plainly."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql://{rest}" if scheme.lower().startswith("postgres") else url
+
+
+class PostgresLedger:
+    """A ledger in a PostgreSQL database. Thread-safe: a small pool of sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.path = without_password(url)
+        self._secret = Secret(_conninfo(url))
+        self._idle: list[Any] = []
+        self._guard = threading.Lock()
+        self._closed = False
+        self._ensure_schema()
+        local = os.path.join(_config.cache_dir(), "shared-" + _digest(self.path))
+        self._local = Ledger(local + ".db")  # this machine's stat cache and lock folder
+        self.locks = AdvisoryLocks(self, self._local.locks)
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger({self.path!r})"
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
+        # The driver's text never quotes the password (checked in tests); the URL is masked.
+        detail = f" ({_one_line(exc)})" if exc is not None else ""
+        return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
+
+    def connect(self, *, options: str | None = None) -> Any:
+        """A new autocommit session with client-side binding, or LedgerError."""
+        problem: Exception | None = None
+        try:
+            return psycopg.connect(
+                psycopg.conninfo.make_conninfo(self._secret.reveal(), options=options),
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+                connect_timeout=10,
+            )
+        except psycopg.Error as exc:
+            problem = exc
+        # Raised outside the except block: no traceback keeps a frame holding the password.
+        raise self._fail("cannot be reached", problem, _hint(problem))
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        with self._guard:
+            if self._closed:
+                raise self._fail("is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self.connect()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            conn.close()  # a session that failed may be broken: never pooled again
+            failure: BaseException = exc
+        except BaseException:
+            conn.close()
+            raise
+        else:
+            with self._guard:
+                keep = not self._closed and len(self._idle) < 8 and not conn.closed
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+            return
+        raise self._fail("cannot be read or written", failure)
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            sessions, self._idle = self._idle, []
+        for conn in sessions:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.locks.close()
+        self._local.close()
+
+    def forget_inherited(self) -> None:
+        """In a forked child: the parent's sockets are shared, so drop them, never close."""
+        _INHERITED.append(self._idle)
+        self._idle = []
+        self._guard = threading.Lock()
+        self.locks.forget_inherited()
+        self._local.forget_inherited()
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        version = self._schema_version()
+        if version == _schema.HEAD:
+            return
+        if version is not None and version not in _schema.REVISIONS:
+            raise self._fail(
+                f"was written by a newer assetcache (schema {version})",
+                hint="; upgrade assetcache or use another ledger",
+            )
+        self._migrate()
+        if self._schema_version() != _schema.HEAD:
+            raise self._fail("migration did not reach the current schema")
+
+    def _schema_version(self) -> str | None:
+        with self._session() as conn:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema()"
+                )
+            }
+            if "alembic_version" not in tables:
+                if tables:
+                    raise self._fail(
+                        "is a PostgreSQL database with other tables, not an assetcache ledger",
+                        hint="; give a database of its own",
+                    )
+                return None
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return None if row is None else str(row[0])
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        from ._ledger import _migrations_dir
+
+        engine = create_engine(
+            "postgresql+psycopg://", creator=self._plain_connection, poolclass=NullPool
+        )
+        config = Config()
+        config.set_main_option("script_location", str(_migrations_dir()))
+        problem: Exception | None = None
+        try:
+            with engine.connect() as conn, conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except Exception as exc:
+            problem = exc
+        finally:
+            engine.dispose()
+        if problem is not None:
+            raise self._fail("could not be migrated to the current schema", problem)
+
+    def _plain_connection(self) -> Any:
+        return psycopg.connect(self._secret.reveal(), connect_timeout=10)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
+        with self._session() as conn:
+            return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
+
+    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
+        params = {"sha256": sha256, "email": email, **_bounds(now)}
+        rows = self._rows(_schema.SELECT_NEWEST, params)
+        return rows[0] if rows else None
+
+    def record(self, asset: Asset) -> Asset:
+        """Insert the row; a database that blinks is retried: the upload was paid for."""
+        deadline = time.monotonic() + RECORD_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                with self._session() as conn, conn.transaction():
+                    row = conn.execute(
+                        _pg(_schema.INSERT_UPLOAD) + " RETURNING id", _params(asset)
+                    ).fetchone()
+                return replace(asset, id=row[0])
+            except LedgerError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def set_source(self, row_id: int, source: str) -> None:
+        """Nothing: a cache hit never writes to a shared ledger (every machine's hits would
+        contend for it). The source recorded with the upload stays."""
+
+    def file_stat(self, path: str) -> FileStat | None:
+        return self._local.file_stat(path)
+
+    def put_file_stat(self, entry: FileStat) -> None:
+        self._local.put_file_stat(entry)
+
+    def assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]:
+        given = {"email": email, "live_after": live_after, "expires_until": expires_until}
+        params = {name: value for name, value in given.items() if value is not None}
+        return self._rows(_schema.select_assets(*params), params)
+
+    def prune(
+        self,
+        *,
+        email: str | None,
+        expired_before: datetime | None,
+        uploaded_before: datetime | None,
+        dry_run: bool,
+        now: datetime | None = None,
+    ) -> Iterator[Asset]:
+        params: dict[str, Any] = {
+            "email": email,
+            "expired_before": expired_before,
+            "uploaded_before": uploaded_before,
+            "limit": 5000,
+            "after": 0,
+            **_bounds(now),
+        }
+        while batch := self._rows(_schema.SELECT_PRUNE_BATCH, params):
+            if not dry_run:
+                with self._session() as conn, conn.transaction():
+                    ids = [a.id for a in batch]
+                    conn.execute("DELETE FROM uploads WHERE id = ANY(%(ids)s)", {"ids": ids})
+            yield from batch
+            params["after"] = batch[-1].id
+
+    def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
+        params: dict[str, Any] = {"email": email, "live_after": live_after}
+        params.update(limit=5000, after=0)
+        while batch := self._rows(_schema.SELECT_EXPORT_BATCH, params):
+            yield from batch
+            params["after"] = batch[-1].id
+
+    def merge(self, assets: Iterable[Asset]) -> list[bool]:
+        added = []
+        with self._session() as conn, conn.transaction():
+            for asset in assets:
+                params = _params(asset)
+                if conn.execute(_pg(_schema.SELECT_SAME_UPLOAD), params).fetchone() is None:
+                    conn.execute(_pg(_schema.INSERT_UPLOAD), params)
+                    added.append(True)
+                else:
+                    added.append(False)
+        return added
+
+    def revoke(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]:
+        params: dict[str, Any] = {"email": email, "now": at}
+        if sha256 is not None:
+            query, params["sha256"] = _schema.SELECT_BY_CONTENT, sha256
+        else:
+            query, params["asset_ref"] = _schema.SELECT_BY_REF, asset_ref
+        with self._session() as conn, conn.transaction():
+            rows = [asset_from_row(r) for r in conn.execute(_pg(query) + " FOR UPDATE", params)]
+            for asset in rows:
+                conn.execute(_pg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+        return [replace(a, revoked_at=at) for a in rows]
+
+
+class AdvisoryLocks:
+    """Single flight across machines: this machine's lock, then a PostgreSQL advisory lock."""
+
+    def __init__(self, ledger: PostgresLedger, local: KeyLocks) -> None:
+        self._ledger = ledger
+        self._local = local
+        self._session: Any = None
+        self._session_guard = threading.Lock()
+
+    def _try(self, lock_id: int, *, release: bool = False) -> bool:
+        sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
+        with self._session_guard:
+            if self._session is None or self._session.closed:
+                self._session = self._ledger.connect(options=LOCK_SESSION_OPTIONS)
+            try:
+                return bool(self._session.execute(sql, (lock_id,)).fetchone()[0])
+            except psycopg.Error as exc:
+                self._session.close()  # a lost session has lost its locks too
+                failure = exc
+        raise self._ledger._fail("lost its lock session", failure)
+
+    def _deadline_passed(self, began: float) -> bool:
+        return time.monotonic() - began > LOCK_WAIT_S
+
+    def _timed_out(self) -> LedgerError:
+        return self._ledger._fail(
+            f"another process has held this image's upload lock for {LOCK_WAIT_S:.0f} s",
+            hint="; retry later",
+        )
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        lock_id = _lock_id(key)
+        with self._local.hold(key):
+            began, delay = time.monotonic(), _POLL_MIN_S
+            while not self._try(lock_id):
+                if self._deadline_passed(began):
+                    raise self._timed_out()
+                time.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(LedgerError):
+                    self._try(lock_id, release=True)
+
+    @contextlib.asynccontextmanager
+    async def ahold(self, key: str) -> AsyncIterator[None]:
+        import asyncio
+
+        lock_id = _lock_id(key)
+        async with self._local.ahold(key):
+            began, delay = time.monotonic(), _POLL_MIN_S
+            while not await asyncio.to_thread(self._try, lock_id):
+                if self._deadline_passed(began):
+                    raise self._timed_out()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(LedgerError):
+                    await asyncio.to_thread(self._try, lock_id, release=True)
+
+    def close(self) -> None:
+        with self._session_guard:
+            if self._session is not None:
+                with contextlib.suppress(Exception):
+                    self._session.close()
+                self._session = None
+
+    def forget_inherited(self) -> None:
+        _INHERITED.append(self._session)
+        self._session = None
+        self._session_guard = threading.Lock()
+        self._local.forget_inherited()
+
+
+def _lock_id(key: str) -> int:
+    """A signed 64-bit advisory lock key for a (content, account) key."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _bounds(now: datetime | None) -> dict[str, datetime]:
+    moment = datetime.now(UTC) if now is None else now
+    return {"now": moment, "latest": moment + RETENTION}
+
+
+def _params(asset: Asset) -> dict[str, Any]:
+    return {
+        "sha256": asset.sha256,
+        "email": asset.email,
+        "asset_ref": asset.asset_ref,
+        "content_type": asset.content_type,
+        "size": asset.size,
+        "uploaded_at": asset.uploaded_at,
+        "expires_at": asset.expires_at,
+        "upload_id": asset.upload_id,
+        "media_url": asset.media_url,
+        "source": asset.source,
+        "revoked_at": asset.revoked_at,
+    }
+
+
+def _one_line(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split())[:300] if exc is not None else ""
+
+
+def _hint(exc: BaseException | None) -> str:
+    text = str(exc)
+    if "password authentication failed" in text:
+        return "; check the user and password in the URL"
+    if "does not exist" in text:
+        return "; create the database first (CREATE DATABASE), or fix its name in the URL"
+    return "; check that the server is running and reachable, and the URL"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -41,6 +42,44 @@ def test_empty_to_head_equals_the_models(tmp_path: Path) -> None:
         assert compare_metadata(context, metadata) == []
         assert context.get_current_revision() == _schema.HEAD
     engine.dispose()
+
+
+def test_empty_to_head_equals_the_models_on_postgresql(postgres_url: str) -> None:
+    from assetcache._postgres import PostgresLedger
+
+    PostgresLedger(postgres_url).close()
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        assert context.get_current_revision() == _schema.HEAD
+    engine.dispose()
+
+
+def test_many_processes_opening_a_new_postgresql_ledger_at_once_all_succeed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from assetcache import AssetCache; AssetCache(db=sys.argv[1]).assets()"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres_url],
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / f"m{i}")},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    engine.dispose()
+    assert versions == [(_schema.HEAD,)]
 
 
 def test_lean_column_lists_match_the_models() -> None:

@@ -11,13 +11,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from assetcache import AssetCache, Emulator, LedgerError
+from assetcache import Asset, AssetCache, Emulator, LedgerError
 from assetcache._cli import cli
 
 from .conftest import EMAIL, png
@@ -143,3 +145,32 @@ def test_cli_path_masks_the_password(postgres_url: str) -> None:
     result = CliRunner().invoke(cli, ["--db", postgres_url, "path"])
     assert result.exit_code == 0, result.output
     assert password not in result.output and ":***@" in result.output
+
+
+def test_a_server_restarted_mid_batch_loses_no_upload(
+    make_postgres_server: Any, tmp_path: Path
+) -> None:
+    server = make_postgres_server()
+    url = server.create_database("blink")
+    with Emulator(latency=0.1) as emu, AssetCache(
+        db=url, token=emu.token, base_url=emu.base_url
+    ) as cache:
+        cache.assets()  # migrated, sessions pooled
+        outcomes: list[object] = []
+        batch = threading.Thread(
+            target=lambda: outcomes.extend(
+                cache.resolve_many([png(str(i)) for i in range(20)], email=EMAIL, jobs=4)
+            )
+        )
+        batch.start()
+        time.sleep(0.3)
+        # From this thread: the server dies with the thread that started it (PDEATHSIG).
+        server.restart(crash=True)
+        batch.join()
+        failures = [o for o in outcomes if not isinstance(o, Asset)]
+        assert all(isinstance(f, LedgerError) for f in failures), failures
+        uploads = len(emu.uploads)
+        recorded = len(cache.assets())
+    # Every upload the server accepted is in the ledger: recording retried the blink.
+    assert recorded == uploads
+    assert len(outcomes) - len(failures) <= recorded

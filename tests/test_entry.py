@@ -95,7 +95,7 @@ def test_parse_hands_unusual_command_lines_to_click() -> None:
     )
 
 
-HEAVY = ("click", "httpx", "sqlalchemy", "sqlmodel", "alembic", "asyncio", "tenacity")
+HEAVY = ("click", "httpx", "sqlalchemy", "sqlmodel", "alembic", "asyncio", "tenacity", "psycopg")
 
 
 def test_hits_import_nothing_heavy(seeded: tuple[Path, Path]) -> None:

@@ -27,7 +27,8 @@ class Asset:
     """An upload recorded in the ledger. Immutable; all datetimes are timezone-aware UTC.
 
     ``reused`` is True when the answer came from the ledger without an upload. ``source`` is
-    the last path the content was resolved from, or None for bytes.
+    the last path the content was resolved from, or None for bytes; ``host`` the machine that
+    path belongs to (None for rows recorded before hosts were).
     """
 
     asset_ref: str
@@ -41,6 +42,7 @@ class Asset:
     media_url: str
     source: str | None = None
     revoked_at: datetime | None = None
+    host: str | None = None
     reused: bool = False
     id: int | None = field(default=None, compare=False)
 

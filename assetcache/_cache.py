@@ -88,7 +88,9 @@ class _Key:
     source: str | None  # the absolute path as recorded in the ledger, when it can be
 
 
-RefreshStatus = Literal["refreshed", "would-refresh", "missing", "changed", "no-source", "failed"]
+RefreshStatus = Literal[
+    "refreshed", "would-refresh", "missing", "changed", "no-source", "other-host", "failed"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class RefreshItem:
             "missing": "source file is gone",
             "changed": "source file content changed",
             "no-source": "no source file recorded (resolved from bytes)",
+            "other-host": f"source file is on another host ({self.asset.host})",
             "failed": f"upload failed: {self.error}",
         }[self.status]
 
@@ -316,9 +319,9 @@ class _Core:
         if ref_problem(row.asset_ref, email) is not None:
             return None
         if key.source is not None and row.source != key.source:
-            row = replace(row, source=key.source)
+            row = replace(row, source=key.source, host=this_host())
             try:
-                self.ledger.set_source(row.id or 0, key.source)
+                self.ledger.set_source(row.id or 0, key.source, this_host())
             except LedgerError as exc:  # the answer stands; only the hint is stale
                 _warn("source path not updated", exc)
         return replace(row, reused=True)
@@ -336,6 +339,7 @@ class _Core:
             upload_id=result.upload_id,
             media_url=result.media_url,
             source=key.source,
+            host=None if key.source is None else this_host(),
             reused=False,
         )
         return self.ledger.record(asset)
@@ -391,6 +395,8 @@ class _Core:
         """Whether an entry's source file still holds its content ("would-refresh") or not."""
         if asset.source is None:
             return "no-source"
+        if asset.host is not None and asset.host != this_host():
+            return "other-host"  # a path means nothing here: never "missing"
         if not os.path.exists(asset.source):
             return "missing"
         try:
@@ -518,6 +524,13 @@ def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
         if asset.state(now) in ("live", "expired"):
             newest[(asset.sha256, asset.email)] = asset
     return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
+
+
+def this_host() -> str:
+    """The name source paths recorded here belong to."""
+    import socket  # only recording a path (an upload, a new source) needs it
+
+    return socket.gethostname()
 
 
 def _later(moment: datetime, delta: timedelta) -> datetime:

@@ -50,7 +50,8 @@ class LedgerEngine(Protocol):
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row in one short transaction; the asset with its id."""
 
-    def set_source(self, row_id: int, source: str) -> None: ...
+    def set_source(self, row_id: int, source: str, host: str) -> None:
+        """The path (on ``host``) this content was last resolved from; may do nothing."""
 
     def file_stat(self, path: str) -> FileStat | None:
         """The stat cache, on this machine only."""

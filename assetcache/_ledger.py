@@ -575,9 +575,9 @@ class Ledger:
             row_id = cursor.lastrowid
         return replace(asset, id=row_id)
 
-    def set_source(self, row_id: int, source: str) -> None:
+    def set_source(self, row_id: int, source: str, host: str) -> None:
         with self.write() as conn:
-            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source})
+            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
 
     def file_stat(self, path: str) -> FileStat | None:
         with self._reading() as conn:
@@ -767,6 +767,7 @@ def asset_from_row(row: tuple[Any, ...]) -> Asset:
         media,
         src,
         revoked,
+        host,
     ) = row
     return Asset(
         id=row_id,
@@ -781,6 +782,7 @@ def asset_from_row(row: tuple[Any, ...]) -> Asset:
         media_url=media,
         source=src,
         revoked_at=None if revoked is None else _schema.from_db_time(revoked),
+        host=host,
     )
 
 
@@ -797,6 +799,7 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
         "media_url": asset.media_url,
         "source": asset.source,
         "revoked_at": _db_time_or_none(asset.revoked_at),
+        "host": asset.host,
     }
 
 

@@ -59,6 +59,7 @@ class UploadRow(SQLModel, table=True):
     media_url: str
     source: str | None = None
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    host: str | None = Field(default=None, max_length=255)
 
 
 class FileStatRow(SQLModel, table=True):

@@ -254,7 +254,7 @@ class PostgresLedger:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def set_source(self, row_id: int, source: str) -> None:
+    def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would
         contend for it). The source recorded with the upload stays."""
 
@@ -440,6 +440,7 @@ def _params(asset: Asset) -> dict[str, Any]:
         "media_url": asset.media_url,
         "source": asset.source,
         "revoked_at": asset.revoked_at,
+        "host": asset.host,
     }
 
 

@@ -18,7 +18,7 @@ from typing import Final
 
 #: Alembic revisions in order; the last one is what this version of assetcache expects.
 #: tests/test_migrations.py checks this against migrations/versions.
-REVISIONS: Final = ("0001_initial", "0002_email_index", "0003_revoked_at")
+REVISIONS: Final = ("0001_initial", "0002_email_index", "0003_revoked_at", "0004_source_host")
 HEAD: Final = REVISIONS[-1]
 
 UPLOADS: Final = "uploads"
@@ -35,6 +35,7 @@ UPLOAD_COLUMNS: Final = (
     "media_url",
     "source",
     "revoked_at",
+    "host",
 )
 FILE_STATS: Final = "file_stats"
 FILE_STAT_COLUMNS: Final = (
@@ -65,7 +66,7 @@ INSERT_UPLOAD: Final = (
     f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])})"
 )
 
-UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source WHERE id = :id"
+UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source, host = :host WHERE id = :id"
 
 # forget: the live rows of one content (sha256 and maybe email), or of one ref.
 # The content case seeks ix_uploads_key; a ref is rarely forgotten, so it has no index of its

@@ -21,7 +21,7 @@ from ._refs import MAX_ID_LENGTH, ref_problem, text_problem, url_problem
 
 _HEX: Final = frozenset("0123456789abcdef")
 #: Columns added after the first export format: rows from older ledgers may lack them.
-_OPTIONAL: Final = frozenset({"revoked_at"})
+_OPTIONAL: Final = frozenset({"revoked_at", "host"})
 
 
 def row_of(asset: Asset) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def asset_of(row: object) -> Asset:
         media_url=row["media_url"],
         source=_source(row["source"]),
         revoked_at=None if row.get("revoked_at") is None else _time(row, "revoked_at"),
+        host=_host(row.get("host")),
     )
 
 
@@ -103,6 +104,13 @@ def _size(value: object) -> int:
     if type(value) is not int or not 0 < value <= MAX_UPLOAD_BYTES:
         raise ValueError(f"size is not a whole number of bytes from 1 to {MAX_UPLOAD_BYTES}")
     return value
+
+
+def _host(value: object) -> str | None:
+    if value is None:
+        return None
+    _check({}, "host", text_problem(value, 255))
+    return str(value)
 
 
 def _source(value: object) -> str | None:

@@ -93,3 +93,28 @@ def test_audit_advice_points_at_refresh(cache: AssetCache, clock: Clock, tmp_pat
     assert report.refreshable == 1
     assert report.advice == Advice("refresh", EMAIL, 1, timedelta(days=7))
     assert "assetcache" not in repr(report.advice)  # data, not a command line
+
+
+def test_a_source_path_of_another_host_is_judged_only_there(
+    cache: AssetCache, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a shared ledger, another machine's path means nothing here: never "missing"."""
+    from assetcache import _cache
+
+    here = _cache.this_host()
+    monkeypatch.setattr(_cache, "this_host", lambda: "render-07")
+    theirs = write(tmp_path / "theirs.png", png("t"))
+    cache.resolve(theirs, email=EMAIL)
+    assert cache.assets()[0].host == "render-07"
+    monkeypatch.setattr(_cache, "this_host", lambda: here)
+    theirs.unlink()  # gone here; on render-07 it may well exist
+    mine = write(tmp_path / "mine.png", png("m"))
+    cache.resolve(mine, email=EMAIL)
+    clock.advance(timedelta(days=28))
+    plan = {i.asset.host: i for i in cache.refresh(dry_run=True)}
+    assert plan["render-07"].status == "other-host"
+    assert plan["render-07"].reason == "source file is on another host (render-07)"
+    assert plan[here].status == "would-refresh"
+    (report,) = cache.audit()
+    assert report.refreshable == 1
+    assert [r["host"] for r in cache.export()] == ["render-07", here]

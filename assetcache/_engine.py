@@ -109,18 +109,8 @@ def shown_location(location: str) -> str:
 def open_engine(location: str) -> LedgerEngine:
     """Open (and migrate) the ledger at ``location`` with the engine its scheme names."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        try:
-            from ._postgres import PostgresLedger
-        except ImportError:
-            from ._errors import LedgerError
-            from ._ledger import without_password
+        from ._postgres import PostgresLedger  # imports psycopg only when it must ask the server
 
-            shown = without_password(location)
-            raise LedgerError(
-                f"ledger {shown}: a PostgreSQL ledger needs psycopg, which is not installed: "
-                "install assetcache with its postgres extra (assetcache[postgres])",
-                path=shown,
-            ) from None
         return PostgresLedger(location)
     from ._ledger import Ledger
 

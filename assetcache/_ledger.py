@@ -567,6 +567,28 @@ class Ledger:
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
+    def mirrored(
+        self, sha256: str, email: str, *, now: datetime, seen_after: datetime
+    ) -> Asset | None:
+        """As a mirror of a shared ledger: the newest credible row of a key, if it was read
+        from the shared ledger at ``seen_after`` or later."""
+        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
+        params["seen_after"] = _schema.to_db_time(seen_after)
+        try:
+            with self._reading() as conn:
+                row = conn.execute(_schema.SELECT_MIRRORED, params).fetchone()
+            return None if row is None else asset_from_row(row)
+        except _UNREADABLE as exc:
+            raise self._unreadable(exc) from None
+
+    def mirror(self, sha256: str, email: str, asset: Asset | None, *, seen_at: datetime) -> None:
+        """As a mirror: what the shared ledger answered for a key, read at ``seen_at``."""
+        with self.write() as conn:
+            conn.execute(_schema.DELETE_MIRRORED, {"sha256": sha256, "email": email})
+            if asset is not None:
+                params = {**_upload_params(asset), "mirrored_at": _schema.to_db_time(seen_at)}
+                conn.execute(_schema.INSERT_MIRRORED, params)
+
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
         params = _upload_params(asset)

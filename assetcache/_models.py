@@ -60,6 +60,8 @@ class UploadRow(SQLModel, table=True):
     source: str | None = None
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     host: str | None = Field(default=None, max_length=255)
+    #: Only in a machine's mirror of a shared ledger: when the row was last read from it.
+    mirrored_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class FileStatRow(SQLModel, table=True):

@@ -22,6 +22,14 @@ serve both engines; what differs is here:
   the lock's session to someone else (use session pooling, or connect directly).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (keyed by the URL without its password), never in the shared database.
+- **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
+  the shared ledger, each with the time it was read. A lookup answers from the mirror when the
+  key's row was read within ``MIRROR_TTL``, without opening a session or importing psycopg
+  (which alone costs more than a whole SQLite hit). Why that is safe: a mirrored row passes the
+  same checks as any row (live, credible, unrevoked, with ``min_remaining`` left), and the
+  shared ledger never shortens a row's life; the only news the mirror can miss is a ``forget``
+  made on another machine, which reaches this one within ``MIRROR_TTL``. A forget made here
+  updates the mirror at once.
 
 The URL's password is a secret like the API token: it is kept in a ``Secret``, never in a
 message, a repr or ``path`` (which shows the URL with ``***``).
@@ -37,11 +45,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-# A missing extra fails this import, which open_engine turns into a LedgerError naming it.
-import psycopg
 
 from . import _config, _schema
 from ._asset import RETENTION, Asset
@@ -68,6 +74,18 @@ _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 #: How long recording an upload that succeeded keeps retrying a database that blinked.
 RECORD_RETRY_S: Final = 30.0
 _INHERITED: list[object] = []
+#: How long a row read from the shared ledger answers lookups from this machine's mirror: the
+#: bound on how late a forget made on another machine reaches this one.
+MIRROR_TTL: Final = timedelta(minutes=5)
+
+
+def _driver() -> Any:
+    """psycopg, imported on first use: a hit answered by the mirror never pays for it."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    return psycopg
 
 
 def _pg(sql: str) -> str:
@@ -89,7 +107,7 @@ class PostgresLedger:
         self._idle: list[Any] = []
         self._guard = threading.Lock()
         self._closed = False
-        self._ensure_schema()
+        self._ready = False  # schema checked (and migrated) on the first session
         local = os.path.join(_config.cache_dir(), "shared-" + _digest(self.path))
         self._local = Ledger(local + ".db")  # this machine's stat cache and lock folder
         self.locks = AdvisoryLocks(self, self._local.locks)
@@ -106,6 +124,12 @@ class PostgresLedger:
 
     def connect(self, *, options: str | None = None) -> Any:
         """A new autocommit session with client-side binding, or LedgerError."""
+        psycopg = _driver()
+        if psycopg is None:
+            raise self._fail(
+                "a PostgreSQL ledger needs psycopg, which is not installed",
+                hint="; install assetcache with its postgres extra (assetcache[postgres])",
+            )
         problem: Exception | None = None
         try:
             return psycopg.connect(
@@ -121,6 +145,15 @@ class PostgresLedger:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
+        if not self._ready:
+            self._ensure_schema()  # once: concurrent first callers both find it current
+            self._ready = True
+        with self._raw_session() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _raw_session(self) -> Iterator[Any]:
+        psycopg = _driver()
         with self._guard:
             if self._closed:
                 raise self._fail("is closed")
@@ -179,7 +212,7 @@ class PostgresLedger:
             raise self._fail("migration did not reach the current schema")
 
     def _schema_version(self) -> str | None:
-        with self._session() as conn:
+        with self._raw_session() as conn:
             tables = {
                 r[0]
                 for r in conn.execute(
@@ -224,7 +257,7 @@ class PostgresLedger:
             raise self._fail("could not be migrated to the current schema", problem)
 
     def _plain_connection(self) -> Any:
-        return psycopg.connect(self._secret.reveal(), connect_timeout=10)
+        return _driver().connect(self._secret.reveal(), connect_timeout=10)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -233,9 +266,20 @@ class PostgresLedger:
             return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
 
     def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
-        params = {"sha256": sha256, "email": email, **_bounds(now)}
-        rows = self._rows(_schema.SELECT_NEWEST, params)
+        """From this machine's mirror when it read the key recently, else from the server
+        (then mirrored)."""
+        moment = datetime.now(UTC) if now is None else now
+        seen_after = moment - MIRROR_TTL
+        mirrored = self._local.mirrored(sha256, email, now=moment, seen_after=seen_after)
+        if mirrored is not None:
+            return mirrored
+        rows = self._rows(_schema.SELECT_NEWEST, {"sha256": sha256, "email": email, **_bounds(now)})
+        self._remember(sha256, email, rows[0] if rows else None, moment)
         return rows[0] if rows else None
+
+    def _remember(self, sha256: str, email: str, asset: Asset | None, seen_at: datetime) -> None:
+        with contextlib.suppress(LedgerError):  # a mirror that cannot be written only costs speed
+            self._local.mirror(sha256, email, asset, seen_at=seen_at)
 
     def record(self, asset: Asset) -> Asset:
         """Insert the row; a database that blinks is retried: the upload was paid for."""
@@ -247,7 +291,10 @@ class PostgresLedger:
                     row = conn.execute(
                         _pg(_schema.INSERT_UPLOAD) + " RETURNING id", _params(asset)
                     ).fetchone()
-                return replace(asset, id=row[0])
+                recorded = replace(asset, id=row[0])
+                # Known since it was uploaded: the cache's clock, like every other time here.
+                self._remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
+                return recorded
             except LedgerError:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -331,6 +378,8 @@ class PostgresLedger:
             rows = [asset_from_row(r) for r in conn.execute(_pg(query) + " FOR UPDATE", params)]
             for asset in rows:
                 conn.execute(_pg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+        for asset in rows:  # this machine's mirror learns it at once
+            self._remember(asset.sha256, asset.email, None, at)
         return [replace(a, revoked_at=at) for a in rows]
 
 
@@ -350,7 +399,7 @@ class AdvisoryLocks:
                 self._session = self._ledger.connect(options=LOCK_SESSION_OPTIONS)
             try:
                 return bool(self._session.execute(sql, (lock_id,)).fetchone()[0])
-            except psycopg.Error as exc:
+            except _driver().Error as exc:
                 self._session.close()  # a lost session has lost its locks too
                 failure = exc
         raise self._ledger._fail("lost its lock session", failure)

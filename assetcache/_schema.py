@@ -18,7 +18,13 @@ from typing import Final
 
 #: Alembic revisions in order; the last one is what this version of assetcache expects.
 #: tests/test_migrations.py checks this against migrations/versions.
-REVISIONS: Final = ("0001_initial", "0002_email_index", "0003_revoked_at", "0004_source_host")
+REVISIONS: Final = (
+    "0001_initial",
+    "0002_email_index",
+    "0003_revoked_at",
+    "0004_source_host",
+    "0005_mirrored_at",
+)
 HEAD: Final = REVISIONS[-1]
 
 UPLOADS: Final = "uploads"
@@ -37,6 +43,8 @@ UPLOAD_COLUMNS: Final = (
     "revoked_at",
     "host",
 )
+#: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
+MIRROR_ONLY_COLUMNS: Final = ("mirrored_at",)
 FILE_STATS: Final = "file_stats"
 FILE_STAT_COLUMNS: Final = (
     "path",
@@ -119,6 +127,17 @@ SELECT_PRUNE_BATCH: Final = (
     "ORDER BY id LIMIT :limit"
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
+
+# A machine's mirror of a shared ledger (see _postgres.py): the newest row of a key, if it was
+# read from the shared ledger since :seen_after; replacing a key's rows with what was read.
+SELECT_MIRRORED: Final = SELECT_NEWEST.replace(
+    "AND revoked_at IS NULL", "AND revoked_at IS NULL AND mirrored_at >= :seen_after"
+)
+DELETE_MIRRORED: Final = f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email"
+INSERT_MIRRORED: Final = (
+    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:])}, mirrored_at) "
+    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])}, :mirrored_at)"
+)
 
 # Export streams the ledger in id order, a batch per read, so a huge ledger never sits in memory.
 SELECT_EXPORT_BATCH: Final = (

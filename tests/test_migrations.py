@@ -47,7 +47,9 @@ def test_empty_to_head_equals_the_models(tmp_path: Path) -> None:
 def test_empty_to_head_equals_the_models_on_postgresql(postgres_url: str) -> None:
     from assetcache._postgres import PostgresLedger
 
-    PostgresLedger(postgres_url).close()
+    ledger = PostgresLedger(postgres_url)
+    ledger.assets()  # the schema is checked (and migrated) on first use
+    ledger.close()
     engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -83,7 +85,8 @@ def test_many_processes_opening_a_new_postgresql_ledger_at_once_all_succeed(
 
 
 def test_lean_column_lists_match_the_models() -> None:
-    assert tuple(metadata.tables[_schema.UPLOADS].columns.keys()) == _schema.UPLOAD_COLUMNS
+    uploads = tuple(metadata.tables[_schema.UPLOADS].columns.keys())
+    assert uploads == _schema.UPLOAD_COLUMNS + _schema.MIRROR_ONLY_COLUMNS
     assert tuple(metadata.tables[_schema.FILE_STATS].columns.keys()) == _schema.FILE_STAT_COLUMNS
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,64 @@ def test_a_server_restarted_mid_batch_loses_no_upload(
     # Every upload the server accepted is in the ledger: recording retried the blink.
     assert recorded == uploads
     assert len(outcomes) - len(failures) <= recorded
+
+
+def test_a_hit_is_answered_from_this_machines_mirror_without_psycopg(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(png("a"))
+    with Emulator() as emu:
+        env = dict(_machine_env(Path(os.environ["HOME"])), USEAPI_TOKEN=emu.token)
+        env.update(ASSETCACHE_BASE_URL=emu.base_url, ASSETCACHE_DB=postgres_url)
+        miss = subprocess.run(
+            [sys.executable, "-m", "assetcache", "ref", str(path), "-e", EMAIL],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    probe = (
+        "import sys, io, contextlib\n"
+        "from assetcache._entry import fast_ref\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        f"    code = fast_ref(['ref', {str(path)!r}, '-e', {EMAIL!r}])\n"
+        "print(code, out.getvalue().strip(), 'psycopg' in sys.modules)\n"
+    )
+    hit = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert hit.stdout.split() == ["0", miss.stdout.strip(), "False"]
+
+
+def test_a_forget_elsewhere_reaches_the_mirror_within_its_bound(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache._postgres import MIRROR_TTL
+
+    from .conftest import Clock
+
+    clock = Clock()
+    with Emulator() as emu:
+        here = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url, clock=clock)
+        ref = here.resolve(png("a"), email=EMAIL).asset_ref
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))  # another machine
+        elsewhere = AssetCache(db=postgres_url, clock=clock)
+        assert [a.asset_ref for a in elsewhere.forget(png("a"))] == [ref]
+        assert elsewhere.lookup(png("a"), email=EMAIL) is None  # its own mirror knows at once
+        clock.advance(MIRROR_TTL - timedelta(seconds=1))
+        assert here.lookup(png("a"), email=EMAIL) is not None  # still within the bound
+        clock.advance(timedelta(seconds=2))
+        assert here.lookup(png("a"), email=EMAIL) is None  # read again from the server
+        assert not here.resolve(png("a"), email=EMAIL).reused
+        here.close()
+        elsewhere.close()
+
+
+def test_without_psycopg_a_postgresql_url_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from assetcache import _postgres
+
+    monkeypatch.setattr(_postgres, "_driver", lambda: None)
+    with pytest.raises(LedgerError, match=r"assetcache\[postgres\]") as info:
+        AssetCache(db="postgresql://ann:hunter2@127.0.0.1:9/x").assets()
+    assert "hunter2" not in str(info.value)

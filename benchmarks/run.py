@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -383,6 +384,134 @@ def bench_scale(tmp: Path, rows: int, repeat: int) -> list[Row]:
     return out
 
 
+# -- 6. a shared ledger (PostgreSQL) ---------------------------------------------------
+
+MACHINE = """
+import json, sys, time
+from assetcache import AssetCache
+url, token, base, files = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+png = lambda i: b"\\x89PNG\\r\\n\\x1a\\n" + str(i).encode() * 64
+times = []
+with AssetCache(db=url, token=token, base_url=base) as cache:
+    for i in range(files):
+        began = time.perf_counter()
+        cache.resolve(png(i), email="bench@example.com")
+        times.append(time.perf_counter() - began)
+print(json.dumps(times))
+"""
+
+
+def bench_postgres(tmp: Path, repeat: int, rows: int) -> list[Row]:
+    """CLI hit on PostgreSQL vs SQLite; 3 machines x 4 processes; lookup at scale."""
+    import json
+
+    from tests.postgres_server import PostgresServer
+
+    out: list[Row] = []
+    with PostgresServer() as server, Emulator(latency=0.3) as emu:
+        url = server.create_database("bench_hit")
+        path = settled(make_png(tmp / "pg-frame.png", 5 * 1024 * 1024, seed=9))
+        pg_env, lite_env = env_for(tmp / "unused.db", emu), env_for(tmp / "lite.db", emu)
+        pg_env["ASSETCACHE_DB"] = url
+        for env in (pg_env, lite_env):
+            cli("ref", str(path), env=env)  # the miss: upload, record (and mirror)
+        ours, floor = paired(
+            lambda: cli("ref", str(path), env=pg_env),
+            lambda: cli("ref", str(path), env=lite_env),
+            repeat,
+        )
+        out.append(
+            Row(
+                "CLI `ref` hit, PostgreSQL ledger vs SQLite",
+                ours / floor,
+                "<= 1.5x",
+                ours <= 1.5 * floor,
+                f"{ours * 1000:.0f} ms vs {floor * 1000:.0f} ms (answered by the mirror)",
+            )
+        )
+        shared = server.create_database("bench_machines")
+        files = 40
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", MACHINE, shared, emu.token, emu.base_url, str(files)],
+                env=dict(env_for(tmp / "x.db"), XDG_CACHE_HOME=str(tmp / f"machine{m}")),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for m in range(3)
+            for _ in range(4)
+        ]
+        began = time.perf_counter()
+        latencies = sorted(t for p in procs for t in json.loads(p.communicate()[0]))
+        wall = time.perf_counter() - began
+        uploads = len(emu.uploads) - 2
+        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+        out.append(
+            Row(
+                "3 machines x 4 processes x 40 files, 300 ms: uploads / distinct files",
+                uploads / files,
+                "= 1.00",
+                uploads == files,
+                f"{uploads} uploads; p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+                f"{wall:.1f} s in all",
+            )
+        )
+        out.append(pg_lookup_at_scale(server, rows, repeat))
+    return out
+
+
+def pg_lookup_at_scale(server: object, rows: int, repeat: int) -> Row:
+    import psycopg
+
+    from assetcache._postgres import PostgresLedger
+
+    timings, sizes = {}, {}
+    now = datetime.now(UTC)
+    for count in (1_000, rows):
+        url = server.create_database(f"bench_rows_{count}")  # type: ignore[attr-defined]
+        ledger = PostgresLedger(url)
+        ledger.assets()  # migrate
+        with psycopg.connect(url, autocommit=True) as conn:
+            with conn.cursor().copy(
+                "COPY uploads (sha256, email, asset_ref, content_type, size, uploaded_at,"
+                " expires_at, upload_id, media_url, source) FROM STDIN"
+            ) as copy:
+                for i in range(count):
+                    uploaded = now - timedelta(seconds=(i * 5_184_000) // count)
+                    copy.write_row((
+                        f"{i:064x}", f"user{i % 7}@example.com", f"u1-email:x-image:{i:032x}",
+                        "image/png", 1000, uploaded, uploaded + timedelta(days=30),
+                        f"{i:032x}", f"https://cdn.example/{i:032x}", f"/data/{i:07}.png",
+                    ))  # fmt: skip
+            conn.execute("ANALYZE uploads")
+            sizes[count] = conn.execute(
+                "SELECT pg_total_relation_size('uploads')"
+            ).fetchone()[0] / count
+        keys = [(f"{random.Random(k).randrange(count):064x}", f"user{k % 7}@example.com")
+                for k in range(200)]  # fmt: skip
+        timings[count] = median_time(_server_lookups(ledger, keys, now), max(3, repeat // 3))
+        timings[count] /= len(keys)
+        ledger.close()
+    ratio = timings[rows] / timings[1_000]
+    return Row(
+        f"PostgreSQL lookup at {rows:,} rows vs 1,000",
+        ratio,
+        "<= 1.5x",
+        ratio <= 1.5,
+        f"{timings[rows] * 1e6:.0f} us per lookup (one round trip); "
+        f"{sizes[rows]:.0f} bytes per row",
+    )
+
+
+def _server_lookups(
+    ledger: Any, keys: list[tuple[str, str]], now: datetime
+) -> Callable[[], object]:
+    # The server's answer, not the mirror's: _rows is what a mirror miss runs.
+    bounds = {"now": now, "latest": now + timedelta(days=30)}
+    query = _schema.SELECT_NEWEST
+    return lambda: [ledger._rows(query, {"sha256": s, "email": e, **bounds}) for s, e in keys]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -398,6 +527,10 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller ledger")
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="skip the shared-ledger figures"
+    )
+    parser.add_argument("--only-postgres", action="store_true", help="only those")
     args = parser.parse_args()
     repeat = 5 if args.quick else 15
     rows = 100_000 if args.quick else 1_000_000
@@ -410,12 +543,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="assetcache-bench-") as name:
         tmp = Path(name)
         os.environ["HOME"] = str(tmp)  # never the real user dir
-        with Emulator() as emu:
-            results += bench_cli_hit(tmp, emu, repeat)
-            results += bench_stat_cache(tmp, emu, repeat)
-        results += bench_hashing(tmp, repeat)
-        results += bench_batches(tmp)
-        results += bench_scale(tmp, rows, max(3, repeat // 3))
+        if not args.only_postgres:
+            with Emulator() as emu:
+                results += bench_cli_hit(tmp, emu, repeat)
+                results += bench_stat_cache(tmp, emu, repeat)
+            results += bench_hashing(tmp, repeat)
+            results += bench_batches(tmp)
+            results += bench_scale(tmp, rows, max(3, repeat // 3))
+        if not args.no_postgres:
+            results += bench_postgres(tmp, repeat, rows)
     print(f"\nassetcache benchmarks on {machine()}\n")
     width = max(len(r.name) for r in results)
     print(f"{'benchmark'.ljust(width)}  {'ratio':>7}  {'goal':<16} ok   notes")

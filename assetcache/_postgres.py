@@ -48,7 +48,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-
 from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret

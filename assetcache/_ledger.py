@@ -124,14 +124,23 @@ def ledger_path(location: str) -> str:
 
 
 def without_password(url: str) -> str:
-    """A URL as it may be shown: a password in it (``user:secret@host``) becomes ``***``."""
+    """A URL as it may be shown: a password in it (``user:secret@host``, or libpq's
+    ``?password=secret``) becomes ``***``."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, question, query = rest.partition("?")
     authority, slash, tail = rest.partition("/")
     credentials, at, host = authority.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{tail}"
+    if at and ":" in credentials:
+        authority = f"{credentials.split(':', 1)[0]}:***@{host}"
+    if question:
+        fields = [
+            "password=***" if field.lower().startswith("password=") else field
+            for field in query.split("&")
+        ]
+        query = "&".join(fields)
+    return f"{scheme}://{authority}{slash}{tail}{question}{query}"
 
 
 def _real(path: str) -> str:

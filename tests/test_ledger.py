@@ -142,3 +142,20 @@ def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None
         result = CliRunner().invoke(cli, ["--db", url, *args])
         assert "PASS" not in result.output, args
         assert result.exit_code == (0 if args == ["path"] and "postgres" in url else 1), args
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://a:b@h/d", "postgresql://a:***@h/d"),
+        ("postgresql://a@h/d", "postgresql://a@h/d"),
+        ("postgresql:///d?host=/run/pg&password=s3cret&sslmode=disable",
+         "postgresql:///d?host=/run/pg&password=***&sslmode=disable"),
+        ("postgres://a:p%40ss@[::1]:5433/d?PASSWORD=x", "postgres://a:***@[::1]:5433/d?password=***"),
+        ("/plain/path.db", "/plain/path.db"),
+    ],
+)  # fmt: skip
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from assetcache._ledger import without_password
+
+    assert without_password(url) == shown

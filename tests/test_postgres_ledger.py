@@ -236,3 +236,35 @@ def test_without_psycopg_a_postgresql_url_names_the_extra(
     with pytest.raises(LedgerError, match=r"assetcache\[postgres\]") as info:
         AssetCache(db="postgresql://ann:hunter2@127.0.0.1:9/x").assets()
     assert "hunter2" not in str(info.value)
+
+
+def test_every_command_works_on_a_postgresql_ledger_and_never_shows_its_password(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from .conftest import write
+
+    password = postgres_url.split(":")[2].split("@")[0]
+    a = write(tmp_path / "a.png", png("a"))
+    with Emulator() as emu:
+        env = {"USEAPI_TOKEN": emu.token, "ASSETCACHE_BASE_URL": emu.base_url}
+
+        def run(*args: str, input: str | None = None) -> Any:
+            result = CliRunner().invoke(
+                cli, ["--db", postgres_url, "-vv", *args], env=env, input=input
+            )
+            assert password not in result.output, args
+            return result
+
+        uploaded = run("upload", str(a), "-e", EMAIL, "--json")
+        assert uploaded.exit_code == 0, uploaded.output
+        ref = run("ref", str(a), "-e", EMAIL)
+        assert ref.exit_code == 0 and ref.stdout.strip() in uploaded.stdout
+        assert run("ls").exit_code == 0 and str(a) in run("ls").stdout
+        assert "1 live" in run("audit").stdout
+        assert run("refresh", "--dry-run").exit_code == 0
+        exported = run("export")
+        assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 1
+        assert run("import", input=exported.stdout).stdout == "added 0, skipped 1 already present\n"
+        assert run("forget", str(a), "-e", EMAIL).exit_code == 0
+        assert run("prune").stdout.strip().endswith("removed 1 entry")
+        assert ":***@" in run("path").stdout

@@ -31,6 +31,7 @@ from ._errors import (
     SessionExpiredError,
     UnauthorizedError,
 )
+from ._fill import REF_FIELDS, FillError
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
+    "REF_FIELDS",
     "RETENTION",
     "SUPPORTED_TYPES",
     "AccountAudit",
@@ -53,6 +55,7 @@ __all__ = [
     "AsyncAssetCache",
     "EmulatedUpload",
     "Emulator",
+    "FillError",
     "ImportReport",
     "InvalidEmailError",
     "InvalidImageError",

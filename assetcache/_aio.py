@@ -12,6 +12,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from . import _fill
 from ._asset import Asset
 from ._cache import (
     DEFAULT_JOBS,
@@ -190,6 +191,41 @@ class AsyncAssetCache(_Facade):
             return list(itertools.islice(rows, PRUNE_BATCH))
 
         return _batched(next_batch)
+
+    async def fill(
+        self,
+        payload: dict[str, Any],
+        *,
+        email: str | None = None,
+        base_dir: str | None = None,
+        min_remaining: timedelta | None = None,
+    ) -> dict[str, Any]:
+        """Like AssetCache.fill."""
+        (outcome,) = await self.fill_many(
+            [payload], email=email, base_dir=base_dir, min_remaining=min_remaining
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def fill_many(
+        self,
+        payloads: Iterable[dict[str, Any]],
+        *,
+        email: str | None = None,
+        base_dir: str | None = None,
+        min_remaining: timedelta | None = None,
+        jobs: int = DEFAULT_JOBS,
+    ) -> list[_fill.FillOutcome]:
+        """Like AssetCache.fill_many: every image of the batch resolved concurrently."""
+        plans = _fill.plan_all(list(payloads), email=email, base_dir=base_dir)
+        outcomes: dict[tuple[int, str], Asset | AssetCacheError] = {}
+        for account, work in _fill.work_by_account(plans).items():
+            results = await self.resolve_many(
+                [w[3] for w in work], email=account, jobs=jobs, min_remaining=min_remaining
+            )
+            outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
+        return _fill.assemble(plans, outcomes)
 
     async def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Like AssetCache.forget."""

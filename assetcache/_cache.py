@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-from . import _config, _schema
+from . import _config, _fill, _schema
 from ._asset import RETENTION, Asset
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
@@ -802,6 +802,49 @@ class AssetCache(_Facade):
     def audit(self, email: str | None = None) -> list[AccountAudit]:
         """Per account: live, expiring (24 h, 7 d), expired and refreshable refs."""
         return self._core.audit(email)
+
+    def fill(
+        self,
+        payload: dict[str, Any],
+        *,
+        email: str | None = None,
+        base_dir: str | None = None,
+        min_remaining: timedelta | None = None,
+    ) -> dict[str, Any]:
+        """A Luma request payload with each image file in its ref fields (imageStart, imageEnd,
+        imageCharacter, imageRef1..4) replaced by a live ref; everything else untouched.
+
+        A value naming an existing file (relative to ``base_dir``, else the current folder;
+        ``~`` and ``file://`` work) is resolved; an http(s) URL or a ref of the account is kept;
+        anything else fails. The payload's own ``email`` wins over ``email`` (a contradiction
+        is a ValueError). All or nothing: FillError names every failing field.
+        """
+        (outcome,) = self.fill_many(
+            [payload], email=email, base_dir=base_dir, min_remaining=min_remaining
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def fill_many(
+        self,
+        payloads: Iterable[dict[str, Any]],
+        *,
+        email: str | None = None,
+        base_dir: str | None = None,
+        min_remaining: timedelta | None = None,
+        jobs: int = DEFAULT_JOBS,
+    ) -> list[_fill.FillOutcome]:
+        """fill for a batch: every image of every payload resolved ``jobs`` at a time; each
+        payload filled, or its error (FillError, InvalidEmailError, ValueError), in order."""
+        plans = _fill.plan_all(list(payloads), email=email, base_dir=base_dir)
+        outcomes: dict[tuple[int, str], Asset | AssetCacheError] = {}
+        for account, work in _fill.work_by_account(plans).items():
+            results = self.resolve_many(
+                [w[3] for w in work], email=account, jobs=jobs, min_remaining=min_remaining
+            )
+            outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
+        return _fill.assemble(plans, outcomes)
 
     def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Mark the rows of this content (a path or bytes), or of this ref (a str that names no

@@ -702,6 +702,109 @@ def _refresh_line(item: RefreshItem) -> str:
     return f"cannot refresh  {where}: {shown(item.reason)}"
 
 
+# -- fill -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument(
+    "payload", type=click.File("r", encoding="utf-8"), default="-", metavar="[PAYLOAD|-]"
+)
+@_email_option()
+@click.option("--min-remaining", type=MIN_REMAINING, help="Life every filled ref must still have.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=DEFAULT_JOBS, show_default=True,
+    help="Uploads in flight at once, across the whole batch.",
+)  # fmt: skip
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write the filled JSON here (default stdout).")  # fmt: skip
+@click.pass_context
+def fill(
+    ctx: click.Context,
+    payload: Any,
+    email: str | None,
+    min_remaining: timedelta | None,
+    jobs: int,
+    output: Any,
+) -> None:
+    """Fill a Luma request payload's ref fields (imageStart, imageEnd, imageCharacter,
+    imageRef1..4) with live refs for the image files they name, and print it, same shape, same
+    key order. PAYLOAD is one JSON object or JSON Lines (one payload a line, each filled or
+    failed on its own); paths are relative to its folder (to the current one for stdin)."""
+    import json
+
+    text = payload.read()
+    base_dir = os.getcwd() if payload.name in ("-", "<stdin>") else os.path.dirname(
+        os.path.abspath(payload.name)
+    )  # fmt: skip
+    payloads, labels = _payloads(text)
+    # --email contradicting a payload's own email is a usage error; ASSETCACHE_EMAIL is only a
+    # default, which a payload's email overrides.
+    explicit = ctx.get_parameter_source("email") is click.core.ParameterSource.COMMANDLINE
+    options: dict[str, Any] = {"base_dir": base_dir, "min_remaining": min_remaining, "jobs": jobs}
+    cache = _app(ctx).cache()
+    if explicit:
+        outcomes = cache.fill_many(payloads, email=email, **options)
+    else:
+        outcomes = _fill_with_default(cache, payloads, email, options)
+    worst = EXIT_OK
+    for label, outcome in zip(labels, outcomes, strict=True):
+        if isinstance(outcome, dict):
+            output.write(json.dumps(outcome, ensure_ascii=False) + "\n")
+            continue
+        worst = max(worst, _fill_failure(label, outcome))
+    ctx.exit(worst)
+
+
+def _fill_with_default(
+    cache: AssetCache, payloads: list[Any], default: str | None, options: dict[str, Any]
+) -> list[Any]:
+    """fill_many where ``default`` applies only to payloads without an email of their own."""
+    own = [i for i, p in enumerate(payloads) if isinstance(p, dict) and "email" in p]
+    rest = [i for i in range(len(payloads)) if i not in set(own)]
+    outcomes: list[Any] = [None] * len(payloads)
+    for indexes, email in ((own, None), (rest, default)):
+        if indexes:
+            done = cache.fill_many([payloads[i] for i in indexes], email=email, **options)
+            for i, outcome in zip(indexes, done, strict=True):
+                outcomes[i] = outcome
+    return outcomes
+
+
+def _payloads(text: str) -> tuple[list[Any], list[str]]:
+    """One JSON object, or JSON Lines: the payloads and how to name each in errors."""
+    import json
+
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        return [whole], ["the payload"]
+    payloads, labels = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                payloads.append(json.loads(line))
+            except ValueError:
+                raise click.UsageError(f"line {number} of the payload is not JSON") from None
+            labels.append(f"line {number}")
+    if not payloads:
+        raise click.UsageError("no payload given (the input was empty)")
+    return payloads, labels
+
+
+def _fill_failure(label: str, error: Exception) -> int:
+    """Report every failing field of one payload on stderr; its exit code (the worst)."""
+    from ._fill import FillError
+
+    if isinstance(error, FillError):
+        for name, cause in error.failures.items():
+            click.echo(f"assetcache: error: {label}: {name}: {shown(str(cause))}", err=True)
+        return max(exit_code(cause) for cause in error.failures.values())
+    click.echo(f"assetcache: error: {label}: {shown(str(error))}", err=True)
+    return exit_code(error)
+
+
 # -- forget -----------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@
     ├── InvalidImageError ........ the bytes cannot be uploaded (local check, or the server's 400)
     ├── InvalidEmailError ........ the account email cannot be used (also a ValueError)
     ├── NotCachedError ........... no live ref is known and uploading was not allowed
+    ├── FillError ................ a payload's ref fields could not all be filled (one per field)
     ├── AccountError ............. the account or the credentials need the user's attention
     │   ├── UnauthorizedError .... no token, or the server answered 401
     │   ├── AccountNotFoundError . 404: the email is not configured at useapi.net

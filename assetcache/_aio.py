@@ -227,6 +227,10 @@ class AsyncAssetCache(_Facade):
             outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
         return _fill.assemble(plans, outcomes)
 
+    async def report(self, email: str | None = None) -> str:
+        """Like AssetCache.report."""
+        return await asyncio.to_thread(self._core.report, email)
+
     async def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Like AssetCache.forget."""
         return await asyncio.to_thread(self._core.forget, source_or_ref, email)

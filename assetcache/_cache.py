@@ -505,6 +505,13 @@ class _Core:
         sha256 = self.key(source_or_ref).sha256
         return self.ledger.revoke(sha256=sha256, asset_ref=None, email=account, at=now)
 
+    def report(self, email: str | None) -> str:
+        from ._report import build
+
+        rows = self.assets(email, None, None)
+        title = "assetcache report" + ("" if email is None else f" for {normalize_email(email)}")
+        return build(rows, self.now(), title=title)
+
     @staticmethod
     def refreshed(item: RefreshItem, outcome: Asset | AssetCacheError) -> RefreshItem:
         """The plan's item once its re-upload has run (both caches report the same way)."""
@@ -845,6 +852,11 @@ class AssetCache(_Facade):
             )
             outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
         return _fill.assemble(plans, outcomes)
+
+    def report(self, email: str | None = None) -> str:
+        """One self-contained HTML page: a timeline of expiries per day and a card per live ref
+        (thumbnail, ref with a copy button, account, size, type, time left, source)."""
+        return self._core.report(email)
 
     def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Mark the rows of this content (a path or bytes), or of this ref (a str that names no

@@ -805,6 +805,25 @@ def _fill_failure(label: str, error: Exception) -> int:
     return exit_code(error)
 
 
+# -- report -----------------------------------------------------------------------------
+
+
+@cli.command()
+@_email_option(required=False)
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), metavar="FILE.html",
+    help="Where to write the page.",
+)  # fmt: skip
+@click.pass_context
+def report(ctx: click.Context, email: str | None, output: str) -> None:
+    """Write one self-contained HTML page: expiries per day, and a card per live ref with its
+    thumbnail, the ref and a copy button, account, size, type, time left and source."""
+    page = _app(ctx).cache().report(email=email)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(page)
+    click.echo(f"wrote {shown(output)}")
+
+
 # -- forget -----------------------------------------------------------------------------
 
 
@@ -1005,9 +1024,14 @@ def emulator(
 
 
 @cli.command()
+@click.option(
+    "--report", "report_path", default="assetcache-demo-report.html", show_default=True,
+    type=click.Path(dir_okay=False), help="Where the demo's HTML report is written.",
+)  # fmt: skip
 @click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Run the whole job offline: emulator, temporary ledger, uploads, reuse, ls and audit."""
+def demo(ctx: click.Context, report_path: str) -> None:
+    """Run the whole job offline: emulator, temporary ledger, uploads, reuse, ls, audit, and
+    an HTML report."""
     import tempfile
     from pathlib import Path
 
@@ -1044,6 +1068,10 @@ def demo(ctx: click.Context) -> None:
             _show(ctx, app, ls_command)
             click.echo("\n$ assetcache audit")
             _show(ctx, app, audit)
+            click.echo(f"\n$ assetcache report -o {shown(report_path)}")
+            with open(report_path, "w", encoding="utf-8") as f:
+                f.write(app.cache().report())
+            click.echo(f"wrote {shown(report_path)} (its thumbnails came from the emulator)")
         finally:
             app.close()
     click.echo("\ndone: nothing was sent outside this machine, and the ledger is gone.")

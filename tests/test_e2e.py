@@ -247,9 +247,12 @@ def test_demo_runs_offline_and_exits_zero(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "-> 3 request(s) sent" in result.stdout
     assert "-> 0 request(s) sent" in result.stdout
     assert "$ assetcache ls" in result.stdout and "$ assetcache audit" in result.stdout
     assert not list(Path(os.environ["HOME"]).rglob("ledger.db"))  # never the user's ledger
+    page = (tmp_path / "assetcache-demo-report.html").read_text()
+    assert page.count("<button class='copy'") == 3 and "wrote assetcache-demo-report.html" in result.stdout

@@ -228,6 +228,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
+def ledger_location(db: Path, engine: str, request: pytest.FixtureRequest) -> str:
+    """Where the ``engine`` under test keeps this test's ledger: a file, or a new database."""
+    return str(db) if engine == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
 def make_cache(
     luma: FakeLuma,
     clock: Clock,

@@ -20,8 +20,11 @@ from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, jpeg, png, writ
 ROOT = Path(__file__).resolve().parent.parent
 
 
+pytestmark = pytest.mark.both_engines
+
+
 @pytest.fixture
-def run(luma: FakeLuma, clock: Clock, db: Path) -> object:
+def run(luma: FakeLuma, clock: Clock, ledger_location: str) -> object:
     def invoke(
         *args: str, input: str | None = None, token: str | None = TOKEN, **env: str
     ) -> Result:
@@ -29,7 +32,7 @@ def run(luma: FakeLuma, clock: Clock, db: Path) -> object:
         environ.update(env)
         return CliRunner().invoke(
             cli,
-            ["--db", str(db), *args],
+            ["--db", ledger_location, *args],
             obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
             env=environ,
             input=input,
@@ -85,7 +88,7 @@ def test_email_from_environment(run, tmp_path: Path) -> None:  # type: ignore[no
 def test_remote_errors_map_to_exit_codes(  # type: ignore[no-untyped-def]
     run, luma: FakeLuma, tmp_path: Path, script: list[object], code: int, words: str
 ) -> None:
-    luma.script = script  # type: ignore[assignment]
+    luma.script = list(script)  # type: ignore[assignment]  # a copy: params are shared
     result = run("ref", str(write(tmp_path / "a.png", png())), "--email", EMAIL)
     assert result.exit_code == code
     assert result.stdout == ""
@@ -282,9 +285,15 @@ def test_refresh_failure_exit_code(run, tmp_path: Path, clock: Clock, luma: Fake
     assert "upload failed" in result.stdout
 
 
-def test_path(run, db: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_path(run, db: Path, tmp_path: Path, engine: str, ledger_location: str) -> None:  # type: ignore[no-untyped-def]
     before = run("path")
     assert before.exit_code == 0
+    if engine == "postgres":  # a URL, its password masked; no file to measure
+        password = ledger_location.split(":")[2].split("@")[0]
+        assert password not in before.stdout and before.stdout.endswith(
+            "  (shared PostgreSQL ledger)\n"
+        )
+        return
     assert before.stdout.strip() == f"{db}  (not created yet)"
     assert not db.exists()
     run("ref", str(write(tmp_path / "a.png", png("a"))), "--email", EMAIL)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -33,29 +34,23 @@ def test_revision_list_matches_the_scripts() -> None:
     assert tuple(reversed(chain)) == _schema.REVISIONS
 
 
-def test_empty_to_head_equals_the_models(tmp_path: Path) -> None:
-    ledger = Ledger(str(tmp_path / "new.db"))
-    ledger.close()
-    engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
-    with engine.connect() as conn:
+@pytest.mark.both_engines
+def test_empty_to_head_equals_the_models(ledger_location: str, engine: str) -> None:
+    from assetcache import AssetCache
+
+    with AssetCache(db=ledger_location) as cache:
+        cache.assets()  # created and migrated on first use
+    url = (
+        f"sqlite:///{ledger_location}"
+        if engine == "sqlite"
+        else ledger_location.replace("postgresql://", "postgresql+psycopg://", 1)
+    )
+    sql = create_engine(url)
+    with sql.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
         assert context.get_current_revision() == _schema.HEAD
-    engine.dispose()
-
-
-def test_empty_to_head_equals_the_models_on_postgresql(postgres_url: str) -> None:
-    from assetcache._postgres import PostgresLedger
-
-    ledger = PostgresLedger(postgres_url)
-    ledger.assets()  # the schema is checked (and migrated) on first use
-    ledger.close()
-    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == _schema.HEAD
-    engine.dispose()
+    sql.dispose()
 
 
 def test_many_processes_opening_a_new_postgresql_ledger_at_once_all_succeed(

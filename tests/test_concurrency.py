@@ -42,7 +42,7 @@ def emu() -> Iterator[Emulator]:
 
 def spawn(
     emu: Emulator,
-    db: Path,
+    db: Path | str,
     files: list[Path],
     seed: int,
     start: float = 0.0,
@@ -63,22 +63,29 @@ def results(proc: subprocess.Popen[str], timeout: float = 60) -> list[dict[str, 
     return [json.loads(line) for line in out.splitlines()]
 
 
-def integrity(db: Path) -> str:
+def integrity(db: Path | str) -> str:
+    if "://" in str(db):  # PostgreSQL: the rows must still be readable
+        import psycopg
+
+        with psycopg.connect(str(db)) as conn:
+            conn.execute("SELECT count(*) FROM uploads").fetchone()
+        return "ok"
     with sqlite3.connect(db) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+@pytest.mark.both_engines
 def test_eight_processes_twenty_files_exactly_twenty_uploads(
-    emu: Emulator, db: Path, tmp_path: Path
+    emu: Emulator, ledger_location: str, tmp_path: Path
 ) -> None:
     files = [write(tmp_path / f"f{i:02}.png", png(f"file {i}")) for i in range(20)]
     start = time.time() + 1.5  # all workers have imported by then
-    procs = [spawn(emu, db, files, seed, start) for seed in range(8)]
+    procs = [spawn(emu, ledger_location, files, seed, start) for seed in range(8)]
     outputs = [results(p) for p in procs]
     assert len(emu.uploads) == 20
     refs = {(r["path"], r["ref"]) for out in outputs for r in out}
     assert len(refs) == 20  # every process got the same ref for each file
-    assert integrity(db) == "ok"
+    assert integrity(ledger_location) == "ok"
 
 
 def test_sixteen_processes_no_database_is_locked(emu: Emulator, db: Path, tmp_path: Path) -> None:
@@ -94,11 +101,12 @@ def test_sixteen_processes_no_database_is_locked(emu: Emulator, db: Path, tmp_pa
     assert integrity(db) == "ok"
 
 
-def test_sixteen_threads_one_file_one_upload(emu: Emulator, db: Path, tmp_path: Path) -> None:
+@pytest.mark.both_engines
+def test_sixteen_threads_one_file_one_upload(emu: Emulator, ledger_location: str, tmp_path: Path) -> None:
     path = write(tmp_path / "one.png", png("one"))
     refs: list[str] = []
     barrier = threading.Barrier(16)
-    with AssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as cache:
+    with AssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as cache:
 
         def work() -> None:
             barrier.wait()
@@ -113,15 +121,16 @@ def test_sixteen_threads_one_file_one_upload(emu: Emulator, db: Path, tmp_path: 
     assert len(refs) == 16 and len(set(refs)) == 1
 
 
+@pytest.mark.both_engines
 def test_asyncio_tasks_and_a_second_cache_share_one_upload(
-    emu: Emulator, db: Path, tmp_path: Path
+    emu: Emulator, ledger_location: str, tmp_path: Path
 ) -> None:
     path = write(tmp_path / "one.png", png("async"))
 
     async def go() -> set[str]:
         async with (
-            AsyncAssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as a,
-            AsyncAssetCache(token=emu.token, db=db, base_url=emu.base_url, retry=FAST) as b,
+            AsyncAssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as a,
+            AsyncAssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as b,
         ):
             got = await asyncio.gather(*(c.resolve(path, email=EMAIL) for c in [a, b] * 8))
         return {x.asset_ref for x in got}
@@ -130,10 +139,11 @@ def test_asyncio_tasks_and_a_second_cache_share_one_upload(
     assert len(emu.uploads) == 1
 
 
-def test_sigkill_during_upload_blocks_nobody(db: Path, tmp_path: Path) -> None:
+@pytest.mark.both_engines
+def test_sigkill_during_upload_blocks_nobody(ledger_location: str, tmp_path: Path) -> None:
     path = write(tmp_path / "slow.png", png("slow"))
     with Emulator(latency=1.0) as slow:
-        victim = spawn(slow, db, [path], 0)
+        victim = spawn(slow, ledger_location, [path], 0)
         deadline = time.monotonic() + 20
         while slow.request_count == 0:  # the victim holds the key's lock, mid-upload
             assert time.monotonic() < deadline, "the victim never sent its upload"
@@ -141,12 +151,12 @@ def test_sigkill_during_upload_blocks_nobody(db: Path, tmp_path: Path) -> None:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         began = time.monotonic()
-        survivor = spawn(slow, db, [path], 1)
+        survivor = spawn(slow, ledger_location, [path], 1)
         (result,) = results(survivor)
         assert "ref" in result
         assert time.monotonic() - began < 8  # no stale lock to wait out
         assert len(slow.uploads) <= 2  # at most one extra upload for the killed process
-    assert integrity(db) == "ok"
+    assert integrity(ledger_location) == "ok"
 
 
 def test_sigkill_at_random_moments_leaves_the_ledger_intact(

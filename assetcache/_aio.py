@@ -27,7 +27,7 @@ from ._cache import (
 from ._content import Source
 from ._email import normalize_email
 from ._errors import AssetCacheError, NotCachedError
-from ._ledger import PRUNE_BATCH
+from ._sqlite_ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient

@@ -44,9 +44,9 @@ from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
 from ._engine import KeyLock, LedgerEngine, open_engine, shown_location
 from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
-from ._ledger import FileStat
 from ._refs import MAX_REF_LENGTH, ref_problem, text_problem
 from ._retry import RetryPolicy
+from ._sqlite_ledger import FileStat
 
 if TYPE_CHECKING:
     import httpx

@@ -2,7 +2,7 @@
 
 Engines, picked by the location's scheme and imported only when chosen:
 
-- a file path or ``sqlite:///path``: ``_ledger.Ledger``, SQLite on this machine (the default);
+- a file path or ``sqlite:///path``: ``_sqlite_ledger.Ledger``, SQLite on this machine (default);
 - ``postgresql://`` (or ``postgres://``, ``postgresql+psycopg://``): ``_postgres.PostgresLedger``,
   one ledger shared by every machine, with the ``postgres`` extra installed.
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._asset import Asset
-    from ._ledger import FileStat
+    from ._sqlite_ledger import FileStat
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -99,7 +99,7 @@ def scheme_of(location: str) -> str:
 
 def shown_location(location: str) -> str:
     """How a ledger is named to people: the real path, or the URL with its password masked."""
-    from ._ledger import ledger_path, without_password
+    from ._sqlite_ledger import ledger_path, without_password
 
     if scheme_of(location) in POSTGRES_SCHEMES:
         return without_password(location)
@@ -112,6 +112,6 @@ def open_engine(location: str) -> LedgerEngine:
         from ._postgres import PostgresLedger  # imports psycopg only when it must ask the server
 
         return PostgresLedger(location)
-    from ._ledger import Ledger
+    from ._sqlite_ledger import Ledger
 
     return Ledger(location)

@@ -52,8 +52,8 @@ from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._errors import LedgerError
-from ._ledger import FileStat, Ledger, asset_from_row, without_password
 from ._locks import KeyLocks
+from ._sqlite_ledger import FileStat, Ledger, asset_from_row, without_password
 
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
 _PARAM: Final = re.compile(r":([a-z_][a-z0-9_]*)")
@@ -235,7 +235,7 @@ class PostgresLedger:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        from ._ledger import _migrations_dir
+        from ._sqlite_ledger import _migrations_dir
 
         engine = create_engine(
             "postgresql+psycopg://", creator=self._plain_connection, poolclass=NullPool

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, RetryPolicy
-from assetcache._ledger import Ledger
 from assetcache._locks import KeyLocks
 from assetcache._schema import HEAD
+from assetcache._sqlite_ledger import Ledger
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from assetcache import AssetCache
-from assetcache._ledger import Ledger, ledger_path
+from assetcache._sqlite_ledger import Ledger, ledger_path
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, LedgerError, _ledger, _locks
-from assetcache._ledger import Ledger
+from assetcache import Asset, LedgerError, _locks, _sqlite_ledger
 from assetcache._locks import KeyLocks
+from assetcache._sqlite_ledger import Ledger
 
 from .conftest import EMAIL
 
@@ -86,12 +86,12 @@ def test_forget_inherited_drops_connections_without_closing_them(ledger: Ledger)
     finally:
         held.release()
     assert ledger._idle == []
-    assert all(any(c is conn for c in _ledger._INHERITED) for conn in inherited)
+    assert all(any(c is conn for c in _sqlite_ledger._INHERITED) for conn in inherited)
     assert inherited[0].execute("SELECT 1").fetchone() == (1,)  # never closed
     assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # a new guard, a new connection
     assert all(conn is not inherited[0] for conn in ledger._idle)
     for conn in inherited:  # this test's own process: closing them here is fine
-        _ledger._INHERITED.remove(conn)
+        _sqlite_ledger._INHERITED.remove(conn)
         conn.close()
 
 

@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from assetcache import _schema
-from assetcache._ledger import Ledger, _migrations_dir
 from assetcache._models import metadata
+from assetcache._sqlite_ledger import Ledger, _migrations_dir
 
 
 def scripts() -> ScriptDirectory:

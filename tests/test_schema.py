@@ -70,7 +70,7 @@ def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
     import sqlite3
 
     from assetcache import _schema
-    from assetcache._ledger import Ledger
+    from assetcache._sqlite_ledger import Ledger
 
     db = tmp_path / "plan.db"
     Ledger(str(db)).close()
@@ -118,7 +118,7 @@ def test_per_account_queries_seek_the_email_index(tmp_path: Path) -> None:
     import sqlite3
 
     from assetcache import _schema
-    from assetcache._ledger import Ledger
+    from assetcache._sqlite_ledger import Ledger
 
     db = tmp_path / "plan.db"
     Ledger(str(db)).close()

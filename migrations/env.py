@@ -2,7 +2,8 @@
 
 assetcache runs migrations itself when a ledger is opened (see assetcache/_sqlite_ledger.py and
 assetcache/_postgres.py) and hands over its connection in ``config.attributes["connection"]``.
-Running ``alembic`` by hand against a ledger also works: set ``sqlalchemy.url`` on the command line with ``-x url=sqlite:///path``.
+Running ``alembic`` by hand against a ledger also works: set ``sqlalchemy.url`` on the command
+line with ``-x url=sqlite:///path`` (or ``-x url=postgresql+psycopg://...``).
 """
 
 from alembic import context

@@ -6,6 +6,7 @@ Kept apart from ``_cache.py`` so that a synchronous cache hit never imports asyn
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
@@ -85,7 +86,8 @@ class AsyncAssetCache(_Facade):
         key = await asyncio.to_thread(core.content, key)
         await asyncio.to_thread(lambda: core.ledger)  # open it now, never under a key lock
         async with core.locks.ahold(f"{key.sha256}:{email}"):
-            if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
+            recheck = functools.partial(core.live, key, email, margin, fresh=True)
+            if not force and (hit := await asyncio.to_thread(recheck)):
                 return hit  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None

@@ -95,10 +95,12 @@ RefreshStatus = Literal[
 
 @dataclass(frozen=True, slots=True)
 class ImportReport:
-    """What ``import_rows`` did: uploads added, and those the ledger already held."""
+    """What ``import_rows`` did: uploads added, uploads held here that the import revoked (a
+    ``forget`` made where the rows came from), and those with nothing new."""
 
     added: int
     skipped: int
+    revoked: int = 0
 
 
 #: Rows imported per write transaction: few commits, and each write lock held briefly.
@@ -308,13 +310,19 @@ class _Core:
 
     # -- ledger decisions ----------------------------------------------------------------
 
-    def live(self, key: _Key, email: str, min_remaining: timedelta) -> Asset | None:
-        """The newest row for the key if it has at least ``min_remaining`` left."""
+    def live(
+        self, key: _Key, email: str, min_remaining: timedelta, *, fresh: bool = False
+    ) -> Asset | None:
+        """The newest row for the key if it has at least ``min_remaining`` left. ``fresh``
+        asks the ledger itself, never a local mirror of it (see LedgerEngine.newest)."""
         now = self.now()
-        row = self.ledger.newest(key.sha256, email, now=now)
+        row = self.ledger.newest(key.sha256, email, now=now, fresh=fresh)
+        if row is not None and not fresh and not _enough(row, now, min_remaining):
+            # A mirror's copy too short-lived: the shared ledger may know a newer upload.
+            row = self.ledger.newest(key.sha256, email, now=now, fresh=True)
         # A dead ref is never an answer, even with a zero margin; nor is a ref that is not
         # the contract's (recorded by an older version, or written by another program).
-        if row is None or not row.is_live(now) or row.remaining_at(now) < min_remaining:
+        if row is None or not _enough(row, now, min_remaining):
             return None
         if ref_problem(row.asset_ref, email) is not None:
             return None
@@ -476,7 +484,7 @@ class _Core:
         """Merge exported rows, batch by batch; a row that is not valid stops the import."""
         from ._transfer import asset_of
 
-        added = skipped = 0
+        counts = {"added": 0, "revoked": 0, "skipped": 0}
         batch: list[Asset] = []
         for number, row in enumerate(rows, 1):
             try:
@@ -487,10 +495,12 @@ class _Core:
                     "imported, and importing again after fixing it skips them"
                 ) from None
             if len(batch) == IMPORT_BATCH:
-                merged = self.ledger.merge(batch)
-                added, skipped, batch = added + sum(merged), skipped + merged.count(False), []
-        merged = self.ledger.merge(batch) if batch else []
-        return ImportReport(added + sum(merged), skipped + merged.count(False))
+                for outcome in self.ledger.merge(batch):
+                    counts[outcome] += 1
+                batch = []
+        for outcome in self.ledger.merge(batch) if batch else []:
+            counts[outcome] += 1
+        return ImportReport(**counts)
 
     def forget(self, source_or_ref: Source, email: str | None) -> list[Asset]:
         """Revoke the rows of a file's or bytes' content, or of one ref, so they are never
@@ -538,6 +548,10 @@ def this_host() -> str:
     import socket  # only recording a path (an upload, a new source) needs it
 
     return socket.gethostname()
+
+
+def _enough(row: Asset, now: datetime, min_remaining: timedelta) -> bool:
+    return row.is_live(now) and row.remaining_at(now) >= min_remaining
 
 
 def _later(moment: datetime, delta: timedelta) -> datetime:
@@ -704,7 +718,7 @@ class AssetCache(_Facade):
         key = core.content(key)
         core.ledger  # noqa: B018 - open (and migrate) now, never while holding a key lock
         with core.locks.hold(f"{key.sha256}:{email}"):
-            if not force and (hit := core.live(key, email, margin)) is not None:
+            if not force and (hit := core.live(key, email, margin, fresh=True)) is not None:
                 return hit  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None

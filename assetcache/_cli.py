@@ -898,7 +898,9 @@ def import_command(ctx: click.Context, file: Any) -> None:
         report = _app(ctx).cache().import_rows(_json_lines(file))
     except ValueError as exc:  # a row that is not an upload: the input is wrong
         raise click.UsageError(str(exc)) from None
-    click.echo(f"added {report.added}, skipped {report.skipped} already present")
+    click.echo(
+        f"added {report.added}, revoked {report.revoked}, skipped {report.skipped} already present"
+    )
 
 
 def _json_lines(file: Any) -> Iterator[object]:

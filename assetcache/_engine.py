@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._asset import Asset
-    from ._sqlite_ledger import FileStat
+    from ._sqlite_ledger import FileStat, MergeOutcome
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -44,8 +44,13 @@ class LedgerEngine(Protocol):
     @property
     def locks(self) -> KeyLock: ...
 
-    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
-        """The latest-expiring credible, unrevoked row of a key (see Asset.state), or None."""
+    def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None:
+        """The latest-expiring credible, unrevoked row of a key (see Asset.state), or None.
+
+        ``fresh``: the ledger's own answer, never a local copy of it (single flight's re-check
+        under the key's lock must see what another machine just recorded)."""
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row in one short transaction; the asset with its id."""
@@ -78,7 +83,8 @@ class LedgerEngine(Protocol):
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]: ...
 
-    def merge(self, assets: Iterable[Asset]) -> list[bool]: ...
+    def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
+        """Each upload ``added``, ``revoked`` (an imported revocation) or ``skipped``."""
 
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime

@@ -53,7 +53,15 @@ from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._errors import LedgerError
 from ._locks import KeyLocks
-from ._sqlite_ledger import FileStat, Ledger, asset_from_row, without_password
+from ._sqlite_ledger import (
+    FileStat,
+    Ledger,
+    MergeOutcome,
+    asset_from_row,
+    merge_outcome,
+    passwords_in,
+    without_password,
+)
 
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
 _PARAM: Final = re.compile(r":([a-z_][a-z0-9_]*)")
@@ -68,10 +76,20 @@ LOCK_SESSION_OPTIONS: Final = (
     "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
     "-c tcp_user_timeout=25000"
 )
+#: The client's side of the same bound: a server that vanished (not one that stopped) is noticed
+#: within ~25 s instead of the kernel's two hours.
+CLIENT_KEEPALIVES: Final = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "25000",
+}
 #: The migration's advisory lock key (any constant no other key can hash to in practice).
 _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
-#: How long recording an upload that succeeded keeps retrying a database that blinked.
-RECORD_RETRY_S: Final = 30.0
+#: How long recording an upload that succeeded keeps retrying a database that blinked: the
+#: default retry budget (RetryPolicy.max_elapsed), since the upload was paid for.
+RECORD_RETRY_S: Final = 180.0
 _INHERITED: list[object] = []
 #: How long a row read from the shared ledger answers lookups from this machine's mirror: the
 #: bound on how late a forget made on another machine reaches this one.
@@ -117,8 +135,10 @@ class PostgresLedger:
     # -- sessions ------------------------------------------------------------------------
 
     def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
-        # The driver's text never quotes the password (checked in tests); the URL is masked.
         detail = f" ({_one_line(exc)})" if exc is not None else ""
+        # libpq quotes what it cannot parse, password and all: scrub it, as written and decoded.
+        for password in passwords_in(self._secret.reveal()):
+            detail = detail.replace(password, "***")
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
     def connect(self, *, options: str | None = None) -> Any:
@@ -132,7 +152,9 @@ class PostgresLedger:
         problem: Exception | None = None
         try:
             return psycopg.connect(
-                psycopg.conninfo.make_conninfo(self._secret.reveal(), options=options),
+                psycopg.conninfo.make_conninfo(
+                    self._secret.reveal(), options=options, **CLIENT_KEEPALIVES
+                ),
                 autocommit=True,
                 cursor_factory=psycopg.ClientCursor,
                 connect_timeout=10,
@@ -264,14 +286,17 @@ class PostgresLedger:
         with self._session() as conn:
             return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
 
-    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
-        """From this machine's mirror when it read the key recently, else from the server
-        (then mirrored)."""
+    def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None:
+        """From this machine's mirror when it read the key recently (unless ``fresh``), else
+        from the server (then mirrored)."""
         moment = datetime.now(UTC) if now is None else now
-        seen_after = moment - MIRROR_TTL
-        mirrored = self._local.mirrored(sha256, email, now=moment, seen_after=seen_after)
-        if mirrored is not None:
-            return mirrored
+        if not fresh:
+            seen_after = moment - MIRROR_TTL
+            mirrored = self._local.mirrored(sha256, email, now=moment, seen_after=seen_after)
+            if mirrored is not None:
+                return mirrored
         rows = self._rows(_schema.SELECT_NEWEST, {"sha256": sha256, "email": email, **_bounds(now)})
         self._remember(sha256, email, rows[0] if rows else None, moment)
         return rows[0] if rows else None
@@ -353,17 +378,20 @@ class PostgresLedger:
             yield from batch
             params["after"] = batch[-1].id
 
-    def merge(self, assets: Iterable[Asset]) -> list[bool]:
-        added = []
+    def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
+        outcomes: list[MergeOutcome] = []
         with self._session() as conn, conn.transaction():
             for asset in assets:
                 params = _params(asset)
-                if conn.execute(_pg(_schema.SELECT_SAME_UPLOAD), params).fetchone() is None:
+                held = conn.execute(_pg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
+                outcome = merge_outcome(held, asset)
+                if outcome == "added":
                     conn.execute(_pg(_schema.INSERT_UPLOAD), params)
-                    added.append(True)
-                else:
-                    added.append(False)
-        return added
+                elif outcome == "revoked":
+                    revoke = {"id": held[0], "revoked_at": asset.revoked_at}
+                    conn.execute(_pg(_schema.REVOKE_UPLOAD), revoke)
+                outcomes.append(outcome)
+        return outcomes
 
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
@@ -377,9 +405,10 @@ class PostgresLedger:
             rows = [asset_from_row(r) for r in conn.execute(_pg(query) + " FOR UPDATE", params)]
             for asset in rows:
                 conn.execute(_pg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
-        for asset in rows:  # this machine's mirror learns it at once
-            self._remember(asset.sha256, asset.email, None, at)
-        return [replace(a, revoked_at=at) for a in rows]
+        revoked = [replace(a, revoked_at=at) for a in rows]
+        for asset in revoked:  # this machine's mirror learns it at once, as news
+            self._remember(asset.sha256, asset.email, asset, at)
+        return revoked
 
 
 class AdvisoryLocks:

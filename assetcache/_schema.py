@@ -129,9 +129,16 @@ SELECT_PRUNE_BATCH: Final = (
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
 # A machine's mirror of a shared ledger (see _postgres.py): the newest row of a key, if it was
-# read from the shared ledger since :seen_after; replacing a key's rows with what was read.
+# read from the shared ledger since :seen_after (and not "after now": a clock that ran ahead
+# must not stretch the bound); replacing a key's rows with what was read, unless what the
+# mirror holds was read later (a forget here leaves a revoked row as that later news).
 SELECT_MIRRORED: Final = SELECT_NEWEST.replace(
-    "AND revoked_at IS NULL", "AND revoked_at IS NULL AND mirrored_at >= :seen_after"
+    "AND revoked_at IS NULL",
+    "AND revoked_at IS NULL AND mirrored_at >= :seen_after AND mirrored_at <= :now",
+)
+SELECT_MIRROR_NEWS: Final = (
+    f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
+    "AND mirrored_at > :mirrored_at LIMIT 1"
 )
 DELETE_MIRRORED: Final = f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email"
 INSERT_MIRRORED: Final = (
@@ -145,9 +152,10 @@ SELECT_EXPORT_BATCH: Final = (
     "AND (:live_after IS NULL OR expires_at > :live_after) ORDER BY id LIMIT :limit"
 )
 # Import is idempotent: an upload is the same one when its content, account and ref are; the
-# (sha256, email) prefix of ix_uploads_key finds it in one seek.
+# (sha256, email) prefix of ix_uploads_key finds it in one seek. Its revoked_at tells whether an
+# imported revocation is news.
 SELECT_SAME_UPLOAD: Final = (
-    f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
+    f"SELECT id, revoked_at FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
     "AND asset_ref = :asset_ref LIMIT 1"
 )
 

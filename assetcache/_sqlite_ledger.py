@@ -51,7 +51,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _schema
 from ._asset import RETENTION, Asset
@@ -126,21 +126,38 @@ def ledger_path(location: str) -> str:
 def without_password(url: str) -> str:
     """A URL as it may be shown: a password in it (``user:secret@host``, or libpq's
     ``?password=secret``) becomes ``***``."""
+    from urllib.parse import unquote
+
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    # libpq ends the user info at the last "@", whatever comes before it ("?" and "/" included).
+    credentials, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _ = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest}"
     rest, question, query = rest.partition("?")
-    authority, slash, tail = rest.partition("/")
-    credentials, at, host = authority.rpartition("@")
-    if at and ":" in credentials:
-        authority = f"{credentials.split(':', 1)[0]}:***@{host}"
     if question:
         fields = [
-            "password=***" if field.lower().startswith("password=") else field
+            "password=***" if unquote(field).lower().startswith("password=") else field
             for field in query.split("&")
         ]
         query = "&".join(fields)
-    return f"{scheme}://{authority}{slash}{tail}{question}{query}"
+    return f"{scheme}://{rest}{question}{query}"
+
+
+def passwords_in(url: str) -> list[str]:
+    """The password a URL carries, as written and decoded, to scrub from a driver's messages."""
+    from urllib.parse import unquote
+
+    _, _, rest = url.partition("://")
+    credentials, at, after = rest.rpartition("@")
+    found = [credentials.partition(":")[2]] if at and ":" in credentials else []
+    for field in after.partition("?")[2].split("&"):
+        key, _, value = field.partition("=")
+        if unquote(key).lower() == "password":
+            found.append(value)
+    return [p for raw in found for p in {raw, unquote(raw)} if p]
 
 
 def _real(path: str) -> str:
@@ -560,7 +577,9 @@ class Ledger:
             "aside to start a new one (its content is then uploaded again when needed)",
         )
 
-    def newest(self, sha256: str, email: str, *, now: datetime | None = None) -> Asset | None:
+    def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None:
         """The latest-expiring credible upload of this content to this account, live or not.
 
         Rows recorded while the clock ran ahead of ``now`` (default: the current time) are
@@ -591,11 +610,16 @@ class Ledger:
             raise self._unreadable(exc) from None
 
     def mirror(self, sha256: str, email: str, asset: Asset | None, *, seen_at: datetime) -> None:
-        """As a mirror: what the shared ledger answered for a key, read at ``seen_at``."""
+        """As a mirror: what the shared ledger answered for a key, read at ``seen_at`` (a revoked
+        row is kept, as news that outranks anything read before it)."""
+        stamp = _schema.to_db_time(seen_at)
+        key = {"sha256": sha256, "email": email}
         with self.write() as conn:
-            conn.execute(_schema.DELETE_MIRRORED, {"sha256": sha256, "email": email})
+            if conn.execute(_schema.SELECT_MIRROR_NEWS, {**key, "mirrored_at": stamp}).fetchone():
+                return  # the mirror already holds later news of this key
+            conn.execute(_schema.DELETE_MIRRORED, key)
             if asset is not None:
-                params = {**_upload_params(asset), "mirrored_at": _schema.to_db_time(seen_at)}
+                params = {**_upload_params(asset), "mirrored_at": stamp}
                 conn.execute(_schema.INSERT_MIRRORED, params)
 
     def record(self, asset: Asset) -> Asset:
@@ -672,19 +696,21 @@ class Ledger:
             )
         return [replace(a, revoked_at=at) for a in rows]
 
-    def merge(self, assets: Iterable[Asset]) -> list[bool]:
-        """Insert each upload the ledger does not hold yet, in one transaction; for each, whether
-        it was added (False: the same content, account and ref were already there)."""
-        added = []
+    def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
+        """Merge uploads in one transaction: each ``added`` (new here), ``revoked`` (held, and
+        the import revokes it: a revocation is never lost) or ``skipped`` (nothing new)."""
+        outcomes: list[MergeOutcome] = []
         with self.write() as conn:
             for asset in assets:
                 params = _upload_params(asset)
-                if conn.execute(_schema.SELECT_SAME_UPLOAD, params).fetchone() is None:
+                held = conn.execute(_schema.SELECT_SAME_UPLOAD, params).fetchone()
+                outcome = merge_outcome(held, asset)
+                if outcome == "added":
                     conn.execute(_schema.INSERT_UPLOAD, params)
-                    added.append(True)
-                else:
-                    added.append(False)
-        return added
+                elif outcome == "revoked":
+                    conn.execute(_schema.REVOKE_UPLOAD, {"id": held[0], **_revoked(asset)})
+                outcomes.append(outcome)
+        return outcomes
 
     def prune(
         self,
@@ -832,6 +858,22 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
         "revoked_at": _db_time_or_none(asset.revoked_at),
         "host": asset.host,
     }
+
+
+MergeOutcome = Literal["added", "revoked", "skipped"]
+
+
+def merge_outcome(held: tuple[Any, ...] | None, incoming: Asset) -> MergeOutcome:
+    """What importing ``incoming`` does, given the (id, revoked_at) of the same upload held."""
+    if held is None:
+        return "added"
+    if incoming.revoked_at is not None and held[1] is None:
+        return "revoked"
+    return "skipped"
+
+
+def _revoked(asset: Asset) -> dict[str, Any]:
+    return {"revoked_at": _db_time_or_none(asset.revoked_at)}
 
 
 def _db_time_or_none(moment: datetime | None) -> str | None:

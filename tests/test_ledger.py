@@ -153,9 +153,21 @@ def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None
          "postgresql:///d?host=/run/pg&password=***&sslmode=disable"),
         ("postgres://a:p%40ss@[::1]:5433/d?PASSWORD=x", "postgres://a:***@[::1]:5433/d?password=***"),
         ("/plain/path.db", "/plain/path.db"),
+        ("postgresql://alice:Tr0ub4dor?SECRETPW@host/t3", "postgresql://alice:***@host/t3"),
+        ("postgresql://alice:SECRET/PW@host/t3", "postgresql://alice:***@host/t3"),
+        ("postgresql:///d?pass%77ord=SECRET", "postgresql:///d?password=***"),
     ],
 )  # fmt: skip
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     from assetcache._sqlite_ledger import without_password
 
     assert without_password(url) == shown
+
+
+def test_a_password_libpq_quotes_in_its_error_is_scrubbed() -> None:
+    from assetcache import AssetCache
+
+    for url in ("postgresql://ann:SECRETPW%zz@127.0.0.1:9/x", "postgresql://ann:S%41CRET@127.0.0.1:9/x"):
+        with pytest.raises(LedgerError) as info:
+            AssetCache(db=url).assets()
+        assert "SECRET" not in str(info.value) and "SACRET" not in str(info.value)

@@ -159,10 +159,10 @@ def test_cli_export_import_pipeline(
     live = run(old, "export", "--live", "--email", EMAIL)
     assert [json.loads(line)["email"] for line in live.stdout.splitlines()] == [EMAIL]
     first = run(new, "import", input=exported.stdout + "\n")
-    assert first.exit_code == 0 and first.stdout == "added 3, skipped 0 already present\n"
+    assert first.exit_code == 0 and first.stdout == "added 3, revoked 0, skipped 0 already present\n"
     (tmp_path / "rows.jsonl").write_text(exported.stdout)
     again = run(new, "import", str(tmp_path / "rows.jsonl"))
-    assert again.exit_code == 0 and again.stdout == "added 0, skipped 3 already present\n"
+    assert again.exit_code == 0 and again.stdout == "added 0, revoked 0, skipped 3 already present\n"
     assert run(new, "export").stdout == exported.stdout
 
 
@@ -175,3 +175,17 @@ def test_cli_import_of_bad_input_is_a_usage_error(run: Callable[..., Any], tmp_p
     assert refused.exit_code == 2 and "row 1 cannot be imported" in refused.stderr
     missing = run(db, "import", str(tmp_path / "nope.jsonl"))
     assert missing.exit_code == 2
+
+
+def test_a_revocation_made_where_the_rows_came_from_is_imported(
+    make_cache: Callable[..., AssetCache], tmp_path: Path, clock: Clock
+) -> None:
+    laptop = make_cache(db=tmp_path / "laptop.db")
+    team = make_cache()
+    ref = laptop.resolve(png("a"), email=EMAIL).asset_ref
+    assert team.import_rows(laptop.export()) == ImportReport(added=1, skipped=0)
+    laptop.forget(png("a"))
+    assert team.import_rows(laptop.export()) == ImportReport(added=0, skipped=0, revoked=1)
+    assert team.lookup(png("a"), email=EMAIL) is None  # the dead ref is never handed out
+    assert [a.asset_ref for a in team.assets()] == [ref]
+    assert team.import_rows(laptop.export()) == ImportReport(added=0, skipped=1)

@@ -264,7 +264,56 @@ def test_every_command_works_on_a_postgresql_ledger_and_never_shows_its_password
         assert run("refresh", "--dry-run").exit_code == 0
         exported = run("export")
         assert exported.exit_code == 0 and len(exported.stdout.splitlines()) == 1
-        assert run("import", input=exported.stdout).stdout == "added 0, skipped 1 already present\n"
+        assert run("import", input=exported.stdout).stdout == "added 0, revoked 0, skipped 1 already present\n"
         assert run("forget", str(a), "-e", EMAIL).exit_code == 0
         assert run("prune").stdout.strip().endswith("removed 1 entry")
         assert ":***@" in run("path").stdout
+
+
+def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_forget(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import Clock
+
+    clock = Clock()
+    with Emulator() as emu:
+        here = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url, clock=clock)
+        uploaded = here.resolve(png("a"), email=EMAIL)
+        clock.advance(timedelta(hours=1))  # this machine's clock runs an hour ahead...
+        assert here.lookup(png("a"), email=EMAIL) is not None  # ...and mirrors "in an hour"
+        clock.advance(timedelta(hours=-1))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+        AssetCache(db=postgres_url, clock=clock).forget(png("a"))
+        clock.advance(timedelta(minutes=20))  # corrected: well past the 5-minute bound
+        assert here.lookup(png("a"), email=EMAIL) is None
+
+        # A read of the server that finishes after a forget made here must not undo it.
+        second = here.resolve(png("b"), email=EMAIL)
+        engine = here._core.ledger
+        engine.revoke(sha256=second.sha256, asset_ref=None, email=None, at=clock.now)
+        engine._remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1))
+        assert here.lookup(png("b"), email=EMAIL) is None
+        here.close()
+    assert uploaded.asset_ref
+
+
+def test_a_mirrored_ref_near_expiry_does_not_cost_a_second_upload(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import Clock
+
+    clock = Clock()
+    with Emulator() as emu:
+        a = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url, clock=clock)
+        first = a.resolve(png("a"), email=EMAIL)
+        clock.advance(timedelta(days=29, hours=1))  # 23 h left: under the 1-day margin
+        assert a.lookup(png("a"), email=EMAIL) is not None  # mirrored now, near expiry
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+        b = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url, clock=clock)
+        second = b.resolve(png("a"), email=EMAIL)  # machine B re-uploads it
+        assert second.asset_ref != first.asset_ref
+        again = a.resolve(png("a"), email=EMAIL)  # A must find B's upload, not upload a third
+        assert again.reused and again.asset_ref == second.asset_ref
+        assert len(emu.uploads) == 2
+        a.close()
+        b.close()

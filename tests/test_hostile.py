@@ -48,8 +48,9 @@ def hostile_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_hostile_files_through_the_cli(hostile_dir: Path, tmp_path: Path) -> None:
-    env = dict(os.environ, ASSETCACHE_DB=str(tmp_path / "l.db"), ASSETCACHE_EMAIL=EMAIL)
+@pytest.mark.both_engines
+def test_hostile_files_through_the_cli(hostile_dir: Path, tmp_path: Path, ledger_location: str) -> None:
+    env = dict(os.environ, ASSETCACHE_DB=ledger_location, ASSETCACHE_EMAIL=EMAIL)
     cases = {
         str(hostile_dir / "a dir"): "directory",
         str(hostile_dir / "fifo.png"): "FIFO",
@@ -64,11 +65,12 @@ def test_hostile_files_through_the_cli(hostile_dir: Path, tmp_path: Path) -> Non
         assert result.stderr.count("\n") == 1
 
 
-def test_odd_but_valid_paths_work(hostile_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.both_engines
+def test_odd_but_valid_paths_work(hostile_dir: Path, tmp_path: Path, ledger_location: str) -> None:
     with Emulator() as emu:
         env = dict(
             os.environ,
-            ASSETCACHE_DB=str(tmp_path / "l.db"),
+            ASSETCACHE_DB=ledger_location,
             ASSETCACHE_EMAIL=EMAIL,
             USEAPI_TOKEN=emu.token,
             ASSETCACHE_BASE_URL=emu.base_url,
@@ -94,14 +96,15 @@ def test_odd_but_valid_paths_work(hostile_dir: Path, tmp_path: Path) -> None:
         assert len(emu.uploads) == 2
 
 
+@pytest.mark.both_engines
 @pytest.mark.parametrize(
     "email", ["a/b@x.com", "a?b@x.com", "a#b@x.com", "a%b@x.com", "a+b@x.com", "a b@x.com"]
 )
-def test_reserved_characters_in_emails_are_one_segment(email: str, tmp_path: Path) -> None:
+def test_reserved_characters_in_emails_are_one_segment(email: str, tmp_path: Path, ledger_location: str) -> None:
     with Emulator() as emu:
         env = dict(
             os.environ,
-            ASSETCACHE_DB=str(tmp_path / "l.db"),
+            ASSETCACHE_DB=ledger_location,
             USEAPI_TOKEN=emu.token,
             ASSETCACHE_BASE_URL=emu.base_url,
         )
@@ -226,6 +229,7 @@ def test_unix_socket_is_refused(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.both_engines
 def test_a_nul_byte_path_fails_alone(make_cache: Callable[..., AssetCache], tmp_path: Path) -> None:
     ok = write(tmp_path / "ok.png", png("ok"))
     out = make_cache().resolve_many([str(tmp_path / "f\0.png"), ok], email=EMAIL, jobs=2)

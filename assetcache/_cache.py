@@ -16,11 +16,12 @@ A resolve goes like this:
 The stat cache and the source column are hints, so writing them is best effort: a full disk or
 a read-only ledger must not turn a cache hit into a failure.
 
-After ``fork`` a child must not use what it inherited: SQLite forbids carrying a connection
-across fork, and a pooled keep-alive HTTP connection would interleave two processes' requests
-on one socket (answers crossing, refs recorded for other bytes). Each cache notes the pid that
-made its connections and, when another pid uses it, drops them without closing them (closing
-is a use) and starts afresh.
+After ``fork`` a child must not use what it inherited: a pooled keep-alive HTTP connection
+would interleave two processes' requests on one socket (answers crossing, refs recorded for
+other bytes), and SQLite forbids carrying a connection across fork (the SQLite engine closes
+its idle ones just before, see ``_sqlite_ledger``). Each cache notes the pid that made its
+client and connections and, when another pid uses it, drops them without closing them
+(closing is a use) and starts afresh.
 
 ``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``; they differ only in
 how they wait (threads vs. the event loop) and which httpx client sends.

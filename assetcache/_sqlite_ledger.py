@@ -29,8 +29,10 @@ SQLite choices, each for a reason:
   into the database, and another user's ledger may hold planted rows.
 - The path is resolved (symlinks followed) before anything else: a ledger reached through two
   names must have one lock folder, or two processes would upload the same content.
-- After ``fork``, a child drops the connections it inherited without closing them (see
-  ``Ledger.forget_inherited``): SQLite forbids using a connection across fork, and closing is
+- No connection is open across ``fork``: an at-fork hook closes the idle ones first (SQLite's
+  per-process lock bookkeeping is inherited, so a child with an inherited open connection would
+  take no real locks), and a child forked while another thread had one checked out refuses
+  the ledger. Anything left over is dropped unclosed (``Ledger.forget_inherited``): closing is
   a use.
 
 Migrations are Alembic revisions in ``migrations/`` (shipped in the wheel as

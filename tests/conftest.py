@@ -267,6 +267,27 @@ def cache(make_cache: Callable[..., AssetCache]) -> AssetCache:
     return make_cache()
 
 
+@pytest.fixture
+def run(luma: FakeLuma, clock: Clock, db: Path) -> Callable[..., Any]:
+    """The click CLI on this test's SQLite ledger, with the fake server and clock; extra
+    keyword arguments are environment variables. (test_cli.py has an engine-parametrized one.)"""
+
+    def invoke(*args: str, input: str | None = None, **env: str) -> Any:
+        from click.testing import CliRunner
+
+        from assetcache._cli import cli
+
+        return CliRunner().invoke(
+            cli,
+            ["--db", str(db), *args],
+            obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
+            env={"USEAPI_TOKEN": TOKEN, "ASSETCACHE_EMAIL": None, **env},
+            input=input,
+        )
+
+    return invoke
+
+
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from assetcache import AssetCache, FillError, InvalidImageError
-from assetcache._cli import cli
 
-from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
+from .conftest import EMAIL, FakeLuma, png, write
 
 pytestmark = pytest.mark.both_engines
 
@@ -97,20 +95,6 @@ def test_a_batch_resolves_each_image_once_and_fails_payload_by_payload(
     assert isinstance(out[1], FillError) and isinstance(out[3], ValueError)
     assert out[0]["imageEnd"] == out[2]["imageStart"]  # b.png: one ref for both
     assert luma.uploads == 3
-
-
-@pytest.fixture
-def run(luma: FakeLuma, clock: Clock, db: Path) -> Callable[..., Any]:
-    def invoke(*args: str, input: str | None = None, **env: str) -> Any:
-        return CliRunner().invoke(
-            cli,
-            ["--db", str(db), *args],
-            obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
-            env={"USEAPI_TOKEN": TOKEN, "ASSETCACHE_EMAIL": None, **env},
-            input=input,
-        )
-
-    return invoke
 
 
 def test_cli_fill(run: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

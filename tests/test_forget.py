@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from assetcache import AssetCache
-from assetcache._cli import cli
 
-from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
+from .conftest import EMAIL, Clock, FakeLuma, png, write
 
 pytestmark = pytest.mark.both_engines
 
@@ -60,19 +58,6 @@ def test_revoked_rows_are_counted_by_audit_and_removed_by_prune(
     assert report.advice.action == "prune"
     assert [a.state(clock.now) for a in cache.prune()] == ["revoked"]
     assert len(cache.assets()) == 1
-
-
-@pytest.fixture
-def run(luma: FakeLuma, clock: Clock, db: Path) -> Callable[..., Any]:
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(
-            cli,
-            ["--db", str(db), *args],
-            obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
-            env={"USEAPI_TOKEN": TOKEN, "ASSETCACHE_EMAIL": None},
-        )
-
-    return invoke
 
 
 def test_cli_forget(run: Callable[..., Any], tmp_path: Path, luma: FakeLuma) -> None:

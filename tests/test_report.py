@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from assetcache import AssetCache
-from assetcache._cli import cli
 
-from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
+from .conftest import EMAIL, Clock, png, write
 
 pytestmark = pytest.mark.both_engines
 
@@ -44,19 +42,6 @@ def test_live_refs_become_cards_and_every_text_is_escaped(
     assert "card expiring" in page
     mine = cache.report(email=EMAIL)
     assert mine.count("<button class='copy'") == 2 and "b@example.com" not in mine
-
-
-@pytest.fixture
-def run(luma: FakeLuma, clock: Clock, db: Path) -> Callable[..., Any]:
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(
-            cli,
-            ["--db", str(db), *args],
-            obj={"clock": clock, "transport": luma.transport, "retry": FAST_RETRY},
-            env={"USEAPI_TOKEN": TOKEN, "ASSETCACHE_EMAIL": None},
-        )
-
-    return invoke
 
 
 def test_cli_report(run: Callable[..., Any], tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class UploadRow(SQLModel, table=True):
-    """One successful upload. Rows are never updated except ``source`` and ``revoked_at``;
-    history is kept."""
+    """One successful upload (an upload is one row: the index ``ux_uploads_upload``). Rows are
+    never updated except ``source`` and ``revoked_at``; history is kept."""
 
     __tablename__: ClassVar[str] = _schema.UPLOADS
     __table_args__ = (
@@ -45,6 +45,7 @@ class UploadRow(SQLModel, table=True):
         Index("ix_uploads_expires_at", "expires_at"),
         Index("ix_uploads_uploaded_at", "uploaded_at"),
         Index("ix_uploads_email_expires_at", "email", "expires_at"),
+        Index("ux_uploads_upload", "asset_ref", "sha256", "email", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)

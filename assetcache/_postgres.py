@@ -312,9 +312,7 @@ class PostgresLedger:
         while True:
             try:
                 with self._session() as conn, conn.transaction():
-                    row = conn.execute(
-                        _pg(_schema.INSERT_UPLOAD) + " RETURNING id", _params(asset)
-                    ).fetchone()
+                    row = conn.execute(_pg(_schema.RECORD_UPLOAD), _params(asset)).fetchone()
                 recorded = replace(asset, id=row[0])
                 # Known since it was uploaded: the cache's clock, like every other time here.
                 self._remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
@@ -383,11 +381,12 @@ class PostgresLedger:
         with self._session() as conn, conn.transaction():
             for asset in assets:
                 params = _params(asset)
+                if conn.execute(_pg(_schema.MERGE_UPLOAD), params).rowcount:
+                    outcomes.append("added")
+                    continue
                 held = conn.execute(_pg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
                 outcome = merge_outcome(held, asset)
-                if outcome == "added":
-                    conn.execute(_pg(_schema.INSERT_UPLOAD), params)
-                elif outcome == "revoked":
+                if outcome == "revoked":
                     revoke = {"id": held[0], "revoked_at": asset.revoked_at}
                     conn.execute(_pg(_schema.REVOKE_UPLOAD), revoke)
                 outcomes.append(outcome)

@@ -24,6 +24,7 @@ REVISIONS: Final = (
     "0003_revoked_at",
     "0004_source_host",
     "0005_mirrored_at",
+    "0006_unique_upload",
 )
 HEAD: Final = REVISIONS[-1]
 
@@ -74,11 +75,22 @@ INSERT_UPLOAD: Final = (
     f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])})"
 )
 
+# One row per upload (ux_uploads_upload). A ref the server hands out again for the same bytes
+# is as alive as a new one: the row takes the later upload's times and is no longer revoked.
+# A recording retried after a commit whose acknowledgement was lost finds itself: no copy.
+RECORD_UPLOAD: Final = (
+    f"{INSERT_UPLOAD} ON CONFLICT (asset_ref, sha256, email) DO UPDATE SET "
+    "uploaded_at = excluded.uploaded_at, expires_at = excluded.expires_at, "
+    "upload_id = excluded.upload_id, media_url = excluded.media_url, revoked_at = NULL "
+    "RETURNING id"
+)
+# An import adds what is not held; concurrent imports of the same rows add each once.
+MERGE_UPLOAD: Final = f"{INSERT_UPLOAD} ON CONFLICT (asset_ref, sha256, email) DO NOTHING"
+
 UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source, host = :host WHERE id = :id"
 
 # forget: the live rows of one content (sha256 and maybe email), or of one ref.
-# The content case seeks ix_uploads_key; a ref is rarely forgotten, so it has no index of its
-# own (it would cost every row ~100 bytes for a command run by hand).
+# The content case seeks ix_uploads_key, the ref case ux_uploads_upload (asset_ref leads it).
 _NOT_REVOKED: Final = (
     f"{_UPLOAD_SELECT} WHERE revoked_at IS NULL AND expires_at > :now "
     "AND (:email IS NULL OR email = :email)"

@@ -628,8 +628,7 @@ class Ledger:
         """Insert a new upload row and return the asset with its id."""
         params = _upload_params(asset)
         with self.write() as conn:
-            cursor = conn.execute(_schema.INSERT_UPLOAD, params)
-            row_id = cursor.lastrowid
+            (row_id,) = conn.execute(_schema.RECORD_UPLOAD, params).fetchone()
         return replace(asset, id=row_id)
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
@@ -705,11 +704,12 @@ class Ledger:
         with self.write() as conn:
             for asset in assets:
                 params = _upload_params(asset)
+                if conn.execute(_schema.MERGE_UPLOAD, params).rowcount:
+                    outcomes.append("added")
+                    continue
                 held = conn.execute(_schema.SELECT_SAME_UPLOAD, params).fetchone()
                 outcome = merge_outcome(held, asset)
-                if outcome == "added":
-                    conn.execute(_schema.INSERT_UPLOAD, params)
-                elif outcome == "revoked":
+                if outcome == "revoked":
                     conn.execute(_schema.REVOKE_UPLOAD, {"id": held[0], **_revoked(asset)})
                 outcomes.append(outcome)
         return outcomes

@@ -135,3 +135,49 @@ def test_an_existing_ledger_is_upgraded_in_place_keeping_its_rows(tmp_path: Path
         assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == _schema.HEAD
         indexes = {r[1] for r in raw.execute("PRAGMA index_list(uploads)")}
     assert "ix_uploads_email_expires_at" in indexes
+
+
+@pytest.mark.both_engines
+def test_copies_of_one_upload_are_folded_into_one_row_keeping_a_revocation(
+    ledger_location: str, engine: str
+) -> None:
+    """Before 0006 two concurrent imports could insert one upload twice: the upgrade keeps the
+    oldest copy, revoked if any copy was, and from then on the database refuses copies."""
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    url = (
+        f"sqlite:///{ledger_location}"
+        if engine == "sqlite"
+        else ledger_location.replace("postgresql://", "postgresql+psycopg://", 1)
+    )
+    if engine == "sqlite":
+        Path(ledger_location).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    insert = (
+        "INSERT INTO uploads (sha256, email, asset_ref, content_type, size, uploaded_at, "
+        "expires_at, upload_id, media_url, revoked_at) VALUES ('s', 'e@x', :ref, 'image/png', 1, "
+        "'2026-01-01 00:00:00', '2026-01-31 00:00:00', 'u', 'm', :revoked)"
+    )
+    from sqlalchemy import text
+
+    sql = create_engine(url)
+    with sql.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005_mirrored_at")
+        for ref, revoked in [("r1", None), ("r1", "2026-01-02 00:00:00"), ("r1", None)]:
+            conn.execute(text(insert), {"ref": ref, "revoked": revoked})
+        conn.execute(text(insert), {"ref": "r2", "revoked": None})
+    with sql.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with sql.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, asset_ref, revoked_at IS NOT NULL FROM uploads ORDER BY id")
+        ).fetchall()
+    assert [(r[1], r[2]) for r in rows] == [("r1", True), ("r2", False)]
+    assert rows[0][0] == 1  # the oldest copy is the one kept
+    with pytest.raises(IntegrityError), sql.begin() as conn:
+        conn.execute(text(insert), {"ref": "r2", "revoked": None})
+    sql.dispose()

@@ -189,3 +189,52 @@ def test_a_revocation_made_where_the_rows_came_from_is_imported(
     assert team.lookup(png("a"), email=EMAIL) is None  # the dead ref is never handed out
     assert [a.asset_ref for a in team.assets()] == [ref]
     assert team.import_rows(laptop.export()) == ImportReport(added=0, skipped=1)
+
+
+def test_concurrent_imports_of_the_same_rows_add_each_once(
+    make_cache: Callable[..., AssetCache], clock: Clock, tmp_path: Path, engine: str
+) -> None:
+    """Several machines importing one laptop's ledger at the same moment: each row lands once
+    (the unique index decides, not a read before the write)."""
+    import threading
+
+    old = make_cache(db=tmp_path / "old.db")
+    _seed(old, clock, tmp_path)
+    rows = list(old.export())
+    target = make_cache(db=tmp_path / "shared.db") if engine == "sqlite" else make_cache()
+    importers = [make_cache(db=target.db_path) if engine == "sqlite" else make_cache()]
+    importers += [make_cache(db=target.db_path) if engine == "sqlite" else make_cache()]
+    importers += [target]
+    start = threading.Barrier(len(importers))
+    reports: list[ImportReport] = []
+
+    def one(cache: AssetCache) -> None:
+        start.wait()
+        reports.append(cache.import_rows(rows))
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in importers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.added for r in reports) == len(rows)
+    assert sum(r.skipped for r in reports) == len(rows) * (len(importers) - 1)
+    assert len(list(target.export())) == len(rows)
+
+
+def test_a_ref_handed_out_again_for_the_same_bytes_is_one_row_with_the_later_times(
+    make_cache: Callable[..., AssetCache], clock: Clock
+) -> None:
+    ref = f"u1-email:{EMAIL}-image:0d9f6a1e-95f4-4d52-9e42-6c2b3f1f0a11"
+    upload = {"id": "i", "media": {"url": "https://cdn/m"}}
+    body = json.dumps({"assetRef": ref, "email": EMAIL, "upload": upload})
+    luma = FakeLuma(script=[(200, {}, body.encode()), (200, {}, body.encode())])
+    cache = make_cache(transport=luma.transport)
+    first = cache.resolve(png("same"), email=EMAIL)
+    clock.advance(timedelta(days=10))
+    again = cache.resolve(png("same"), email=EMAIL, force=True)
+    assert again.asset_ref == first.asset_ref and again.id == first.id
+    rows = list(cache.export())
+    assert len(rows) == 1 and rows[0]["uploaded_at"] == again.uploaded_at.isoformat()
+    hit = cache.lookup(png("same"), email=EMAIL, min_remaining=timedelta(days=25))
+    assert hit is not None and hit.expires_at == again.expires_at

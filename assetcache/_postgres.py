@@ -51,6 +51,7 @@ from typing import Any, Final
 from . import _config, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
+from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._locks import KeyLocks
 from ._sqlite_ledger import (
@@ -85,6 +86,10 @@ CLIENT_KEEPALIVES: Final = {
     "keepalives_count": "3",
     "tcp_user_timeout": "25000",
 }
+#: How long one statement may wait for the server before this client cuts the session (see
+#: ``_deadline``): far beyond any of these indexed statements on a healthy server, and well
+#: inside LOCK_WAIT_S, so a stopped server fails waiters instead of holding them.
+SESSION_DEADLINE_S: Final = 30.0
 #: The migration's advisory lock key (any constant no other key can hash to in practice).
 _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 #: How long recording an upload that succeeded keeps retrying a database that blinked: the
@@ -103,6 +108,28 @@ def _driver() -> Any:
     except ImportError:
         return None
     return psycopg
+
+
+_CURSOR: list[Any] = []
+
+
+def _watched_cursor(psycopg: Any) -> Any:
+    """psycopg's client-side-binding cursor, telling the watchdog that each statement is new."""
+    if not _CURSOR:
+
+        class WatchedCursor(psycopg.ClientCursor):  # type: ignore[misc]
+            def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                WATCHDOG.progress(self.connection)
+                return super().execute(query, params, **kwargs)
+
+        _CURSOR.append(WatchedCursor)
+    return _CURSOR[0]
+
+
+class StaleSession(LedgerError):
+    """A pooled session failed on the connection itself: the server restarted or dropped it
+    while the session sat idle. Nothing was done; an idempotent statement may be retried once
+    on a new session."""
 
 
 def _pg(sql: str) -> str:
@@ -156,7 +183,7 @@ class PostgresLedger:
                     self._secret.reveal(), options=options, **CLIENT_KEEPALIVES
                 ),
                 autocommit=True,
-                cursor_factory=psycopg.ClientCursor,
+                cursor_factory=_watched_cursor(psycopg),
                 connect_timeout=10,
             )
         except psycopg.Error as exc:
@@ -179,10 +206,12 @@ class PostgresLedger:
             if self._closed:
                 raise self._fail("is closed")
             conn = self._idle.pop() if self._idle else None
+        pooled = conn is not None
         if conn is None:
             conn = self.connect()
         try:
-            yield conn
+            with WATCHDOG.watching(conn, conn.fileno, SESSION_DEADLINE_S):
+                yield conn
         except psycopg.Error as exc:
             conn.close()  # a session that failed may be broken: never pooled again
             failure: BaseException = exc
@@ -192,12 +221,33 @@ class PostgresLedger:
         else:
             with self._guard:
                 keep = not self._closed and len(self._idle) < 8 and not conn.closed
+                keep = keep and not WATCHDOG.was_cut(conn)
                 if keep:
                     self._idle.append(conn)
             if not keep:
                 conn.close()
             return
-        raise self._fail("cannot be read or written", failure)
+        raise self._session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    def not_answering(self) -> LedgerError:
+        return self._fail(
+            f"did not answer within {SESSION_DEADLINE_S:.0f} s",
+            hint="; the server is stopped or overloaded: check it, then retry",
+        )
+
+    def _session_failure(self, exc: BaseException, *, pooled: bool, cut: bool) -> LedgerError:
+        if cut:
+            return self.not_answering()
+        if pooled and isinstance(exc, _driver().OperationalError):
+            # Likely every idle session died with it (a restart): drop them all.
+            with self._guard:
+                stale, self._idle = self._idle, []
+            for conn in stale:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            error = self._fail("cannot be read or written", exc)
+            return StaleSession(str(error), path=self.path)
+        return self._fail("cannot be read or written", exc)
 
     def close(self) -> None:
         with self._guard:
@@ -283,8 +333,12 @@ class PostgresLedger:
     # -- queries -------------------------------------------------------------------------
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
-        with self._session() as conn:
-            return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
+        try:
+            with self._session() as conn:
+                return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
+        except StaleSession:  # a read is safe to repeat, once, on a new session
+            with self._session() as conn:
+                return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
 
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
@@ -377,6 +431,13 @@ class PostgresLedger:
             params["after"] = batch[-1].id
 
     def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
+        batch = list(assets)
+        try:
+            return self._merge(batch)
+        except StaleSession:  # the transaction never began or rolled back: safe to repeat
+            return self._merge(batch)
+
+    def _merge(self, assets: list[Asset]) -> list[MergeOutcome]:
         outcomes: list[MergeOutcome] = []
         with self._session() as conn, conn.transaction():
             for asset in assets:
@@ -422,13 +483,24 @@ class AdvisoryLocks:
     def _try(self, lock_id: int, *, release: bool = False) -> bool:
         sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
         with self._session_guard:
-            if self._session is None or self._session.closed:
-                self._session = self._ledger.connect(options=LOCK_SESSION_OPTIONS)
-            try:
-                return bool(self._session.execute(sql, (lock_id,)).fetchone()[0])
-            except _driver().Error as exc:
-                self._session.close()  # a lost session has lost its locks too
-                failure = exc
+            for _ in range(2):
+                fresh = self._session is None or self._session.closed
+                if fresh:
+                    self._session = self._ledger.connect(options=LOCK_SESSION_OPTIONS)
+                session = self._session
+                try:
+                    with WATCHDOG.watching(session, session.fileno, SESSION_DEADLINE_S):
+                        return bool(session.execute(sql, (lock_id,)).fetchone()[0])
+                except _driver().Error as exc:
+                    session.close()  # a lost session has lost its locks too
+                    failure = exc
+                cut = WATCHDOG.was_cut(session)
+                # An idle session the server dropped (a restart): asking again on a new one is
+                # safe for a lock not yet held; a release has nothing left to release.
+                if release or fresh or cut:
+                    break
+        if cut:
+            raise self._ledger.not_answering()
         raise self._ledger._fail("lost its lock session", failure)
 
     def _deadline_passed(self, began: float) -> bool:

@@ -7,6 +7,7 @@ and no password anywhere, and the stat cache kept on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -317,3 +318,60 @@ def test_a_mirrored_ref_near_expiry_does_not_cost_a_second_upload(
         assert len(emu.uploads) == 2
         a.close()
         b.close()
+
+
+def _freeze(server: Any) -> list[int]:
+    """Stop every process of the server, as a paused VM or a host wedged in swap would: its
+    kernel still acknowledges TCP, so keepalives see nothing wrong."""
+    pids = server.process_ids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def _thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
+    make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache import _postgres
+
+    monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 1.0)
+    server = make_postgres_server()
+    url = server.create_database("frozen")
+    with Emulator() as emu, AssetCache(db=url, token=emu.token, base_url=emu.base_url) as cache:
+        cache.resolve(png("warm"), email=EMAIL)  # sessions (and the lock session) open, pooled
+        pids = _freeze(server)
+        try:
+            began = time.monotonic()
+            with pytest.raises(LedgerError, match="did not answer within 1 s") as read:
+                cache.assets()
+            waiter = cache._core.locks.hold("some-key")
+            with pytest.raises(LedgerError, match="did not answer within 1 s"), waiter:
+                pass
+            took = time.monotonic() - began
+        finally:
+            _thaw(pids)
+        assert server.password not in str(read.value)
+        assert took < 20  # two deadlines and their ticks, not the kernel's or LOCK_WAIT_S
+        # Once the server answers again, so does the cache: cut sessions were never pooled.
+        assert cache.resolve(png("warm"), email=EMAIL).reused
+        assert len(emu.uploads) == 1
+
+
+def test_reads_on_sessions_a_restart_dropped_are_asked_again_once(
+    make_postgres_server: Any,
+) -> None:
+    server = make_postgres_server()
+    url = server.create_database("restarted")
+    with Emulator() as emu, AssetCache(db=url, token=emu.token, base_url=emu.base_url) as cache:
+        cache.resolve(png("before"), email=EMAIL)
+        server.restart(crash=True)  # every pooled session (and the lock session) is now dead
+        assert [a.asset_ref for a in cache.assets()] != []
+        cache.import_rows(cache.export())  # a write transaction, idempotent, also asked again
+        assert cache.resolve(png("after"), email=EMAIL).reused is False  # the lock session too
+        assert len(emu.uploads) == 2

@@ -95,6 +95,8 @@ _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 #: How long recording an upload that succeeded keeps retrying a database that blinked: the
 #: default retry budget (RetryPolicy.max_elapsed), since the upload was paid for.
 RECORD_RETRY_S: Final = 180.0
+#: How many spooled uploads (see ``record``) one merge sends to the shared ledger.
+SPOOL_BATCH: Final = 500
 _INHERITED: list[object] = []
 #: How long a row read from the shared ledger answers lookups from this machine's mirror: the
 #: bound on how late a forget made on another machine reaches this one.
@@ -152,6 +154,7 @@ class PostgresLedger:
         self._guard = threading.Lock()
         self._closed = False
         self._ready = False  # schema checked (and migrated) on the first session
+        self._spool_waiting = False  # this process spooled an upload not yet merged
         local = os.path.join(_config.cache_dir(), "shared-" + _digest(self.path))
         self._local = Ledger(local + ".db")  # this machine's stat cache and lock folder
         self.locks = AdvisoryLocks(self, self._local.locks)
@@ -196,6 +199,7 @@ class PostgresLedger:
         if not self._ready:
             self._ensure_schema()  # once: concurrent first callers both find it current
             self._ready = True
+            self._merge_spool()
         with self._raw_session() as conn:
             yield conn
 
@@ -360,22 +364,56 @@ class PostgresLedger:
             self._local.mirror(sha256, email, asset, seen_at=seen_at)
 
     def record(self, asset: Asset) -> Asset:
-        """Insert the row; a database that blinks is retried: the upload was paid for."""
+        """Insert the row; a database that blinks is retried: the upload was paid for. Past
+        RECORD_RETRY_S the row goes to this machine's spool, merged into the shared ledger by
+        the next session that reaches it (this process's or any later one's on this machine)."""
         deadline = time.monotonic() + RECORD_RETRY_S
         delay = 0.2
         while True:
             try:
                 with self._session() as conn, conn.transaction():
                     row = conn.execute(_pg(_schema.RECORD_UPLOAD), _params(asset)).fetchone()
-                recorded = replace(asset, id=row[0])
-                # Known since it was uploaded: the cache's clock, like every other time here.
-                self._remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
-                return recorded
-            except LedgerError:
+            except LedgerError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise
+                    return self._spool(asset, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            recorded = replace(asset, id=row[0])
+            # Known since it was uploaded: the cache's clock, like every other time here.
+            self._remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
+            if self._spool_waiting:  # the ledger answers again: hand it what waited
+                self._merge_spool()
+            return recorded
+
+    def _spool(self, asset: Asset, failure: LedgerError) -> Asset:
+        """Keep a paid upload the shared ledger could not record; the ref itself is good."""
+        try:
+            self._local.record(asset)  # mirrored_at stays NULL: spooled, not mirrored
+        except LedgerError:
+            raise failure from None  # neither can keep it: the shared ledger's failure is news
+        self._spool_waiting = True
+        import logging
+
+        logging.getLogger("assetcache").warning(
+            "%s; the upload of %s is kept in this machine's spool and recorded there when the "
+            "ledger answers again",
+            failure,
+            asset.asset_ref,
+        )
+        return asset
+
+    def _merge_spool(self) -> None:
+        """Merge into the shared ledger what this machine spooled (a chore: a failure leaves
+        the spool for the next session)."""
+        try:
+            while batch := self._local.spooled(SPOOL_BATCH):
+                self._merge(batch)
+                self._local.unspool(batch)
+        except LedgerError:
+            self._spool_waiting = True
+        else:
+            self._spool_waiting = False
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would

@@ -152,11 +152,21 @@ SELECT_MIRROR_NEWS: Final = (
     f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
     "AND mirrored_at > :mirrored_at LIMIT 1"
 )
-DELETE_MIRRORED: Final = f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email"
+DELETE_MIRRORED: Final = (
+    f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
+    "AND mirrored_at IS NOT NULL"
+)
+# A spooled row (below) that the shared ledger now answers with is in it: it becomes mirrored.
 INSERT_MIRRORED: Final = (
     f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:])}, mirrored_at) "
-    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])}, :mirrored_at)"
+    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])}, :mirrored_at) "
+    "ON CONFLICT (asset_ref, sha256, email) DO UPDATE SET mirrored_at = excluded.mirrored_at, "
+    "revoked_at = excluded.revoked_at"
 )
+# The spool: uploads paid for while the shared ledger could not record them, kept in the
+# machine's local file (``mirrored_at IS NULL``: never read from the shared ledger) until a
+# session can merge them in.
+SELECT_SPOOLED: Final = f"{_UPLOAD_SELECT} WHERE mirrored_at IS NULL ORDER BY id LIMIT :limit"
 
 # Export streams the ledger in id order, a batch per read, so a huge ledger never sits in memory.
 SELECT_EXPORT_BATCH: Final = (

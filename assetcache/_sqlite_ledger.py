@@ -624,6 +624,16 @@ class Ledger:
                 params = {**_upload_params(asset), "mirrored_at": stamp}
                 conn.execute(_schema.INSERT_MIRRORED, params)
 
+    def spooled(self, limit: int) -> list[Asset]:
+        """As a shared ledger's local file: the oldest uploads waiting to be recorded there."""
+        with self._reading() as conn:
+            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, {"limit": limit}))
+
+    def unspool(self, assets: Iterable[Asset]) -> None:
+        """As a shared ledger's local file: these spooled uploads are recorded there now."""
+        with self.write() as conn:
+            conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in assets])
+
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
         params = _upload_params(asset)

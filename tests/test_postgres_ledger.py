@@ -375,3 +375,37 @@ def test_reads_on_sessions_a_restart_dropped_are_asked_again_once(
         cache.import_rows(cache.export())  # a write transaction, idempotent, also asked again
         assert cache.resolve(png("after"), email=EMAIL).reused is False  # the lock session too
         assert len(emu.uploads) == 2
+
+
+def test_an_upload_the_ledger_could_not_record_is_spooled_then_merged(
+    make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server goes away while an upload is in flight and stays away past the recording
+    budget: the paid ref is still the answer, kept in this machine's spool, and the next
+    session that reaches the server (a later process here) records it there."""
+    from assetcache import _postgres
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 0.5)
+    server = make_postgres_server()
+    url = server.create_database("spool")
+    with Emulator(latency=1.0) as emu:
+        with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as cache:
+            cache.assets()  # migrated
+            outcome: list[Asset] = []
+            worker = threading.Thread(
+                target=lambda: outcome.append(cache.resolve(png("paid"), email=EMAIL))
+            )
+            worker.start()
+            time.sleep(0.4)
+            server.stop()  # from this thread: the server dies with the thread that started it
+            worker.join()
+        (asset,) = outcome
+        assert asset.reused is False and len(emu.uploads) == 1
+        assert "kept in this machine's spool" in caplog.text
+        assert server.password not in caplog.text
+        server.start()
+        with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as later:
+            assert [a.asset_ref for a in later.assets()] == [asset.asset_ref]
+            assert later.resolve(png("paid"), email=EMAIL).asset_ref == asset.asset_ref
+            assert later._core.ledger._local.spooled(10) == []  # type: ignore[attr-defined]
+        assert len(emu.uploads) == 1

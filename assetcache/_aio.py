@@ -9,7 +9,7 @@ import asyncio
 import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -22,7 +22,9 @@ from ._cache import (
     RefreshItem,
     _describe,
     _Facade,
+    _Key,
     _refresh_margin,
+    ask_again,
     lookup_margin,
 )
 from ._content import Source
@@ -32,13 +34,15 @@ from ._sqlite_ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient
+    from ._engine import AsyncLedgerSide, LedgerEngine
 
 
 class AsyncAssetCache(_Facade):
     """The same cache for asyncio: ``await cache.resolve(...)``; ``async with`` or ``aclose()``.
 
-    Disk and ledger work runs in worker threads; waiting for another resolver's upload and the
-    upload itself happen on the event loop, so thousands of concurrent resolves cost no threads.
+    Disk work runs in worker threads; the upload and waiting for another resolver's upload
+    happen on the event loop, and so do the ledger's reads and writes on the resolve path when
+    the engine has an asyncio driver (PostgreSQL: psycopg's); SQLite's run in worker threads.
     """
 
     _client: AsyncLumaClient | None = None
@@ -81,21 +85,46 @@ class AsyncAssetCache(_Facade):
         email = normalize_email(email)
         margin = core.min_remaining_or_default(min_remaining)
         key = await asyncio.to_thread(core.key, source)
-        if not force and (hit := await asyncio.to_thread(core.live, key, email, margin)):
+        ledger = await self._ledger()  # opened now, never under a key lock
+        if not force and (hit := await self._live(ledger, key, email, margin)):
             return hit
         key = await asyncio.to_thread(core.content, key)
-        await asyncio.to_thread(lambda: core.ledger)  # open it now, never under a key lock
         async with core.locks.ahold(f"{key.sha256}:{email}"):
-            recheck = functools.partial(core.live, key, email, margin, fresh=True)
-            if not force and (hit := await asyncio.to_thread(recheck)):
-                return hit  # someone uploaded it while we waited: no token needed
+            recheck = await self._live(ledger, key, email, margin, fresh=True)
+            if not force and recheck:
+                return recheck  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None
             uploaded_at = core.now()
             result = await client.upload(
                 key.content.data, content_type=key.content.content_type, email=email
             )
-            return await asyncio.to_thread(core.record, key, email, uploaded_at, result)
+            return await ledger.record(core.uploaded(key, email, uploaded_at, result))
+
+    async def _ledger(self) -> AsyncLedgerSide:
+        """The ledger's resolve path as awaitables: its engine's asyncio driver if it has one,
+        else its sync calls in worker threads."""
+        core = self._core
+        engine = await asyncio.to_thread(lambda: core.ledger)
+        side = engine.async_side()
+        return LedgerInThreads(engine) if side is None else side
+
+    async def _live(
+        self,
+        ledger: AsyncLedgerSide,
+        key: _Key,
+        email: str,
+        margin: timedelta,
+        *,
+        fresh: bool = False,
+    ) -> Asset | None:
+        """As _Core.live, awaiting the ledger; the decisions are _Core's."""
+        core = self._core
+        now = core.now()
+        row = await ledger.newest(key.sha256, email, now=now, fresh=fresh)
+        if ask_again(row, now, margin, fresh=fresh):
+            row = await ledger.newest(key.sha256, email, now=now, fresh=True)
+        return await asyncio.to_thread(core.answer, key, email, row, now, margin)
 
     async def resolve_many(
         self,
@@ -140,7 +169,7 @@ class AsyncAssetCache(_Facade):
         margin = lookup_margin(min_remaining)
         email = normalize_email(email)
         key = await asyncio.to_thread(core.key, source)
-        return await asyncio.to_thread(core.live, key, email, margin)
+        return await self._live(await self._ledger(), key, email, margin)
 
     async def require(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
@@ -268,6 +297,23 @@ class AsyncAssetCache(_Facade):
                     item = self._core.refreshed(item, new)
             items.append(item)
         return items
+
+
+class LedgerInThreads:
+    """An engine without an asyncio driver (SQLite: local disk), awaited through worker
+    threads."""
+
+    def __init__(self, engine: LedgerEngine) -> None:
+        self._engine = engine
+
+    async def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None:
+        newest = functools.partial(self._engine.newest, sha256, email, now=now, fresh=fresh)
+        return await asyncio.to_thread(newest)
+
+    async def record(self, asset: Asset) -> Asset:
+        return await asyncio.to_thread(self._engine.record, asset)
 
 
 _Row = TypeVar("_Row")

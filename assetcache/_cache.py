@@ -318,9 +318,14 @@ class _Core:
         asks the ledger itself, never a local mirror of it (see LedgerEngine.newest)."""
         now = self.now()
         row = self.ledger.newest(key.sha256, email, now=now, fresh=fresh)
-        if row is not None and not fresh and not _enough(row, now, min_remaining):
-            # A mirror's copy too short-lived: the shared ledger may know a newer upload.
+        if ask_again(row, now, min_remaining, fresh=fresh):
             row = self.ledger.newest(key.sha256, email, now=now, fresh=True)
+        return self.answer(key, email, row, now, min_remaining)
+
+    def answer(
+        self, key: _Key, email: str, row: Asset | None, now: datetime, min_remaining: timedelta
+    ) -> Asset | None:
+        """What the ledger's newest row means for a lookup: the answer, or None."""
         # A dead ref is never an answer, even with a zero margin; nor is a ref that is not
         # the contract's (recorded by an older version, or written by another program).
         if row is None or not _enough(row, now, min_remaining):
@@ -336,8 +341,14 @@ class _Core:
         return replace(row, reused=True)
 
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
+        return self.ledger.record(self.uploaded(key, email, uploaded_at, result))
+
+    def uploaded(
+        self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult
+    ) -> Asset:
+        """The row an upload that succeeded makes (not yet recorded)."""
         assert key.content is not None
-        asset = Asset(
+        return Asset(
             asset_ref=result.asset_ref,
             sha256=key.sha256,
             email=email,
@@ -351,7 +362,6 @@ class _Core:
             host=None if key.source is None else this_host(),
             reused=False,
         )
-        return self.ledger.record(asset)
 
     def min_remaining_or_default(self, value: timedelta | None) -> timedelta:
         return self.min_remaining if value is None else _check_min_remaining(value)
@@ -549,6 +559,12 @@ def this_host() -> str:
     import socket  # only recording a path (an upload, a new source) needs it
 
     return socket.gethostname()
+
+
+def ask_again(row: Asset | None, now: datetime, min_remaining: timedelta, *, fresh: bool) -> bool:
+    """Whether a (possibly mirrored) answer is too short-lived to trust without asking the
+    ledger itself: the shared ledger may know a newer upload."""
+    return row is not None and not fresh and not _enough(row, now, min_remaining)
 
 
 def _enough(row: Asset, now: datetime, min_remaining: timedelta) -> bool:

@@ -35,6 +35,18 @@ class KeyLock(Protocol):
     def forget_inherited(self) -> None: ...
 
 
+class AsyncLedgerSide(Protocol):
+    """What AsyncAssetCache awaits on its resolve path, with the meaning of LedgerEngine's
+    methods of the same names: an engine's own asyncio driver (PostgreSQL: psycopg's), or, for
+    an engine without one (SQLite: local disk), the sync calls in worker threads."""
+
+    async def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None: ...
+
+    async def record(self, asset: Asset) -> Asset: ...
+
+
 class LedgerEngine(Protocol):
     """The ledger as the cache uses it. ``path`` names it in messages (never a password)."""
 
@@ -89,6 +101,10 @@ class LedgerEngine(Protocol):
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
     ) -> list[Asset]: ...
+
+    def async_side(self) -> AsyncLedgerSide | None:
+        """The engine's asyncio driver for the resolve path, or None: then AsyncAssetCache runs
+        ``newest`` and ``record`` in worker threads."""
 
     def close(self) -> None: ...
 

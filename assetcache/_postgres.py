@@ -31,6 +31,14 @@ serve both engines; what differs is here:
   made on another machine, which reaches this one within ``MIRROR_TTL``. A forget made here
   updates the mirror at once.
 
+- **asyncio**: ``_postgres_async.AsyncSessions`` is this ledger through psycopg's
+  ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it.
+- **A stopped server** (processes stopped, kernel alive: TCP still acknowledged) is noticed by
+  this client's clock (``_deadline``): a statement waiting past ``SESSION_DEADLINE_S`` has its
+  session cut. A pooled session a restart dropped is asked again once (``StaleSession``).
+- **A paid upload is never lost**: recording retries for RECORD_RETRY_S, then spools the row in
+  the local file until a session can merge it.
+
 The URL's password is a secret like the API token: it is kept in a ``Secret``, never in a
 message, a repr or ``path`` (which shows the URL with ``***``).
 """
@@ -46,7 +54,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _config, _schema
 from ._asset import RETENTION, Asset
@@ -63,6 +71,9 @@ from ._sqlite_ledger import (
     passwords_in,
     without_password,
 )
+
+if TYPE_CHECKING:
+    from ._postgres_async import AsyncSessions
 
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
 _PARAM: Final = re.compile(r":([a-z_][a-z0-9_]*)")
@@ -90,6 +101,8 @@ CLIENT_KEEPALIVES: Final = {
 #: ``_deadline``): far beyond any of these indexed statements on a healthy server, and well
 #: inside LOCK_WAIT_S, so a stopped server fails waiters instead of holding them.
 SESSION_DEADLINE_S: Final = 30.0
+#: libpq's bound on establishing a session (TCP, TLS, authentication).
+CONNECT_TIMEOUT_S: Final = 10
 #: The migration's advisory lock key (any constant no other key can hash to in practice).
 _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 #: How long recording an upload that succeeded keeps retrying a database that blinked: the
@@ -134,7 +147,7 @@ class StaleSession(LedgerError):
     on a new session."""
 
 
-def _pg(sql: str) -> str:
+def as_psycopg(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql)
 
 
@@ -158,6 +171,7 @@ class PostgresLedger:
         local = os.path.join(_config.cache_dir(), "shared-" + _digest(self.path))
         self._local = Ledger(local + ".db")  # this machine's stat cache and lock folder
         self.locks = AdvisoryLocks(self, self._local.locks)
+        self._async: AsyncSessions | None = None
 
     def __repr__(self) -> str:
         return f"PostgresLedger({self.path!r})"
@@ -171,44 +185,86 @@ class PostgresLedger:
             detail = detail.replace(password, "***")
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
-    def connect(self, *, options: str | None = None) -> Any:
-        """A new autocommit session with client-side binding, or LedgerError."""
+    def driver(self) -> Any:
+        """psycopg, or the LedgerError naming the extra that brings it."""
         psycopg = _driver()
         if psycopg is None:
             raise self._fail(
                 "a PostgreSQL ledger needs psycopg, which is not installed",
                 hint="; install assetcache with its postgres extra (assetcache[postgres])",
             )
+        return psycopg
+
+    def conninfo(self, options: str | None) -> str:
+        """The connection string, password included: pass it straight to the driver, never
+        keep it in a variable (frames are shown by tracebacks and debuggers)."""
+        return str(
+            self.driver().conninfo.make_conninfo(
+                self._secret.reveal(), options=options, **CLIENT_KEEPALIVES
+            )
+        )
+
+    def unreachable(self, problem: BaseException) -> LedgerError:
+        return self._fail("cannot be reached", problem, _hint(problem))
+
+    def connect(self, *, options: str | None = None) -> Any:
+        """A new autocommit session with client-side binding, or LedgerError."""
+        psycopg = self.driver()
         problem: Exception | None = None
         try:
             return psycopg.connect(
-                psycopg.conninfo.make_conninfo(
-                    self._secret.reveal(), options=options, **CLIENT_KEEPALIVES
-                ),
+                self.conninfo(options),
                 autocommit=True,
                 cursor_factory=_watched_cursor(psycopg),
-                connect_timeout=10,
+                connect_timeout=CONNECT_TIMEOUT_S,
             )
         except psycopg.Error as exc:
             problem = exc
         # Raised outside the except block: no traceback keeps a frame holding the password.
-        raise self._fail("cannot be reached", problem, _hint(problem))
+        raise self.unreachable(problem)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
+        self.ensure_ready()
+        with self._raw_session() as conn:
+            yield conn
+
+    def ensure_ready(self) -> None:
+        """Before the first session: the schema checked (migrated if need be), the spool merged."""
         if not self._ready:
             self._ensure_schema()  # once: concurrent first callers both find it current
             self._ready = True
             self._merge_spool()
-        with self._raw_session() as conn:
-            yield conn
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def closed_error(self) -> LedgerError:
+        return self._fail("is closed")
+
+    def lost_lock_session(self, problem: BaseException) -> LedgerError:
+        return self._fail("lost its lock session", problem)
+
+    def _keep_idle(self, conn: Any) -> bool:
+        """Pool a session that is still good; False means "close it"."""
+        with self._guard:
+            keep = not self._closed and len(self._idle) < 8 and not conn.closed
+            keep = keep and not WATCHDOG.was_cut(conn)
+            if keep:
+                self._idle.append(conn)
+        return keep
 
     @contextlib.contextmanager
     def _raw_session(self) -> Iterator[Any]:
         psycopg = _driver()
         with self._guard:
             if self._closed:
-                raise self._fail("is closed")
+                raise self.closed_error()
             conn = self._idle.pop() if self._idle else None
         pooled = conn is not None
         if conn is None:
@@ -223,15 +279,10 @@ class PostgresLedger:
             conn.close()
             raise
         else:
-            with self._guard:
-                keep = not self._closed and len(self._idle) < 8 and not conn.closed
-                keep = keep and not WATCHDOG.was_cut(conn)
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
+            if not self._keep_idle(conn):
                 conn.close()
             return
-        raise self._session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+        raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
 
     def not_answering(self) -> LedgerError:
         return self._fail(
@@ -239,7 +290,7 @@ class PostgresLedger:
             hint="; the server is stopped or overloaded: check it, then retry",
         )
 
-    def _session_failure(self, exc: BaseException, *, pooled: bool, cut: bool) -> LedgerError:
+    def session_failure(self, exc: BaseException, *, pooled: bool, cut: bool) -> LedgerError:
         if cut:
             return self.not_answering()
         if pooled and isinstance(exc, _driver().OperationalError):
@@ -249,6 +300,8 @@ class PostgresLedger:
             for conn in stale:
                 with contextlib.suppress(Exception):
                     conn.close()
+            if self._async is not None:
+                self._async.drop_idle()
             error = self._fail("cannot be read or written", exc)
             return StaleSession(str(error), path=self.path)
         return self._fail("cannot be read or written", exc)
@@ -260,6 +313,8 @@ class PostgresLedger:
         for conn in sessions:
             with contextlib.suppress(Exception):
                 conn.close()
+        if self._async is not None:
+            self._async.close()
         self.locks.close()
         self._local.close()
 
@@ -268,6 +323,8 @@ class PostgresLedger:
         _INHERITED.append(self._idle)
         self._idle = []
         self._guard = threading.Lock()
+        if self._async is not None:
+            self._async.forget_inherited()
         self.locks.forget_inherited()
         self._local.forget_inherited()
 
@@ -339,10 +396,10 @@ class PostgresLedger:
     def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
         try:
             with self._session() as conn:
-                return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
+                return [asset_from_row(r) for r in conn.execute(as_psycopg(sql), params)]
         except StaleSession:  # a read is safe to repeat, once, on a new session
             with self._session() as conn:
-                return [asset_from_row(r) for r in conn.execute(_pg(sql), params)]
+                return [asset_from_row(r) for r in conn.execute(as_psycopg(sql), params)]
 
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
@@ -350,16 +407,29 @@ class PostgresLedger:
         """From this machine's mirror when it read the key recently (unless ``fresh``), else
         from the server (then mirrored)."""
         moment = datetime.now(UTC) if now is None else now
-        if not fresh:
-            seen_after = moment - MIRROR_TTL
-            mirrored = self._local.mirrored(sha256, email, now=moment, seen_after=seen_after)
-            if mirrored is not None:
-                return mirrored
-        rows = self._rows(_schema.SELECT_NEWEST, {"sha256": sha256, "email": email, **_bounds(now)})
-        self._remember(sha256, email, rows[0] if rows else None, moment)
+        if not fresh and (mirrored := self.from_mirror(sha256, email, moment)) is not None:
+            return mirrored
+        rows = self._rows(_schema.SELECT_NEWEST, newest_params(sha256, email, moment))
+        self.remember(sha256, email, rows[0] if rows else None, moment)
         return rows[0] if rows else None
 
-    def _remember(self, sha256: str, email: str, asset: Asset | None, seen_at: datetime) -> None:
+    def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
+        seen_after = now - MIRROR_TTL
+        return self._local.mirrored(sha256, email, now=now, seen_after=seen_after)
+
+    def async_side(self) -> AsyncSessions:
+        return self.async_sessions()
+
+    def async_sessions(self) -> AsyncSessions:
+        """This ledger through psycopg's asyncio driver (AsyncAssetCache's resolve path)."""
+        with self._guard:
+            if self._async is None:
+                from ._postgres_async import AsyncSessions
+
+                self._async = AsyncSessions(self)
+            return self._async
+
+    def remember(self, sha256: str, email: str, asset: Asset | None, seen_at: datetime) -> None:
         with contextlib.suppress(LedgerError):  # a mirror that cannot be written only costs speed
             self._local.mirror(sha256, email, asset, seen_at=seen_at)
 
@@ -372,21 +442,26 @@ class PostgresLedger:
         while True:
             try:
                 with self._session() as conn, conn.transaction():
-                    row = conn.execute(_pg(_schema.RECORD_UPLOAD), _params(asset)).fetchone()
+                    sql = as_psycopg(_schema.RECORD_UPLOAD)
+                    row = conn.execute(sql, upload_params(asset)).fetchone()
             except LedgerError as exc:
                 if time.monotonic() + delay > deadline:
-                    return self._spool(asset, exc)
+                    return self.spool(asset, exc)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = next_delay(delay)
                 continue
-            recorded = replace(asset, id=row[0])
-            # Known since it was uploaded: the cache's clock, like every other time here.
-            self._remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
-            if self._spool_waiting:  # the ledger answers again: hand it what waited
-                self._merge_spool()
-            return recorded
+            return self.recorded(asset, row[0])
 
-    def _spool(self, asset: Asset, failure: LedgerError) -> Asset:
+    def recorded(self, asset: Asset, row_id: int) -> Asset:
+        """After the row is in: mirror it, and hand the server whatever the spool holds."""
+        recorded = replace(asset, id=row_id)
+        # Known since it was uploaded: the cache's clock, like every other time here.
+        self.remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
+        if self._spool_waiting:  # the ledger answers again: hand it what waited
+            self._merge_spool()
+        return recorded
+
+    def spool(self, asset: Asset, failure: LedgerError) -> Asset:
         """Keep a paid upload the shared ledger could not record; the ref itself is good."""
         try:
             self._local.record(asset)  # mirrored_at stays NULL: spooled, not mirrored
@@ -479,15 +554,15 @@ class PostgresLedger:
         outcomes: list[MergeOutcome] = []
         with self._session() as conn, conn.transaction():
             for asset in assets:
-                params = _params(asset)
-                if conn.execute(_pg(_schema.MERGE_UPLOAD), params).rowcount:
+                params = upload_params(asset)
+                if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
                     outcomes.append("added")
                     continue
-                held = conn.execute(_pg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
+                held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
                 outcome = merge_outcome(held, asset)
                 if outcome == "revoked":
                     revoke = {"id": held[0], "revoked_at": asset.revoked_at}
-                    conn.execute(_pg(_schema.REVOKE_UPLOAD), revoke)
+                    conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
                 outcomes.append(outcome)
         return outcomes
 
@@ -500,12 +575,13 @@ class PostgresLedger:
         else:
             query, params["asset_ref"] = _schema.SELECT_BY_REF, asset_ref
         with self._session() as conn, conn.transaction():
-            rows = [asset_from_row(r) for r in conn.execute(_pg(query) + " FOR UPDATE", params)]
+            held = conn.execute(as_psycopg(query) + " FOR UPDATE", params)
+            rows = [asset_from_row(r) for r in held]
             for asset in rows:
-                conn.execute(_pg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+                conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
         revoked = [replace(a, revoked_at=at) for a in rows]
         for asset in revoked:  # this machine's mirror learns it at once, as news
-            self._remember(asset.sha256, asset.email, asset, at)
+            self.remember(asset.sha256, asset.email, asset, at)
         return revoked
 
 
@@ -539,7 +615,7 @@ class AdvisoryLocks:
                     break
         if cut:
             raise self._ledger.not_answering()
-        raise self._ledger._fail("lost its lock session", failure)
+        raise self._ledger.lost_lock_session(failure)
 
     def _deadline_passed(self, began: float) -> bool:
         return time.monotonic() - began > LOCK_WAIT_S
@@ -552,10 +628,10 @@ class AdvisoryLocks:
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        lock_id = _lock_id(key)
+        ident = lock_id(key)
         with self._local.hold(key):
             began, delay = time.monotonic(), _POLL_MIN_S
-            while not self._try(lock_id):
+            while not self._try(ident):
                 if self._deadline_passed(began):
                     raise self._timed_out()
                 time.sleep(delay)
@@ -564,16 +640,19 @@ class AdvisoryLocks:
                 yield
             finally:
                 with contextlib.suppress(LedgerError):
-                    self._try(lock_id, release=True)
+                    self._try(ident, release=True)
 
     @contextlib.asynccontextmanager
     async def ahold(self, key: str) -> AsyncIterator[None]:
+        """As ``hold``, polling on the event loop through psycopg's asyncio driver (a lock
+        session per event loop): waiters cost no worker threads."""
         import asyncio
 
-        lock_id = _lock_id(key)
+        ident = lock_id(key)
+        sessions = self._ledger.async_sessions()
         async with self._local.ahold(key):
             began, delay = time.monotonic(), _POLL_MIN_S
-            while not await asyncio.to_thread(self._try, lock_id):
+            while not await sessions.try_lock(ident):
                 if self._deadline_passed(began):
                     raise self._timed_out()
                 await asyncio.sleep(delay)
@@ -582,7 +661,7 @@ class AdvisoryLocks:
                 yield
             finally:
                 with contextlib.suppress(LedgerError):
-                    await asyncio.to_thread(self._try, lock_id, release=True)
+                    await sessions.try_lock(ident, release=True)
 
     def close(self) -> None:
         with self._session_guard:
@@ -598,7 +677,12 @@ class AdvisoryLocks:
         self._local.forget_inherited()
 
 
-def _lock_id(key: str) -> int:
+def next_delay(delay: float) -> float:
+    """Backoff between attempts to record: doubling, at most 5 s."""
+    return min(delay * 2, 5.0)
+
+
+def lock_id(key: str) -> int:
     """A signed 64-bit advisory lock key for a (content, account) key."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -608,12 +692,16 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def newest_params(sha256: str, email: str, now: datetime) -> dict[str, Any]:
+    return {"sha256": sha256, "email": email, **_bounds(now)}
+
+
 def _bounds(now: datetime | None) -> dict[str, datetime]:
     moment = datetime.now(UTC) if now is None else now
     return {"now": moment, "latest": moment + RETENTION}
 
 
-def _params(asset: Asset) -> dict[str, Any]:
+def upload_params(asset: Asset) -> dict[str, Any]:
     return {
         "sha256": asset.sha256,
         "email": asset.email,

@@ -624,6 +624,10 @@ class Ledger:
                 params = {**_upload_params(asset), "mirrored_at": stamp}
                 conn.execute(_schema.INSERT_MIRRORED, params)
 
+    def async_side(self) -> None:
+        """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
+        return
+
     def spooled(self, limit: int) -> list[Asset]:
         """As a shared ledger's local file: the oldest uploads waiting to be recorded there."""
         with self._reading() as conn:

@@ -26,6 +26,7 @@ This module needs neither pytest nor, until a server is used, psycopg.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import importlib.util
@@ -419,6 +420,21 @@ class PostgresServer(_Databases):
         """The postmaster and all its descendants (backends, checkpointer, …) while it runs."""
         pid = self.pid
         return [] if pid is None else [pid, *_descendants(pid)]
+
+    def freeze(self) -> list[int]:
+        """Stop every process of the server (SIGSTOP), as a paused VM or a host wedged in swap
+        would: its kernel still acknowledges TCP, so keepalives see nothing wrong. Returns the
+        pids for ``thaw``."""
+        pids = self.process_ids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def start(self) -> PostgresServer:
         """Start the server (making the cluster the first time); return once it accepts

@@ -7,7 +7,6 @@ and no password anywhere, and the stat cache kept on this machine.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -292,7 +291,7 @@ def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_fo
         second = here.resolve(png("b"), email=EMAIL)
         engine = here._core.ledger
         engine.revoke(sha256=second.sha256, asset_ref=None, email=None, at=clock.now)
-        engine._remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1))
+        engine.remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1))
         assert here.lookup(png("b"), email=EMAIL) is None
         here.close()
     assert uploaded.asset_ref
@@ -320,21 +319,6 @@ def test_a_mirrored_ref_near_expiry_does_not_cost_a_second_upload(
         b.close()
 
 
-def _freeze(server: Any) -> list[int]:
-    """Stop every process of the server, as a paused VM or a host wedged in swap would: its
-    kernel still acknowledges TCP, so keepalives see nothing wrong."""
-    pids = server.process_ids()
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    return pids
-
-
-def _thaw(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
 def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
     make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,7 +329,7 @@ def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
     url = server.create_database("frozen")
     with Emulator() as emu, AssetCache(db=url, token=emu.token, base_url=emu.base_url) as cache:
         cache.resolve(png("warm"), email=EMAIL)  # sessions (and the lock session) open, pooled
-        pids = _freeze(server)
+        pids = server.freeze()
         try:
             began = time.monotonic()
             with pytest.raises(LedgerError, match="did not answer within 1 s") as read:
@@ -355,7 +339,7 @@ def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
                 pass
             took = time.monotonic() - began
         finally:
-            _thaw(pids)
+            server.thaw(pids)
         assert server.password not in str(read.value)
         assert took < 20  # two deadlines and their ticks, not the kernel's or LOCK_WAIT_S
         # Once the server answers again, so does the cache: cut sessions were never pooled.

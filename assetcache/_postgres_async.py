@@ -1,0 +1,236 @@
+"""The PostgreSQL ledger through psycopg's asyncio driver: what AsyncAssetCache awaits.
+
+``_postgres.PostgresLedger`` owns the ledger (its URL and password, schema, mirror, spool, and
+how failures read); this module adds sessions made with ``psycopg.AsyncConnection`` for the
+resolve path, so that an asyncio program waits for the server (the newest row, the single-flight
+lock, recording an upload) on its event loop rather than in worker threads: a thousand waiting
+resolves cost sockets, not threads (the default executor has a handful). What is local (the
+mirror and spool, SQLite files) and the bulk commands stay on the sync driver in worker threads.
+
+A session belongs to the event loop that made it (the driver waits for its socket on that loop):
+each loop has its own pool and its own lock session, and a session is never handed to another
+loop. Failures read exactly as on the sync side (``PostgresLedger.session_failure``), the client
+deadline (``_deadline``) watches these sessions too, and a pooled session a restart dropped is
+asked again once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _postgres, _schema
+from ._deadline import WATCHDOG
+from ._errors import LedgerError
+from ._sqlite_ledger import asset_from_row
+
+if TYPE_CHECKING:
+    from ._asset import Asset
+    from ._postgres import PostgresLedger
+
+_CURSOR: list[Any] = []
+#: What children inherited at fork and must neither use nor close.
+_INHERITED: list[object] = []
+
+
+def _watched_cursor(psycopg: Any) -> Any:
+    """psycopg's async client-side-binding cursor, telling the watchdog each statement is new."""
+    if not _CURSOR:
+
+        class WatchedAsyncCursor(psycopg.AsyncClientCursor):  # type: ignore[misc]
+            async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                WATCHDOG.progress(self.connection)
+                return await super().execute(query, params, **kwargs)
+
+        _CURSOR.append(WatchedAsyncCursor)
+    return _CURSOR[0]
+
+
+def _finish(conn: Any) -> None:
+    """Close a session from any thread or loop: ``AsyncConnection.close`` only finishes the
+    libpq connection, which needs no event loop."""
+    with contextlib.suppress(Exception):
+        conn.pgconn.finish()
+
+
+class AsyncSessions:
+    """One PostgreSQL ledger's asyncio sessions: a small pool and a lock session per loop."""
+
+    def __init__(self, ledger: PostgresLedger) -> None:
+        self._ledger = ledger
+        self._guard = threading.Lock()
+        self._idle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        self._lock_sessions: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._lock_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def _connect(self, options: str | None = None) -> Any:
+        ledger = self._ledger
+        psycopg = ledger.driver()
+        problem: Exception | None = None
+        try:
+            return await psycopg.AsyncConnection.connect(
+                ledger.conninfo(options),
+                autocommit=True,
+                cursor_factory=_watched_cursor(psycopg),
+                connect_timeout=_postgres.CONNECT_TIMEOUT_S,
+            )
+        except psycopg.Error as exc:
+            problem = exc
+        # Raised outside the except block: no traceback keeps a frame holding the password.
+        raise ledger.unreachable(problem)
+
+    def _checkout(self, loop: asyncio.AbstractEventLoop) -> Any | None:
+        with self._guard:
+            if self._ledger.closed:
+                raise self._ledger.closed_error()
+            for other in [other for other in self._idle if other.is_closed()]:
+                for conn in self._idle.pop(other):  # a finished loop's sessions: never reused
+                    _finish(conn)
+            pool = self._idle.get(loop)
+            return pool.pop() if pool else None
+
+    def _keep(self, loop: asyncio.AbstractEventLoop, conn: Any) -> bool:
+        with self._guard:
+            pool = self._idle.setdefault(loop, [])
+            keep = not self._ledger.closed and len(pool) < 8 and not conn.closed
+            keep = keep and not WATCHDOG.was_cut(conn)
+            if keep:
+                pool.append(conn)
+        return keep
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Any]:
+        ledger = self._ledger
+        if not ledger.ready:
+            await asyncio.to_thread(ledger.ensure_ready)  # schema and spool: once, sync
+        psycopg = ledger.driver()
+        loop = asyncio.get_running_loop()
+        conn = self._checkout(loop)
+        pooled = conn is not None
+        if conn is None:
+            conn = await self._connect()
+        try:
+            with WATCHDOG.watching(conn, conn.fileno, _postgres.SESSION_DEADLINE_S):
+                yield conn
+        except psycopg.Error as exc:
+            _finish(conn)  # a session that failed may be broken: never pooled again
+            failure: BaseException = exc
+        except BaseException:
+            _finish(conn)
+            raise
+        else:
+            if not self._keep(loop, conn):
+                _finish(conn)
+            return
+        raise ledger.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    # -- the resolve path ----------------------------------------------------------------
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
+        try:
+            async with self.session() as conn:
+                return await _read(conn, sql, params)
+        except _postgres.StaleSession:  # a read is safe to repeat, once, on a new session
+            async with self.session() as conn:
+                return await _read(conn, sql, params)
+
+    async def newest(
+        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+    ) -> Asset | None:
+        """As ``PostgresLedger.newest``: the mirror (a local file, read in a worker thread)
+        unless ``fresh``, else the server, whose answer is then mirrored."""
+        ledger = self._ledger
+        moment = datetime.now(UTC) if now is None else now
+        if not fresh:
+            mirrored = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
+            if mirrored is not None:
+                return mirrored
+        params = _postgres.newest_params(sha256, email, moment)
+        rows = await self._rows(_schema.SELECT_NEWEST, params)
+        newest = rows[0] if rows else None
+        await asyncio.to_thread(ledger.remember, sha256, email, newest, moment)
+        return newest
+
+    async def record(self, asset: Asset) -> Asset:
+        """As ``PostgresLedger.record``: retried for RECORD_RETRY_S, then spooled."""
+        deadline = time.monotonic() + _postgres.RECORD_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                async with self.session() as conn, conn.transaction():
+                    cursor = await conn.execute(
+                        _postgres.as_psycopg(_schema.RECORD_UPLOAD), _postgres.upload_params(asset)
+                    )
+                    row = await cursor.fetchone()
+            except LedgerError as exc:
+                if time.monotonic() + delay > deadline:
+                    return await asyncio.to_thread(self._ledger.spool, asset, exc)
+                await asyncio.sleep(delay)
+                delay = _postgres.next_delay(delay)
+                continue
+            return await asyncio.to_thread(self._ledger.recorded, asset, row[0])
+
+    # -- single flight -------------------------------------------------------------------
+
+    async def try_lock(self, ident: int, *, release: bool = False) -> bool:
+        """``pg_try_advisory_lock`` (or the unlock) on this loop's lock session; as the sync
+        ``AdvisoryLocks._try``, an idle lock session a restart dropped is replaced once."""
+        sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
+        psycopg = self._ledger.driver()
+        loop = asyncio.get_running_loop()
+        turn = self._lock_turns.setdefault(loop, asyncio.Lock())
+        async with turn:  # one statement at a time on the session (and one reconnect)
+            for _ in range(2):
+                session: Any = self._lock_sessions.get(loop)
+                fresh = session is None or session.closed
+                if fresh:
+                    session = await self._connect(_postgres.LOCK_SESSION_OPTIONS)
+                    self._lock_sessions[loop] = session
+                try:
+                    with WATCHDOG.watching(session, session.fileno, _postgres.SESSION_DEADLINE_S):
+                        cursor = await session.execute(sql, (ident,))
+                        return bool((await cursor.fetchone())[0])
+                except psycopg.Error as exc:
+                    _finish(session)  # a lost session has lost its locks too
+                    failure = exc
+                cut = WATCHDOG.was_cut(session)
+                if release or fresh or cut:
+                    break
+        if cut:
+            raise self._ledger.not_answering()
+        raise self._ledger.lost_lock_session(failure)
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def drop_idle(self) -> None:
+        """The server dropped its sessions (a restart): close the idle ones of every loop."""
+        with self._guard:
+            pools, self._idle = self._idle, {}
+        for pool in pools.values():
+            for conn in pool:
+                _finish(conn)
+
+    def close(self) -> None:
+        self.drop_idle()
+        with self._guard:
+            sessions, self._lock_sessions = self._lock_sessions, {}
+        for session in sessions.values():
+            _finish(session)
+
+    def forget_inherited(self) -> None:
+        """In a forked child: the parent's sockets are shared, so drop them, never close."""
+        _INHERITED.append((self._idle, self._lock_sessions))
+        self._guard = threading.Lock()
+        self._idle, self._lock_sessions, self._lock_turns = {}, {}, {}
+
+
+async def _read(conn: Any, sql: str, params: dict[str, Any]) -> list[Asset]:
+    cursor = await conn.execute(_postgres.as_psycopg(sql), params)
+    return [asset_from_row(row) for row in await cursor.fetchall()]

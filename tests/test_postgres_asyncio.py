@@ -1,0 +1,160 @@
+"""AsyncAssetCache on a PostgreSQL ledger talks to the server with psycopg's asyncio driver: its
+resolve path (the newest row, single flight's lock, recording) waits on the event loop, with the
+same guarantees as the sync driver: one upload per image across machines, a client deadline
+for a stopped server, dropped sessions asked again, paid uploads spooled."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assetcache import Asset, AsyncAssetCache, Emulator, LedgerError
+
+from .conftest import EMAIL, png
+
+pytestmark = pytest.mark.slow
+
+
+def _cache(url: str, emu: Emulator) -> AsyncAssetCache:
+    return AsyncAssetCache(db=url, token=emu.token, base_url=emu.base_url)
+
+
+def test_the_resolve_path_uses_psycopgs_asyncio_driver(postgres_url: str) -> None:
+    import psycopg
+
+    async def main() -> None:
+        with Emulator() as emu:
+            async with _cache(postgres_url, emu) as cache:
+                first = await cache.resolve(png("a"), email=EMAIL)
+                assert (await cache.resolve(png("a"), email=EMAIL, min_remaining=None)).reused
+                sessions = cache._core.ledger.async_side()
+                loop = asyncio.get_running_loop()
+                pooled = sessions._idle[loop]
+                assert pooled and all(isinstance(c, psycopg.AsyncConnection) for c in pooled)
+                assert isinstance(sessions._lock_sessions[loop], psycopg.AsyncConnection)
+                assert first.asset_ref.startswith("u")
+            assert all(c.closed for c in pooled)  # aclose closed them
+
+    asyncio.run(main())
+
+
+def test_two_machines_of_async_tasks_upload_each_image_once(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two machines (separate cache dirs: separate local locks and mirrors), each with 12 tasks
+    over the same 6 images: only the advisory locks on their async lock sessions keep them
+    apart."""
+
+    async def main() -> list[list[Asset | Exception]]:
+        with Emulator(latency=0.05) as emu:
+            caches = []
+            for name in ("m1", "m2"):
+                monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / name))
+                cache = _cache(postgres_url, emu)
+                await cache.assets()  # the engine opens now, with this machine's cache dir
+                caches.append(cache)
+            files = [png(str(i)) for i in range(6)]
+            outcomes = await asyncio.gather(
+                *(c.resolve_many(files * 2, email=EMAIL, jobs=12) for c in caches)
+            )
+            for cache in caches:
+                await cache.aclose()
+            assert len(emu.uploads) == 6
+        return outcomes  # type: ignore[return-value]
+
+    outcomes = asyncio.run(main())
+    refs = {(i % 6, o.asset_ref) for run in outcomes for i, o in enumerate(run)}  # type: ignore[union-attr]
+    assert len(refs) == 6  # every task got the ref of its image's one upload
+
+
+def test_a_stopped_server_fails_async_readers_and_waiters_within_the_deadline(
+    make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache import _postgres
+
+    monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 1.0)
+    server = make_postgres_server()
+    url = server.create_database("frozen")
+    with Emulator() as emu:
+        cache = _cache(url, emu)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(cache.resolve(png("warm"), email=EMAIL))
+            pids = server.freeze()  # from this thread: the server dies with its starter
+
+            async def stalled() -> float:
+                began = time.monotonic()
+                with pytest.raises(LedgerError, match="did not answer within 1 s"):
+                    await cache.lookup(png("not mirrored"), email=EMAIL)
+                with pytest.raises(LedgerError, match="did not answer within 1 s"):
+                    async with cache._core.locks.ahold("some-key"):
+                        pass
+                return time.monotonic() - began
+
+            try:
+                took = loop.run_until_complete(stalled())
+            finally:
+                server.thaw(pids)
+            assert took < 20
+            again = loop.run_until_complete(cache.resolve(png("warm"), email=EMAIL))
+            assert again.reused and len(emu.uploads) == 1
+        finally:
+            loop.run_until_complete(cache.aclose())
+            loop.close()
+
+
+def test_async_sessions_a_restart_dropped_are_asked_again_once(make_postgres_server: Any) -> None:
+    server = make_postgres_server()
+    url = server.create_database("restarted")
+    with Emulator() as emu:
+        cache = _cache(url, emu)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(cache.resolve(png("before"), email=EMAIL))
+            server.restart(crash=True)  # the pooled async sessions and the lock session die
+            assert loop.run_until_complete(cache.lookup(png("never"), email=EMAIL)) is None
+            after = loop.run_until_complete(cache.resolve(png("after"), email=EMAIL))
+            assert after.reused is False and len(emu.uploads) == 2
+        finally:
+            loop.run_until_complete(cache.aclose())
+            loop.close()
+
+
+def test_an_async_upload_the_ledger_could_not_record_is_spooled_then_merged(
+    make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache import AssetCache, _postgres
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 0.5)
+    server = make_postgres_server()
+    url = server.create_database("spool")
+    with Emulator(latency=1.0) as emu:
+        cache = _cache(url, emu)
+        outcome: list[Asset] = []
+        migrated = threading.Event()
+
+        def resolve_in_a_loop() -> None:
+            async def main() -> None:
+                await cache.assets()
+                migrated.set()
+                outcome.append(await cache.resolve(png("paid"), email=EMAIL))
+                await cache.aclose()
+
+            asyncio.run(main())
+
+        worker = threading.Thread(target=resolve_in_a_loop)
+        worker.start()
+        assert migrated.wait(60)
+        time.sleep(0.4)  # the upload (1 s of latency) is in flight
+        server.stop()  # from this thread: the server dies with the thread that started it
+        worker.join()
+        (asset,) = outcome
+        server.start()
+        with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as later:
+            assert [a.asset_ref for a in later.assets()] == [asset.asset_ref]
+        assert len(emu.uploads) == 1

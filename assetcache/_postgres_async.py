@@ -90,11 +90,19 @@ class AsyncSessions:
         with self._guard:
             if self._ledger.closed:
                 raise self._ledger.closed_error()
-            for other in [other for other in self._idle if other.is_closed()]:
-                for conn in self._idle.pop(other):  # a finished loop's sessions: never reused
-                    _finish(conn)
+            self._forget_finished_loops()
             pool = self._idle.get(loop)
             return pool.pop() if pool else None
+
+    def _forget_finished_loops(self) -> None:
+        """A closed loop's sessions can never be used again (nor its lock session's locks be
+        released): close them, under the guard."""
+        for loop in [loop for loop in self._idle if loop.is_closed()]:
+            for conn in self._idle.pop(loop):
+                _finish(conn)
+        for loop in [loop for loop in self._lock_sessions if loop.is_closed()]:
+            _finish(self._lock_sessions.pop(loop))
+            self._lock_turns.pop(loop, None)
 
     def _keep(self, loop: asyncio.AbstractEventLoop, conn: Any) -> bool:
         with self._guard:
@@ -185,14 +193,17 @@ class AsyncSessions:
         sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
         psycopg = self._ledger.driver()
         loop = asyncio.get_running_loop()
-        turn = self._lock_turns.setdefault(loop, asyncio.Lock())
+        with self._guard:
+            self._forget_finished_loops()
+            turn = self._lock_turns.setdefault(loop, asyncio.Lock())
         async with turn:  # one statement at a time on the session (and one reconnect)
             for _ in range(2):
                 session: Any = self._lock_sessions.get(loop)
                 fresh = session is None or session.closed
                 if fresh:
                     session = await self._connect(_postgres.LOCK_SESSION_OPTIONS)
-                    self._lock_sessions[loop] = session
+                    with self._guard:
+                        self._lock_sessions[loop] = session
                 try:
                     with WATCHDOG.watching(session, session.fileno, _postgres.SESSION_DEADLINE_S):
                         cursor = await session.execute(sql, (ident,))

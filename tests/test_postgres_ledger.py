@@ -7,6 +7,7 @@ and no password anywhere, and the stat cache kept on this machine.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from assetcache import Asset, AssetCache, Emulator, LedgerError
+from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, LedgerError
 from assetcache._cli import cli
 
 from .conftest import EMAIL, png
@@ -235,6 +236,14 @@ def test_without_psycopg_a_postgresql_url_names_the_extra(
     monkeypatch.setattr(_postgres, "_driver", lambda: None)
     with pytest.raises(LedgerError, match=r"assetcache\[postgres\]") as info:
         AssetCache(db="postgresql://ann:hunter2@127.0.0.1:9/x").assets()
+    assert "hunter2" not in str(info.value)
+
+    async def resolve() -> None:  # the asyncio driver's path says the same
+        async with AsyncAssetCache(db="postgresql://ann:hunter2@127.0.0.1:9/x") as cache:
+            await cache.lookup(png("x"), email=EMAIL)
+
+    with pytest.raises(LedgerError, match=r"assetcache\[postgres\]") as info:
+        asyncio.run(resolve())
     assert "hunter2" not in str(info.value)
 
 

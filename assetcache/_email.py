@@ -16,9 +16,12 @@ What is sent to useapi.net is this normalised email, percent-encoded as a single
 from __future__ import annotations
 
 import unicodedata
-from typing import Final
 
 from ._errors import InvalidEmailError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: RFC 5321 caps a forward path at 256 octets, i.e. 254 characters of address.
 MAX_EMAIL_LENGTH: Final = 254

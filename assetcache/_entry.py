@@ -30,7 +30,6 @@ def _parse_ref(
 ) -> tuple[str | None, list[str], str, timedelta | None, bool] | None:
     """(db, files, email, min_remaining, offline) for a plain ``ref`` command, else None."""
     from ._config import ENV_DB, ENV_EMAIL
-    from ._durations import parse_duration
 
     args = list(argv)
     db = None
@@ -59,6 +58,8 @@ def _parse_ref(
                 inline = args.pop(0)
             value = inline
             if name == "--min-remaining":
+                from ._durations import parse_duration
+
                 try:
                     min_remaining = parse_duration(value)
                 except ValueError:

@@ -79,9 +79,16 @@ class FileStat:
         sha256: str,
         recorded_ns: int,
     ) -> None:
-        values = (path, device, inode, size, mtime_ns, ctime_ns, sha256, recorded_ns)
-        for name, value in zip(self._FIELDS, values, strict=True):
-            object.__setattr__(self, name, value)
+        # Unrolled (this runs on every hit), through object.__setattr__ as it is immutable.
+        init = object.__setattr__
+        init(self, "path", path)
+        init(self, "device", device)
+        init(self, "inode", inode)
+        init(self, "size", size)
+        init(self, "mtime_ns", mtime_ns)
+        init(self, "ctime_ns", ctime_ns)
+        init(self, "sha256", sha256)
+        init(self, "recorded_ns", recorded_ns)
 
     def values(self) -> tuple[Any, ...]:
         """The fields in column order (``_schema.FILE_STAT_COLUMNS``), the inode as stored."""

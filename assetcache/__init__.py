@@ -4,39 +4,39 @@
     with AssetCache() as cache:
         ref = cache.resolve("frame.png", email="me@example.com").asset_ref
 
-Importing this package is cheap: the HTTP stack, the ORM and Alembic are imported only when an
-upload or a migration needs them, so a cache hit stays fast. Everything public is listed in
-``__all__``; modules whose names start with ``_`` are private.
+Importing this package costs nothing: every public name is imported on first use (PEP 562),
+because the console script imports ``assetcache._entry`` through this package, and a cache
+hit answered there must not pay for the cache classes, the HTTP stack, the ORM or even
+``typing``. Everything public is listed in ``__all__``; modules whose names start with ``_``
+are private.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._asset import RETENTION, Asset
-from ._cache import AccountAudit, Advice, AssetCache, ImportReport, RefreshItem
-from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
-from ._errors import (
-    AccountError,
-    AccountNotFoundError,
-    AssetCacheError,
-    InvalidEmailError,
-    InvalidImageError,
-    LedgerError,
-    NotCachedError,
-    ProtocolError,
-    RateLimitedError,
-    RemoteError,
-    ServerError,
-    SessionExpiredError,
-    UnauthorizedError,
-)
-from ._fill import REF_FIELDS, FillError
-from ._retry import RetryPolicy
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._aio import AsyncAssetCache
+    from ._asset import RETENTION, Asset
+    from ._cache import AccountAudit, Advice, AssetCache, ImportReport, RefreshItem
+    from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
     from ._emulator import EmulatedUpload, Emulator
+    from ._errors import (
+        AccountError,
+        AccountNotFoundError,
+        AssetCacheError,
+        InvalidEmailError,
+        InvalidImageError,
+        LedgerError,
+        NotCachedError,
+        ProtocolError,
+        RateLimitedError,
+        RemoteError,
+        ServerError,
+        SessionExpiredError,
+        UnauthorizedError,
+    )
+    from ._fill import REF_FIELDS, FillError
+    from ._retry import RetryPolicy
 
 __version__ = "0.1.0"
 
@@ -72,16 +72,44 @@ __all__ = [
     "__version__",
 ]
 
+#: Where each public name is defined (the private module it is imported from on first use).
+_HOMES = {
+    "_aio": ("AsyncAssetCache",),
+    "_asset": ("RETENTION", "Asset"),
+    "_cache": ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem"),
+    "_content": ("MAX_UPLOAD_BYTES", "SUPPORTED_TYPES"),
+    "_emulator": ("EmulatedUpload", "Emulator"),
+    "_errors": (
+        "AccountError",
+        "AccountNotFoundError",
+        "AssetCacheError",
+        "InvalidEmailError",
+        "InvalidImageError",
+        "LedgerError",
+        "NotCachedError",
+        "ProtocolError",
+        "RateLimitedError",
+        "RemoteError",
+        "ServerError",
+        "SessionExpiredError",
+        "UnauthorizedError",
+    ),
+    "_fill": ("REF_FIELDS", "FillError"),
+    "_retry": ("RetryPolicy",),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-def __getattr__(name: str) -> Any:
-    # asyncio and http.server cost more to import than a whole cache hit: load them only for
-    # those who use the async cache or the emulator.
-    if name == "AsyncAssetCache":
-        from ._aio import AsyncAssetCache
 
-        return AsyncAssetCache
-    if name in ("Emulator", "EmulatedUpload"):
-        from . import _emulator
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assetcache' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(_emulator, name)
-    raise AttributeError(f"module 'assetcache' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # looked up once: later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

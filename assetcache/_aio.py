@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from . import _fill
+from . import _fill, _hit
 from ._asset import Asset
 from ._cache import (
     DEFAULT_JOBS,
@@ -24,7 +24,6 @@ from ._cache import (
     _Facade,
     _Key,
     _refresh_margin,
-    ask_again,
     lookup_margin,
 )
 from ._content import Source
@@ -122,7 +121,7 @@ class AsyncAssetCache(_Facade):
         core = self._core
         now = core.now()
         row = await ledger.newest(key.sha256, email, now=now, fresh=fresh)
-        if ask_again(row, now, margin, fresh=fresh):
+        if _hit.ask_again(row, now, margin, fresh=fresh):
             row = await ledger.newest(key.sha256, email, now=now, fresh=True)
         return await asyncio.to_thread(core.answer, key, email, row, now, margin)
 

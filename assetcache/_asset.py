@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+from . import _hit
+from ._hit import RETENTION as RETENTION
 from ._schema import UPLOAD_COLUMNS
-
-#: How long useapi.net keeps an upload (the documented retention).
-RETENTION: Final = timedelta(days=30)
 
 #: What a row is worth at a given moment (see ``Asset.state``).
 AssetState = Literal["live", "expired", "future", "revoked"]
@@ -66,11 +65,7 @@ class Asset:
         while the clock ran ahead: its expiry may be days later than the real one, so it is no
         evidence that the ref still works. It is never an answer, and prune removes it.
         """
-        if self.revoked_at is not None:
-            return "revoked"  # found dead before its time (forget): kept as history only
-        if self.uploaded_at > now or self.expires_at > now + RETENTION:
-            return "future"
-        return "live" if self.expires_at > now else "expired"
+        return _hit.state(self.uploaded_at, self.expires_at, self.revoked_at, now)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (times as ISO 8601 with offset), plus ``reused``."""

@@ -8,7 +8,8 @@ A resolve goes like this:
    would otherwise be invisible). Otherwise the file is read (at most limit + 1 bytes),
    checked and hashed.
 2. **Hit.** The newest row for (sha256, email) with at least ``min_remaining`` left is the
-   answer: no lock, no network, no ORM import.
+   answer: no lock, no network, no ORM import. The rules of steps 1 and 2 are ``_hit.py``'s,
+   which the console script's fast path applies too.
 3. **Miss.** Take the key's single-flight lock (``_locks.py``), look again (someone may have just
    uploaded it), note the time, upload with no transaction open, then record the row in one
    short ``BEGIN IMMEDIATE`` transaction.
@@ -30,7 +31,6 @@ how they wait (threads vs. the event loop) and which httpx client sends.
 from __future__ import annotations
 
 import os
-import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,44 +39,33 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-from . import _config, _fill, _schema
+from . import _config, _fill, _hit
 from ._asset import RETENTION, Asset
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
-from ._engine import KeyLock, LedgerEngine, open_engine, shown_location
+from ._engine import open_engine, shown_location
 from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
-from ._refs import MAX_REF_LENGTH, ref_problem, text_problem
+from ._hit import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
+from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
+from ._hit import lookup_margin as lookup_margin
+from ._hit import this_host
+from ._hit import warn as _warn
+from ._ledger_file import FileStat
+from ._refs import MAX_REF_LENGTH, text_problem
 from ._retry import RetryPolicy
-from ._sqlite_ledger import FileStat
 
 if TYPE_CHECKING:
     import httpx
 
     from ._client import LumaClient, UploadResult
+    from ._engine import KeyLock, LedgerEngine
 
-DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
 DEFAULT_JOBS: Final = 4
-#: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
-#: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
-#: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
-#: 2 s: FAT mtime). ctime matters as much as mtime: ``cp -p``, ``tar``, ``rsync -t`` and
-#: ``shutil.copy2`` restore the old mtime, leaving ctime as the only trace of the rewrite.
-RACY_WINDOW_NS: Final = 2_000_000_000
 
 Clock = Callable[[], datetime]
 
-
-def _warn(what: str, exc: BaseException) -> None:
-    import logging  # only a failed hint pays for it: a cache hit never imports logging
-
-    logging.getLogger("assetcache").warning("%s: %s", what, exc)
-
 #: What children inherited at fork and must neither use nor close (see the module docstring).
 _INHERITED: list[object] = []
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +186,8 @@ class _Core:
         self.location = _config.resolve_db(db)
         self.path = shown_location(self.location)
         self.base_url = _config.resolve_base_url(base_url)
-        self.min_remaining = _check_min_remaining(min_remaining)
-        self._clock = clock or _utcnow
+        self.min_remaining = _hit.check_min_remaining(min_remaining)
+        self._clock = clock or _hit.utcnow
         self._ledger: LedgerEngine | None = None
         self._open_lock = threading.Lock()
         self._pid = os.getpid()
@@ -256,26 +245,12 @@ class _Core:
             content = check(bytes(source))
             return _Key(content.sha256, content, None, None)
         path = source
-        recorded = _recordable_path(path)
+        recorded = _hit.recordable_path(path)
         if recorded is not None:
-            sha256 = self._stat_cached_sha(path, recorded)
+            sha256 = _hit.stat_cached_sha(self.ledger, path, recorded)
             if sha256 is not None:
                 return _Key(sha256, None, path, recorded)
         return self._hash_file(path, recorded)
-
-    def _stat_cached_sha(
-        self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str
-    ) -> str | None:
-        try:
-            st = os.stat(path)
-        except (OSError, ValueError):
-            return None  # load_file will say what is wrong
-        if not stat_module.S_ISREG(st.st_mode):
-            return None
-        entry = self.ledger.file_stat(recorded)
-        if entry is None or not _unchanged(entry, st):
-            return None
-        return entry.sha256
 
     def _remember_stat(self, recorded: str, st: os.stat_result, sha256: str, at_ns: int) -> None:
         entry = FileStat(
@@ -318,7 +293,7 @@ class _Core:
         asks the ledger itself, never a local mirror of it (see LedgerEngine.newest)."""
         now = self.now()
         row = self.ledger.newest(key.sha256, email, now=now, fresh=fresh)
-        if ask_again(row, now, min_remaining, fresh=fresh):
+        if _hit.ask_again(row, now, min_remaining, fresh=fresh):
             row = self.ledger.newest(key.sha256, email, now=now, fresh=True)
         return self.answer(key, email, row, now, min_remaining)
 
@@ -326,18 +301,12 @@ class _Core:
         self, key: _Key, email: str, row: Asset | None, now: datetime, min_remaining: timedelta
     ) -> Asset | None:
         """What the ledger's newest row means for a lookup: the answer, or None."""
-        # A dead ref is never an answer, even with a zero margin; nor is a ref that is not
-        # the contract's (recorded by an older version, or written by another program).
-        if row is None or not _enough(row, now, min_remaining):
+        row = _hit.answering(row, email, now, min_remaining)
+        if row is None:
             return None
-        if ref_problem(row.asset_ref, email) is not None:
-            return None
-        if key.source is not None and row.source != key.source:
-            row = replace(row, source=key.source, host=this_host())
-            try:
-                self.ledger.set_source(row.id or 0, key.source, this_host())
-            except LedgerError as exc:  # the answer stands; only the hint is stale
-                _warn("source path not updated", exc)
+        host = _hit.note_source(self.ledger, row, key.source)
+        if host is not None:
+            row = replace(row, source=key.source, host=host)
         return replace(row, reused=True)
 
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
@@ -364,7 +333,7 @@ class _Core:
         )
 
     def min_remaining_or_default(self, value: timedelta | None) -> timedelta:
-        return self.min_remaining if value is None else _check_min_remaining(value)
+        return self.min_remaining if value is None else _hit.check_min_remaining(value)
 
     # -- listing, pruning, audit ---------------------------------------------------------
 
@@ -554,23 +523,6 @@ def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
     return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
 
 
-def this_host() -> str:
-    """The name source paths recorded here belong to."""
-    import socket  # only recording a path (an upload, a new source) needs it
-
-    return socket.gethostname()
-
-
-def ask_again(row: Asset | None, now: datetime, min_remaining: timedelta, *, fresh: bool) -> bool:
-    """Whether a (possibly mirrored) answer is too short-lived to trust without asking the
-    ledger itself: the shared ledger may know a newer upload."""
-    return row is not None and not fresh and not _enough(row, now, min_remaining)
-
-
-def _enough(row: Asset, now: datetime, min_remaining: timedelta) -> bool:
-    return row.is_live(now) and row.remaining_at(now) >= min_remaining
-
-
 def _later(moment: datetime, delta: timedelta) -> datetime:
     """moment + delta, saturating at the end of time instead of raising OverflowError."""
     try:
@@ -587,48 +539,9 @@ def _earlier(moment: datetime, delta: timedelta) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def lookup_margin(min_remaining: timedelta | None) -> timedelta:
-    """lookup's margin: zero unless given ("is anything live cached?")."""
-    return timedelta(0) if min_remaining is None else _check_min_remaining(min_remaining)
-
-
-def _check_min_remaining(value: timedelta) -> timedelta:
-    if not isinstance(value, timedelta):
-        raise TypeError("min_remaining must be a datetime.timedelta")
-    if value < timedelta(0) or value >= RETENTION:
-        raise ValueError(
-            f"min_remaining must be between 0 and {RETENTION.days} days (uploads live "
-            f"{RETENTION.days} days); got {value}"
-        )
-    return value
-
-
 def _refresh_margin(expiring_within: timedelta) -> timedelta:
     """A min_remaining that makes resolve re-upload anything expiring within the window."""
     return min(expiring_within + timedelta(seconds=1), RETENTION - timedelta(seconds=1))
-
-
-def _recordable_path(path: str | os.PathLike[str] | os.PathLike[bytes]) -> str | None:
-    """The absolute path as ledger text, or None when it is not valid UTF-8 (not recorded)."""
-    try:
-        absolute = os.path.abspath(os.fsdecode(path))
-        absolute.encode("utf-8")
-    except (UnicodeError, ValueError):
-        return None
-    return absolute
-
-
-def _unchanged(entry: FileStat, st: os.stat_result) -> bool:
-    inode = _schema.to_sqlite_int(st.st_ino)
-    return (
-        entry.device == st.st_dev
-        and entry.inode == inode
-        and entry.size == st.st_size
-        and entry.mtime_ns == st.st_mtime_ns
-        and entry.ctime_ns == st.st_ctime_ns
-        # Racy-clean: a stamp within one tick of the hashing could hide a later rewrite.
-        and max(st.st_mtime_ns, st.st_ctime_ns) + RACY_WINDOW_NS <= entry.recorded_ns
-    )
 
 
 class _Facade:

@@ -7,7 +7,10 @@ platform default. Nothing here imports the ORM or the HTTP stack: it runs on eve
 from __future__ import annotations
 
 import os
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 ENV_TOKEN: Final = "USEAPI_TOKEN"  # noqa: S105 - the variable's name, not a token
 ENV_DB: Final = "ASSETCACHE_DB"

@@ -3,13 +3,13 @@ times as people read them (``in 3d 4h``, ``2h ago``)."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 _UNITS: Final = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
-_PART: Final = re.compile(r"(\d+)([wdhms])")
-_WHOLE: Final = re.compile(r"(?:\d+[wdhms])+")
 #: Longer than any ledger can be old, short enough that adding it to a date never overflows.
 MAX_DURATION: Final = timedelta(days=36_500)
 
@@ -19,15 +19,36 @@ def parse_duration(text: str) -> timedelta:
     compact = "".join(text.split()).lower()
     if compact == "0":
         return timedelta(0)
-    if not _WHOLE.fullmatch(compact):
+    parts = _parts(compact)
+    if parts is None:
         raise ValueError(
             f"{text!r} is not a duration: use a number and a unit (s, m, h, d, w), "
             "e.g. 90s, 45m, 12h, 3d, 2w or 1d12h"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    seconds = sum(number * _UNITS[unit] for number, unit in parts)
     if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"{text!r} is too long a duration: at most {MAX_DURATION.days}d")
     return timedelta(seconds=seconds)
+
+
+def _parts(compact: str) -> list[tuple[int, str]] | None:
+    """``"1d12h"`` -> [(1, "d"), (12, "h")]; None unless it is one or more number-unit pairs.
+
+    By hand rather than with ``re``: ``ref --min-remaining`` is parsed on the cache-hit path,
+    which must not pay for importing ``re``. Digits are what ``\\d`` matched: any Unicode
+    decimal digit (``str.isdecimal``), which ``int`` reads.
+    """
+    parts: list[tuple[int, str]] = []
+    digits = ""
+    for char in compact:
+        if char.isdecimal():
+            digits += char
+        elif char in _UNITS and digits:
+            parts.append((int(digits), char))
+            digits = ""
+        else:
+            return None
+    return parts if parts and not digits else None
 
 
 def format_duration(delta: timedelta, *, parts: int = 2) -> str:

@@ -15,10 +15,11 @@ What is sent to useapi.net is this normalised email, percent-encoded as a single
 
 from __future__ import annotations
 
-import unicodedata
-from typing import Final
-
 from ._errors import InvalidEmailError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: RFC 5321 caps a forward path at 256 octets, i.e. 254 characters of address.
 MAX_EMAIL_LENGTH: Final = 254
@@ -33,7 +34,7 @@ def normalize_email(email: str) -> str:
         raise InvalidEmailError(
             "no account email given: pass email=... (CLI: --email or ASSETCACHE_EMAIL)"
         )
-    if any(unicodedata.category(ch) in {"Cc", "Cs", "Cf"} for ch in candidate):
+    if _has_invisible(candidate):
         raise InvalidEmailError(
             f"the account email {candidate!r} contains control or invisible characters"
         )
@@ -50,6 +51,17 @@ def normalize_email(email: str) -> str:
             f"{MAX_EMAIL_LENGTH} are allowed"
         )
     return normalized
+
+
+def _has_invisible(text: str) -> bool:
+    """Whether ``text`` holds a control, surrogate or format character (Cc, Cs, Cf)."""
+    if text.isascii():
+        # The only such ASCII characters are the controls: no need to load unicodedata, which
+        # every cache hit would pay for.
+        return any(ch < " " or ch == "\x7f" for ch in text)
+    import unicodedata
+
+    return any(unicodedata.category(ch) in {"Cc", "Cs", "Cf"} for ch in text)
 
 
 def email_segment(email: str) -> str:

@@ -13,103 +13,102 @@ in a local SQLite file; the single-flight locks always take a local lock first.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # types only: the console script's hit picks its engine here, cheaply
+    import contextlib
+    from collections.abc import Iterable, Iterator
+    from datetime import datetime
+    from typing import Protocol
 
-if TYPE_CHECKING:
     from ._asset import Asset
     from ._sqlite_ledger import FileStat, MergeOutcome
 
+    class KeyLock(Protocol):
+        """Single flight for one (content, account) key: at most one holder, wherever it runs."""
+
+        def hold(self, key: str) -> contextlib.AbstractContextManager[None]: ...
+
+        def ahold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+        def forget_inherited(self) -> None: ...
+
+    class AsyncLedgerSide(Protocol):
+        """What AsyncAssetCache awaits on its resolve path, with the meaning of LedgerEngine's
+        methods of the same names: an engine's own asyncio driver (PostgreSQL: psycopg's), or,
+        for an engine without one (SQLite: local disk), the sync calls in worker threads."""
+
+        async def newest(
+            self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+        ) -> Asset | None: ...
+
+        async def record(self, asset: Asset) -> Asset: ...
+
+    class LedgerEngine(Protocol):
+        """The ledger as the cache uses it. ``path`` names it in messages (never a password)."""
+
+        @property
+        def path(self) -> str: ...
+
+        @property
+        def locks(self) -> KeyLock: ...
+
+        def newest(
+            self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
+        ) -> Asset | None:
+            """The latest-expiring credible, unrevoked row of a key (see Asset.state), or None.
+
+            ``fresh``: the ledger's own answer, never a local copy of it (single flight's re-check
+            under the key's lock must see what another machine just recorded)."""
+
+        def record(self, asset: Asset) -> Asset:
+            """Insert a new upload row in one short transaction; the asset with its id."""
+
+        def set_source(self, row_id: int, source: str, host: str) -> None:
+            """The path (on ``host``) this content was last resolved from; may do nothing."""
+
+        def file_stat(self, path: str) -> FileStat | None:
+            """The stat cache, on this machine only."""
+
+        def put_file_stat(self, entry: FileStat) -> None: ...
+
+        def assets(
+            self,
+            *,
+            email: str | None = None,
+            live_after: datetime | None = None,
+            expires_until: datetime | None = None,
+        ) -> list[Asset]: ...
+
+        def prune(
+            self,
+            *,
+            email: str | None,
+            expired_before: datetime | None,
+            uploaded_before: datetime | None,
+            dry_run: bool,
+            now: datetime | None = None,
+        ) -> Iterator[Asset]: ...
+
+        def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]: ...
+
+        def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
+            """Each upload ``added``, ``revoked`` (an imported revocation) or ``skipped``."""
+
+        def revoke(
+            self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+        ) -> list[Asset]: ...
+
+        def async_side(self) -> AsyncLedgerSide | None:
+            """The engine's asyncio driver for the resolve path, or None: then AsyncAssetCache
+            runs ``newest`` and ``record`` in worker threads."""
+
+        def close(self) -> None: ...
+
+        def forget_inherited(self) -> None:
+            """In a forked child: drop the parent's connections without using them."""
+
+
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-
-class KeyLock(Protocol):
-    """Single flight for one (content, account) key: at most one holder, wherever it runs."""
-
-    def hold(self, key: str) -> contextlib.AbstractContextManager[None]: ...
-
-    def ahold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
-
-    def forget_inherited(self) -> None: ...
-
-
-class AsyncLedgerSide(Protocol):
-    """What AsyncAssetCache awaits on its resolve path, with the meaning of LedgerEngine's
-    methods of the same names: an engine's own asyncio driver (PostgreSQL: psycopg's), or, for
-    an engine without one (SQLite: local disk), the sync calls in worker threads."""
-
-    async def newest(
-        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
-    ) -> Asset | None: ...
-
-    async def record(self, asset: Asset) -> Asset: ...
-
-
-class LedgerEngine(Protocol):
-    """The ledger as the cache uses it. ``path`` names it in messages (never a password)."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def locks(self) -> KeyLock: ...
-
-    def newest(
-        self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
-    ) -> Asset | None:
-        """The latest-expiring credible, unrevoked row of a key (see Asset.state), or None.
-
-        ``fresh``: the ledger's own answer, never a local copy of it (single flight's re-check
-        under the key's lock must see what another machine just recorded)."""
-
-    def record(self, asset: Asset) -> Asset:
-        """Insert a new upload row in one short transaction; the asset with its id."""
-
-    def set_source(self, row_id: int, source: str, host: str) -> None:
-        """The path (on ``host``) this content was last resolved from; may do nothing."""
-
-    def file_stat(self, path: str) -> FileStat | None:
-        """The stat cache, on this machine only."""
-
-    def put_file_stat(self, entry: FileStat) -> None: ...
-
-    def assets(
-        self,
-        *,
-        email: str | None = None,
-        live_after: datetime | None = None,
-        expires_until: datetime | None = None,
-    ) -> list[Asset]: ...
-
-    def prune(
-        self,
-        *,
-        email: str | None,
-        expired_before: datetime | None,
-        uploaded_before: datetime | None,
-        dry_run: bool,
-        now: datetime | None = None,
-    ) -> Iterator[Asset]: ...
-
-    def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]: ...
-
-    def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
-        """Each upload ``added``, ``revoked`` (an imported revocation) or ``skipped``."""
-
-    def revoke(
-        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
-    ) -> list[Asset]: ...
-
-    def async_side(self) -> AsyncLedgerSide | None:
-        """The engine's asyncio driver for the resolve path, or None: then AsyncAssetCache runs
-        ``newest`` and ``record`` in worker threads."""
-
-    def close(self) -> None: ...
-
-    def forget_inherited(self) -> None:
-        """In a forked child: drop the parent's connections without using them."""
 
 
 def scheme_of(location: str) -> str:
@@ -121,7 +120,7 @@ def scheme_of(location: str) -> str:
 
 def shown_location(location: str) -> str:
     """How a ledger is named to people: the real path, or the URL with its password masked."""
-    from ._sqlite_ledger import ledger_path, without_password
+    from ._ledger_file import ledger_path, without_password
 
     if scheme_of(location) in POSTGRES_SCHEMES:
         return without_password(location)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._errors import AssetCacheError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,7 +30,6 @@ def _parse_ref(
 ) -> tuple[str | None, list[str], str, timedelta | None, bool] | None:
     """(db, files, email, min_remaining, offline) for a plain ``ref`` command, else None."""
     from ._config import ENV_DB, ENV_EMAIL
-    from ._durations import parse_duration
 
     args = list(argv)
     db = None
@@ -57,6 +58,8 @@ def _parse_ref(
                 inline = args.pop(0)
             value = inline
             if name == "--min-remaining":
+                from ._durations import parse_duration
+
                 try:
                     min_remaining = parse_duration(value)
                 except ValueError:
@@ -85,24 +88,65 @@ def fast_ref(argv: Sequence[str]) -> int | None:
     db, files, email, min_remaining, offline = parsed
     from datetime import timedelta
 
-    from ._cache import DEFAULT_MIN_REMAINING, AssetCache
-    from ._errors import AssetCacheError
+    from ._hit import DEFAULT_MIN_REMAINING
 
     if min_remaining is None:  # the same margins as `ref` and `ref --offline` in _cli.py
         min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
-    refs = []
     try:
-        with AssetCache(db=db) as cache:
-            for file in files:
-                asset = cache.lookup(file, email=email, min_remaining=min_remaining)
-                if asset is None:
-                    return None
-                refs.append(asset.asset_ref + "\n")
+        refs = _ledger_refs(db, files, email, min_remaining)
+        if refs is None:  # a file to hash, or another engine: the caches' own lookup decides
+            refs = _cache_refs(db, files, email, min_remaining)
     except (AssetCacheError, ValueError, TypeError, OSError):
         return None  # the full CLI reports it, with its exit code
-    sys.stdout.write("".join(refs))
+    if refs is None:
+        return None
+    sys.stdout.write("".join(ref + "\n" for ref in refs))
     sys.stdout.flush()
     return 0
+
+
+def _ledger_refs(
+    db: str | None, files: list[str], email: str, margin: timedelta
+) -> list[str] | None:
+    """The refs straight from an SQLite ledger whose stat cache knows every file (the common
+    case, and the cheapest: no ``Asset`` is built, and little is imported); else None."""
+    from . import _config, _engine, _hit
+    from ._email import normalize_email
+    from ._ledger_file import LedgerFile
+
+    location = _config.resolve_db(db)
+    if _engine.scheme_of(location) != "sqlite":
+        return None
+    email = normalize_email(email)
+    margin = _hit.check_min_remaining(margin)
+    ledger = LedgerFile(location)
+    try:
+        refs = []
+        for file in files:
+            ref = _hit.cached_ref(ledger, file, email, margin, _hit.utcnow())
+            if ref is None:
+                return None
+            refs.append(ref)
+        return refs
+    finally:
+        ledger.close()
+
+
+def _cache_refs(
+    db: str | None, files: list[str], email: str, margin: timedelta
+) -> list[str] | None:
+    """The refs ``AssetCache.lookup`` answers (it hashes files the stat cache does not know,
+    and speaks to every engine), or None at the first miss."""
+    from ._cache import AssetCache
+
+    refs = []
+    with AssetCache(db=db) as cache:
+        for file in files:
+            asset = cache.lookup(file, email=email, min_remaining=margin)
+            if asset is None:
+                return None
+            refs.append(asset.asset_ref)
+    return refs
 
 
 def main() -> None:

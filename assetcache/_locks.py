@@ -19,8 +19,8 @@ its descriptor (owned by the user, writable by nobody else), each lock file is o
 to that descriptor with ``O_NOFOLLOW`` and checked on its own descriptor, and folders are
 created 0700 level by level (``os.makedirs`` gives the parents umask's mode).
 
-This module also holds that ownership check (``require_own``) and the private folder maker
-(``make_private_dirs``): the ledger applies the same rules to its own files.
+The ownership check (``require_own``) and the private folder maker (``make_private_dirs``) live
+in ``_owner.py``: the ledger applies the same rules to its own files, on every cache hit.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final
 
 from ._errors import LedgerError
+from ._owner import make_private_dirs, require_own
 
 STRIPES: Final = 4096
 _POLL_MIN_S: Final = 0.002
@@ -49,44 +50,6 @@ _LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _C
 #: its copy; ``KeyLocks.forget_inherited`` closes those copies. Plain dict operations are
 #: atomic under the GIL, so no lock guards it (a lock here would itself need resetting).
 _OPEN_LOCKS: dict[int, tuple[int, int, int]] = {}
-
-
-def require_own(st: os.stat_result, path: str, what: str, private_mode: int) -> None:
-    """Refuse a file or folder another user controls: theirs, or writable by group or others.
-
-    Such a file may hold content planted by someone else (a ledger's rows, a lock's flock), so
-    it is never used, whatever its content. ``private_mode`` is what to suggest instead.
-    """
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise LedgerError(
-            f"{what} {path} is owned by uid {st.st_uid}, not you (uid {euid}): "
-            "move it aside or fix its owner/mode",
-            path=path,
-        )
-    if st.st_mode & 0o022:
-        raise LedgerError(
-            f"{what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}), "
-            f"who may have changed it: if you trust its content, make it private (mode "
-            f"{private_mode:04o}); otherwise move it aside",
-            path=path,
-        )
-
-
-def make_private_dirs(path: str) -> None:
-    """Create ``path`` and each missing parent mode 0700, whatever the umask."""
-    missing = []
-    level = os.path.abspath(path)
-    while not os.path.lexists(level):
-        missing.append(level)
-        parent = os.path.dirname(level)
-        if parent == level:
-            break
-        level = parent
-    for level in reversed(missing):
-        # mkdir's mode is masked by the umask, which can only remove bits: 0700 stays private.
-        with contextlib.suppress(FileExistsError):  # another process made it just now
-            os.mkdir(level, 0o700)
 
 
 def _open_lock_dir(directory: str) -> int:

@@ -11,7 +11,9 @@ Imported on the cache-hit path too: only builtins, no ``re``, no ``unicodedata``
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: The documented shape is at most ``u`` + a user id (20 digits is a 64-bit number) +
 #: ``-email:`` (7) + an email (254, RFC 5321) + ``-image:`` (7) + a UUID (36) = 325

@@ -14,7 +14,10 @@ SQLite DATETIME), so fixed-width strings sort and compare chronologically in SQL
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: Alembic revisions in order; the last one is what this version of assetcache expects.
 #: tests/test_migrations.py checks this against migrations/versions.

@@ -1,5 +1,9 @@
 """The ledger: where it is, how it is opened, migrated and written, and its queries.
 
+Finding, checking, opening and pooling the file, the fork hooks and the reads of a cache hit
+are in ``_ledger_file.py`` (imported on every hit, so kept light); ``Ledger`` here builds the
+rest on it. The choices below hold for both.
+
 SQLite choices, each for a reason:
 
 - ``journal_mode=WAL``: readers never wait for a writer, so cache hits in one process are not
@@ -43,109 +47,34 @@ Alembic or SQLAlchemy.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
-import stat
-import threading
-import time
-import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _schema
-from ._asset import RETENTION, Asset
+from ._asset import Asset
 from ._errors import LedgerError
-from ._locks import KeyLocks, file_lock, make_private_dirs, require_own
+
+# Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
+from ._ledger_file import _INHERITED as _INHERITED
+from ._ledger_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
+from ._ledger_file import FileStat as FileStat
+from ._ledger_file import LedgerFile
+from ._ledger_file import credible_bounds as _credible_bounds
+from ._ledger_file import ledger_path as ledger_path
+from ._ledger_file import without_password as without_password
+from ._locks import KeyLocks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-BUSY_TIMEOUT_S: Final = 30.0
 #: Rows deleted per write transaction. Deletes cost index maintenance on random pages; 5000
 #: a batch shares more of those pages than 1000 (-35 % time at a million rows) while memory
 #: stays a few MB and each write lock is held well under a second.
 PRUNE_BATCH: Final = 5000
-#: Idle connections kept for reuse; more threads than this just open and close their own.
-MAX_IDLE_CONNECTIONS: Final = 8
-
-_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-#: The first bytes of every SQLite database file.
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
-#: Files SQLite keeps beside a database and reads back into it.
-_COMPANIONS: Final = ("-wal", "-shm", "-journal")
 #: What decoding a row raises when another program wrote a value that is not ours.
 _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
-#: Connections a forked child inherited: never used, never closed (see forget_inherited).
-_INHERITED: list[sqlite3.Connection] = []
-#: Every open Ledger, for the fork hooks below.
-_OPEN_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
-
-
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """A file's identity at the moment it was hashed (see the stat cache in _cache.py)."""
-
-    path: str
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    sha256: str
-    recorded_ns: int
-
-
-def ledger_path(location: str) -> str:
-    """The real filesystem path for a ledger location (a path or a ``sqlite:///`` URL).
-
-    Symlinks are resolved, so every name of one ledger gives one path, and so one lock folder
-    (``<path>.locks``) and one single flight.
-    """
-    if "://" not in location:
-        return _real(location)
-    scheme, _, rest = location.partition("://")
-    if scheme.split("+")[0] != "sqlite":
-        raise LedgerError(
-            f"unsupported ledger URL scheme {scheme!r}: this version of assetcache keeps its "
-            "ledger in SQLite; pass a file path or a sqlite:/// URL",
-            path=without_password(location),
-        )
-    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
-    path = rest[1:] if rest.startswith("/") else rest
-    path = path.split("?", 1)[0]
-    if not path or path == ":memory:":
-        raise LedgerError(
-            "an in-memory ledger would forget every upload when the process exits; "
-            "give it a file path",
-            path=location,
-        )
-    return _real(path)
-
-
-def without_password(url: str) -> str:
-    """A URL as it may be shown: a password in it (``user:secret@host``, or libpq's
-    ``?password=secret``) becomes ``***``."""
-    from urllib.parse import unquote
-
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    # libpq ends the user info at the last "@", whatever comes before it ("?" and "/" included).
-    credentials, at, rest = rest.rpartition("@")
-    if at:
-        user, colon, _ = credentials.partition(":")
-        rest = f"{user}{':***' if colon else ''}@{rest}"
-    rest, question, query = rest.partition("?")
-    if question:
-        fields = [
-            "password=***" if unquote(field).lower().startswith("password=") else field
-            for field in query.split("&")
-        ]
-        query = "&".join(fields)
-    return f"{scheme}://{rest}{question}{query}"
 
 
 def passwords_in(url: str) -> list[str]:
@@ -162,12 +91,6 @@ def passwords_in(url: str) -> list[str]:
     return [p for raw in found for p in {raw, unquote(raw)} if p]
 
 
-def _real(path: str) -> str:
-    # A missing ledger resolves through its existing parents: a new ledger in a symlinked
-    # folder gets the same path as when it exists.
-    return os.path.realpath(os.path.expanduser(path))
-
-
 def _migrations_dir() -> Path:
     from pathlib import Path
 
@@ -178,389 +101,17 @@ def _migrations_dir() -> Path:
     raise LedgerError("assetcache is installed without its migrations; reinstall it")
 
 
-class Ledger:
+class Ledger(LedgerFile):
     """An opened, current ledger. Thread-safe: each thread gets its own SQLite connection."""
 
     def __init__(self, location: str) -> None:
-        self.location = location
-        self.path = ledger_path(location)
+        super().__init__(location)
         #: Single flight for this ledger: one lock folder per real path (see _locks.py).
         self.locks = KeyLocks(self.path + ".locks")
-        # A small pool rather than one connection per thread: threads come and go (every
-        # resolve_many batch has its own), and per-thread connections would leak descriptors.
-        self._idle: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-        self._closed = False
-        self._in_use = 0  # connections checked out now
-        self._broken_by_fork = False
-        fd = self._open_file()
-        try:
-            self._ensure_schema(fd)
-        except BaseException:
-            self.close()  # a refused file keeps no connection, nor the -wal/-shm it made
-            raise
-        finally:
-            os.close(fd)
-        _OPEN_LEDGERS.add(self)
-
-    def __repr__(self) -> str:
-        return f"Ledger({self.path!r})"
 
     def forget_inherited(self) -> None:
-        """Call in a child process right after ``fork``: drop the parent's connections.
-
-        SQLite forbids using a connection across fork, and closing one is a use (the last
-        close checkpoints and deletes the WAL the parent is still writing). So the idle ones
-        are not closed but moved to a module-level list, where no finalizer ever closes them,
-        and the guard is replaced, as a parent thread may have held it at fork time. New
-        connections are opened as needed.
-        """
-        _INHERITED.extend(self._idle)
-        self._idle = []
-        self._guard = threading.Lock()
+        super().forget_inherited()
         self.locks.forget_inherited()
-
-    def _before_fork(self) -> None:
-        """Really close the idle connections (this process owns them), and hold the pool.
-
-        SQLite keeps per-process bookkeeping of the POSIX locks it holds on a file, and a child
-        inherits it: while any inherited connection is open, the child's new connections think
-        its locks are already taken and take none, so other processes believe they are alone
-        (the WAL can be checkpointed and deleted under the child's writes). With no connection
-        open at fork time, a child starts clean.
-        """
-        self._guard.acquire()
-        connections, self._idle = self._idle, []
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    def _after_fork_in_parent(self) -> None:
-        self._guard.release()
-
-    def _after_fork_in_child(self) -> None:
-        # A connection another thread had checked out at fork time is open in this process
-        # too, with the bookkeeping above: no connection opened here could be trusted.
-        self._broken_by_fork = self._in_use > 0
-        self._in_use = 0
-        self._guard = threading.Lock()
-
-    # -- opening -------------------------------------------------------------------------
-
-    def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
-        detail = f" ({exc})" if exc is not None else ""
-        return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
-
-    def _open_file(self) -> int:
-        """A descriptor of the ledger file, created private if absent, else checked unchanged.
-
-        Nothing existing is changed here: the file may turn out not to be a ledger.
-        """
-        self._check_folder()
-        fd = self._open_or_create()
-        try:
-            for suffix in _COMPANIONS:
-                self._check_companion(self.path + suffix)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _check_folder(self) -> None:
-        """Refuse a ledger in a folder someone else may write to.
-
-        SQLite opens the database again for every connection, and its -wal, -shm and -journal
-        by name whenever it needs them: whoever can create or rename files in the folder (even
-        a sticky one like /tmp) can plant a WAL or swap the file between our checks and
-        SQLite's opens. The owner must be you (or root, for system folders), and neither others
-        nor a group other than your own may write to it.
-        """
-        folder = os.path.dirname(self.path)
-        try:
-            st = os.stat(folder)
-        except FileNotFoundError:
-            return  # created private by _create_file
-        except OSError as exc:
-            raise self._fail("its folder cannot be examined", exc) from None
-        foreign_group = st.st_mode & 0o020 and st.st_gid != os.getegid()
-        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o002 or foreign_group:
-            raise self._fail(
-                f"is in {folder}, a folder other users may write to (owner uid {st.st_uid}, "
-                f"mode {stat.S_IMODE(st.st_mode):04o}), where they could plant or swap its files",
-                hint="; keep the ledger in a folder of your own (mode 0700)",
-            )
-
-    def _open_or_create(self) -> int:
-        while True:
-            try:
-                st = os.lstat(self.path)
-            except FileNotFoundError:
-                fd = self._create_file()
-                if fd is None:
-                    continue  # another process created it meanwhile: check it like any other
-                return fd
-            except OSError as exc:
-                raise self._fail("cannot be opened", exc) from None
-            # Before opening: opening a device or a FIFO can itself act (rewind a tape, block).
-            self._check_kind(st)
-            return self._open_existing()
-
-    def _create_file(self) -> int | None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-        try:
-            # Only the user may list or read what the cache keeps, even under umask 000.
-            make_private_dirs(os.path.dirname(self.path))
-            # Created here, so it is 0600 from its first byte (SQLite gives its -wal and -shm
-            # files the same mode); O_EXCL, so it is never a file that appeared meanwhile.
-            return os.open(self.path, flags, 0o600)
-        except FileExistsError:
-            return None
-        except PermissionError:
-            raise self._fail("cannot create it (permission denied)") from None
-        except OSError as exc:
-            raise self._fail("cannot create it", exc) from None
-
-    def _check_kind(self, st: os.stat_result) -> None:
-        if stat.S_ISREG(st.st_mode):
-            return
-        if stat.S_ISDIR(st.st_mode):
-            raise self._fail("is a directory; give a file path")
-        if stat.S_ISLNK(st.st_mode):  # the path is resolved: only a loop is left a link
-            raise self._fail(
-                "is a symbolic link that does not resolve (a loop?); "
-                "give the ledger file itself as the ledger path"
-            )
-        raise self._fail(
-            "is not a regular file (a device, FIFO or socket) and was left untouched; "
-            "give a ledger file as the ledger path"
-        )
-
-    def _open_existing(self) -> int:
-        # Read-only and non-blocking (a FIFO swapped in since the lstat cannot hang us);
-        # O_NOFOLLOW: the path was resolved, so a symlink here appeared since.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-        try:
-            fd = os.open(self.path, flags)
-        except OSError as exc:
-            raise self._fail("cannot be opened", exc, hint="; check that you can read it") from None
-        try:
-            self._check_file(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _check_file(self, fd: int) -> None:
-        """Refuse, on the open descriptor, a file that is not ours or not an SQLite database."""
-        st = os.fstat(fd)
-        self._check_kind(st)  # what was checked by name is what is open
-        require_own(st, self.path, "ledger", 0o600)
-        if st.st_size and os.pread(fd, len(_SQLITE_MAGIC), 0) != _SQLITE_MAGIC:
-            raise self._fail(
-                "is not a readable SQLite database and was left untouched; if it is your "
-                "ledger, restore a backup or move it aside, otherwise use another "
-                "ledger path"
-            )
-
-    def _check_companion(self, path: str) -> None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise self._fail(f"cannot inspect {path}", exc) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise LedgerError(
-                f"ledger companion {path} is not a regular file, so SQLite would follow or "
-                "misuse it: move it aside",
-                path=path,
-            )
-        require_own(st, path, "ledger companion", 0o600)
-
-    def _ensure_schema(self, fd: int) -> None:
-        version = self._schema_version()  # refuses anything but a ledger or an empty file
-        # Known to be a ledger (or empty) from here on: only now is anything changed.
-        self._make_private(fd)
-        self._use_wal()
-        if version == _schema.HEAD:
-            return
-        # One process migrates; the others wait here, then find the schema current with a
-        # plain read instead of each importing Alembic (a second of CPU) to learn the same.
-        with contextlib.ExitStack() as held:
-            # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
-            # _migrate still serialises the migration itself.
-            with contextlib.suppress(OSError):
-                held.enter_context(file_lock(os.path.join(self.path + ".locks", "migrate.lock")))
-            if self._schema_version() != _schema.HEAD:
-                self._migrate()
-        if self._schema_version() != _schema.HEAD:
-            raise self._fail("migration did not reach the current schema")
-
-    def _make_private(self, fd: int) -> None:
-        st = os.fstat(fd)
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            # Readable by others (writable ones were refused): from now on only by the user.
-            with contextlib.suppress(OSError):  # a read-only filesystem: reads still work
-                os.fchmod(fd, 0o600)
-
-    def _use_wal(self) -> None:
-        try:
-            with self._checkout() as conn:
-                _enable_wal(conn)
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
-
-    def _schema_version(self) -> str | None:
-        try:
-            with self._checkout() as conn:
-                return self._read_version(conn)
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
-
-    def _read_version(self, conn: sqlite3.Connection) -> str | None:
-        """The ledger's revision, or None for an empty database; anything else is refused."""
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        version = None
-        if "alembic_version" in names:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            version = None if row is None else str(row[0])
-        if version in _schema.REVISIONS:
-            return version
-        if version is not None and _schema.UPLOADS in names:
-            raise self._fail(
-                f"was written by a newer assetcache (schema {version})",
-                hint="; upgrade assetcache or use another ledger path",
-            )
-        # Empty, or only an Alembic stamp at base (a ledger downgraded to nothing).
-        if version is None and not {n for n in names if not n.startswith("sqlite_")} - {
-            "alembic_version"
-        }:
-            return None
-        raise self._fail(
-            "is an SQLite database, but not an assetcache ledger, and was left untouched",
-            hint="; use another ledger path",
-        )
-
-    def _migrate(self) -> None:
-        # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import create_engine, event
-        from sqlalchemy.pool import NullPool
-
-        engine = create_engine("sqlite://", creator=self._new_connection, poolclass=NullPool)
-
-        # Alembic's whole upgrade runs inside one BEGIN IMMEDIATE transaction: processes
-        # opening a new ledger at once queue on the write lock, and each one after the first
-        # finds the schema already at head and does nothing.
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        config = Config()
-        config.set_main_option("script_location", str(_migrations_dir()))
-        try:
-            with engine.connect() as conn, conn.begin():
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-        except Exception as exc:
-            raise self._fail("could not be migrated to the current schema", exc) from exc
-        finally:
-            engine.dispose()
-
-    # -- connections ---------------------------------------------------------------------
-
-    def _new_connection(self) -> sqlite3.Connection:
-        # Nothing here writes to the file: the first connection may be inspecting a file that
-        # is not a ledger (WAL is switched on in _use_wal, once the file is known).
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA synchronous = FULL")
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
-        return conn
-
-    def _access_hint(self, exc: BaseException | None = None) -> str:
-        if exc is not None and type(exc) is sqlite3.DatabaseError:
-            # Plain DatabaseError (not OperationalError) is "not a database" or "malformed".
-            return (
-                "; the file is not a readable SQLite database and was left untouched: "
-                "move it aside (or restore a backup) and retry"
-            )
-        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
-            return "; the file is read-only: make it writable or use another ledger path"
-        if not os.access(os.path.dirname(self.path), os.W_OK):
-            return "; its directory is not writable (SQLite needs it for the WAL files)"
-        return ""
-
-    @contextlib.contextmanager
-    def _checkout(self) -> Iterator[sqlite3.Connection]:
-        """A connection for this block, from the pool or new; returned (or closed) after."""
-        with self._guard:
-            if self._closed:
-                raise self._fail("is closed")
-            if self._broken_by_fork:
-                raise self._fail(
-                    "was in use by another thread when this process was forked, so SQLite "
-                    "cannot be used safely here",
-                    hint="; open a new cache in the child process",
-                )
-            conn = self._idle.pop() if self._idle else None
-            self._in_use += 1
-        try:
-            if conn is None:
-                conn = self._new_connection()
-            yield conn
-        finally:
-            with self._guard:
-                self._in_use -= 1
-                keep = (
-                    conn is not None and not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
-                )
-                if keep and conn is not None:
-                    self._idle.append(conn)
-            if not keep and conn is not None:
-                conn.close()
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with self._checkout() as conn:
-                yield conn
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction that starts with BEGIN IMMEDIATE."""
-        with self._checkout() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                hint = self._access_hint(exc)
-                raise self._fail("cannot be written", exc, hint=hint) from None
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    hint = self._access_hint(exc)
-                    raise self._fail("cannot be written", exc, hint=hint) from None
-                raise
-
-    def close(self) -> None:
-        """Close idle connections now; those in use close when their block ends."""
-        with self._guard:
-            self._closed = True
-            connections, self._idle = self._idle, []
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
 
     # -- queries -------------------------------------------------------------------------
 
@@ -587,9 +138,7 @@ class Ledger:
         Rows recorded while the clock ran ahead of ``now`` (default: the current time) are
         skipped (see ``Asset.state``).
         """
-        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
-        with self._reading() as conn:
-            row = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
+        row = self.newest_row(sha256, email, now=now)
         if row is None:
             return None
         try:
@@ -644,20 +193,6 @@ class Ledger:
         with self.write() as conn:
             (row_id,) = conn.execute(_schema.RECORD_UPLOAD, params).fetchone()
         return replace(asset, id=row_id)
-
-    def set_source(self, row_id: int, source: str, host: str) -> None:
-        with self.write() as conn:
-            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
-
-    def file_stat(self, path: str) -> FileStat | None:
-        with self._reading() as conn:
-            row = conn.execute(_schema.SELECT_STAT, {"path": path}).fetchone()
-        return None if row is None else FileStat(*row)
-
-    def put_file_stat(self, entry: FileStat) -> None:
-        params = dict(zip(_schema.FILE_STAT_COLUMNS, _stat_values(entry), strict=True))
-        with self.write() as conn:
-            conn.execute(_schema.UPSERT_STAT, params)
 
     def assets(
         self,
@@ -762,66 +297,33 @@ class Ledger:
             params["after"] = batch[-1].id
 
 
-#: The ledgers whose pools are held while a fork happens (set in _before_fork only).
-_FORKING: list[Ledger] = []
+def migrate(ledger: LedgerFile) -> None:
+    """Bring an opened ledger to the current schema with Alembic, in one transaction."""
+    # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
 
+    engine = create_engine("sqlite://", creator=ledger._new_connection, poolclass=NullPool)
 
-def _before_fork() -> None:
-    _FORKING[:] = list(_OPEN_LEDGERS)
-    for ledger in _FORKING:
-        ledger._before_fork()
+    # Alembic's whole upgrade runs inside one BEGIN IMMEDIATE transaction: processes
+    # opening a new ledger at once queue on the write lock, and each one after the first
+    # finds the schema already at head and does nothing.
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-
-def _after_fork_in_parent() -> None:
-    for ledger in _FORKING:
-        ledger._after_fork_in_parent()
-    _FORKING.clear()
-
-
-def _after_fork_in_child() -> None:
-    for ledger in _FORKING:
-        ledger._after_fork_in_child()
-    _FORKING.clear()
-
-
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
-
-
-def _credible_bounds(now: datetime | None) -> dict[str, str]:
-    """The :now and :latest bounds beyond which a row was recorded with the clock ahead."""
-    moment = datetime.now(UTC) if now is None else now
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
     try:
-        latest = moment + RETENTION
-    except OverflowError:
-        latest = datetime.max.replace(tzinfo=UTC)
-    return {"now": _schema.to_db_time(moment), "latest": _schema.to_db_time(latest)}
-
-
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switch to WAL (it persists in the file, so this is a read once it is set).
-
-    SQLite answers "database is locked" at once, without its busy handler, when the journal
-    mode is changed while another process holds a lock, e.g. the first process migrating a
-    brand-new ledger. So the change is retried here, within the busy timeout.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    delay = 0.005
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        with engine.connect() as conn, conn.begin():
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except Exception as exc:
+        raise ledger._fail("could not be migrated to the current schema", exc) from exc
+    finally:
+        engine.dispose()
 
 
 def asset_from_row(row: tuple[Any, ...]) -> Asset:
@@ -894,9 +396,3 @@ def _revoked(asset: Asset) -> dict[str, Any]:
 
 def _db_time_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else _schema.to_db_time(moment)
-
-
-def _stat_values(entry: FileStat) -> tuple[Any, ...]:
-    inode = _schema.to_sqlite_int(entry.inode)  # unsigned 64-bit on some filesystems
-    values = (entry.path, entry.device, inode, entry.size, entry.mtime_ns, entry.ctime_ns)
-    return (*values, entry.sha256, entry.recorded_ns)

@@ -58,3 +58,18 @@ def test_format_and_relative() -> None:
 def test_absurdly_long_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="too long a duration"):
         parse_duration(text)
+
+
+@given(st.text(alphabet="0123456789wdhmsx\u0663\u00b2 ", max_size=12))
+def test_hand_parser_accepts_what_the_regular_expression_did(text: str) -> None:
+    """parse_duration reads units by hand (no ``re`` on the cache-hit path); it accepts exactly
+    the old ``(?:\\d+[wdhms])+`` and reads the same parts (Unicode digits included)."""
+    import re
+
+    from assetcache._durations import _parts
+
+    compact = "".join(text.split()).lower()
+    expected = None
+    if re.fullmatch(r"(?:\d+[wdhms])+", compact):
+        expected = [(int(n), unit) for n, unit in re.findall(r"(\d+)([wdhms])", compact)]
+    assert _parts(compact) == expected

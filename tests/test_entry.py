@@ -5,16 +5,20 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import timedelta
+import time
+import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from assetcache import AssetCache, RetryPolicy
+import assetcache
+from assetcache import AssetCache, RetryPolicy, _cache, _entry, _hit
 from assetcache._cli import cli
 from assetcache._entry import _parse_ref, fast_ref
 
@@ -24,12 +28,48 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture
-def seeded(tmp_path: Path, luma: FakeLuma) -> tuple[Path, Path]:
+def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are hashed "3 s after" their last change: past the racy window, so the stat cache
+    trusts them and the fast path answers from the ledger file alone. (Tests cannot age a
+    file's ctime; they can age the moment the stat cache records.)"""
+    real = time.time_ns
+    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+
+
+@pytest.fixture(params=["ledger-file", "cache"])
+def seeded(
+    request: pytest.FixtureRequest, tmp_path: Path, luma: FakeLuma, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """A ledger with one upload of "a b.png". ``ledger-file``: its stat is trusted, so the lean
+    path (``_ledger_refs``) answers; ``cache``: just written, so AssetCache must hash it."""
+    if request.param == "ledger-file":
+        request.getfixturevalue("hashed_later")
     db = tmp_path / "l.db"
     path = write(tmp_path / "a b.png", png("fast"))
     with AssetCache(token=TOKEN, db=db, transport=luma.transport) as cache:
         cache.resolve(path, email=EMAIL)
+    if request.param == "ledger-file":
+        # Answered without the caches' lookup, or not at all.
+        monkeypatch.setattr(_entry, "_cache_refs", lambda *args: None)
     return db, path
+
+
+@pytest.fixture
+def settled(tmp_path: Path, luma: FakeLuma, hashed_later: None) -> tuple[Path, list[Path]]:
+    """A ledger whose stat cache trusts three uploaded files."""
+    db = tmp_path / "l.db"
+    paths = [write(tmp_path / f"{n}.png", png(n)) for n in ("a", "b", "c")]
+    with AssetCache(token=TOKEN, db=db, transport=luma.transport) as cache:
+        for path in paths:
+            cache.resolve(path, email=EMAIL)
+    return db, paths
+
+
+def _fast(db: Path, *args: str | Path) -> tuple[int | None, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = fast_ref(["--db", str(db), "ref", *map(str, args), "-e", EMAIL])
+    return code, out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -96,27 +136,186 @@ def test_parse_hands_unusual_command_lines_to_click() -> None:
 
 
 HEAVY = ("click", "httpx", "sqlalchemy", "sqlmodel", "alembic", "asyncio", "tenacity", "psycopg")
+#: What the console script's hit does without (the floor it is measured against imports none of
+#: them either): each costs more to import than the hit's own work.
+LEAN = (
+    *HEAVY,
+    "typing",
+    "dataclasses",
+    "inspect",
+    "enum",
+    "re",
+    "threading",
+    "weakref",
+    "contextlib",
+    "logging",
+    "socket",
+    "unicodedata",
+    "assetcache._asset",
+    "assetcache._cache",
+    "assetcache._sqlite_ledger",
+)
+
+
+def _imported(script: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Which of ``forbidden`` a fresh interpreter has imported after running ``script``, less
+    what it imports anyway (site hooks, .pth files)."""
+    env = {k: v for k, v in os.environ.items() if k != "USEAPI_TOKEN"}
+    env["PYTHONPATH"] = ROOT
+    report = f"\nimport sys; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    found = []
+    for code in ("", textwrap.dedent(script)):
+        result = subprocess.run(
+            [sys.executable, "-c", code + report], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        found.append(set(eval(result.stdout.splitlines()[-1])))
+    return sorted(found[1] - found[0])
 
 
 def test_hits_import_nothing_heavy(seeded: tuple[Path, Path]) -> None:
     db, path = seeded
-    script = textwrap.dedent(
-        f"""
-        import sys
+    script = f"""
         from assetcache._entry import fast_ref
         assert fast_ref(["--db", {str(db)!r}, "ref", {str(path)!r}, "-e", {EMAIL!r}]) == 0
         from assetcache import AssetCache
         with AssetCache(db={str(db)!r}) as cache:
             assert cache.resolve({str(path)!r}, email={EMAIL!r}).reused
             assert cache.lookup({str(path)!r}, email={EMAIL!r}) is not None
-        print(sorted(m for m in {HEAVY!r} if m in sys.modules))
         """
+    assert _imported(script, HEAVY) == []
+
+
+def test_console_hit_imports_only_what_it_needs(settled: tuple[Path, list[Path]]) -> None:
+    db, paths = settled
+    argv = ["--db", str(db), "ref", *map(str, paths), "-e", EMAIL, "--min-remaining", "1d"]
+    script = f"""
+        import io, sys
+        out, sys.stdout = sys.stdout, io.StringIO()
+        import assetcache._entry
+        code = assetcache._entry.fast_ref({argv!r})
+        sys.stdout = out
+        assert code == 0, "not a hit"
+        """
+    assert _imported(script, LEAN) == []
+
+
+def test_importing_the_package_imports_no_module_of_it() -> None:
+    script = "import assetcache, sys; print(sorted(m for m in sys.modules if 'assetcache.' in m))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
     )
-    env = {k: v for k, v in os.environ.items() if k != "USEAPI_TOKEN"}
-    env["PYTHONPATH"] = ROOT
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    assert result.stdout.split() == ["[]"], result.stderr
+
+
+def test_every_public_name_resolves() -> None:
+    for name in assetcache.__all__:
+        assert getattr(assetcache, name) is not None, name
+        assert name in dir(assetcache)
+    namespace: dict[str, object] = {}
+    exec("from assetcache import *", namespace)
+    assert set(assetcache.__all__) <= set(namespace)
+    assert assetcache.AssetCache is _cache.AssetCache
+    with pytest.raises(AttributeError, match="no_such_name"):
+        assetcache.no_such_name  # noqa: B018
+
+
+def test_several_files_answered_by_the_ledger_file(
+    settled: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, paths = settled
+    monkeypatch.setattr(_entry, "_cache_refs", lambda *args: pytest.fail("not the lean path"))
+    code, out = _fast(db, *paths)
+    with AssetCache(db=db) as cache:
+        expected = [cache.require(p, email=EMAIL).asset_ref for p in paths]
+    assert (code, out.splitlines()) == (0, expected)
+    assert _fast(db, paths[2], paths[0]) == (0, f"{expected[2]}\n{expected[0]}\n")
+
+
+def _at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    monkeypatch.setattr(_hit, "utcnow", lambda: moment)
+
+
+@pytest.mark.parametrize(
+    ("shift", "answered"),
+    [
+        (timedelta(0), True),
+        (timedelta(days=28, hours=23), True),  # more than the default day left
+        (timedelta(days=29, hours=1), False),  # less than a day left: ref uploads again
+        (timedelta(days=31), False),  # expired
+        (-timedelta(hours=1), False),  # uploaded "later than now": the clock ran ahead
+    ],
+)
+def test_the_lean_path_answers_only_a_live_ref_with_its_margin(
+    settled: tuple[Path, list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    shift: timedelta,
+    answered: bool,
+) -> None:
+    db, paths = settled
+    monkeypatch.setattr(_entry, "_cache_refs", lambda *args: None)
+    _at(monkeypatch, datetime.now(UTC) + shift)
+    code, out = _fast(db, paths[0])
+    assert (code == 0) is answered
+    assert bool(out) is answered
+
+
+def test_the_lean_path_never_answers_a_revoked_or_foreign_ref(
+    settled: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, (revoked, foreign, fine) = settled
+    monkeypatch.setattr(_entry, "_cache_refs", lambda *args: None)
+    with AssetCache(db=db) as cache:
+        cache.forget(revoked)
+    conn = sqlite3.connect(db)
+    with conn:  # another program wrote a ref naming another account
+        sha = conn.execute(
+            "SELECT sha256 FROM file_stats WHERE path = ?", (str(foreign),)
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE uploads SET asset_ref = 'u1-email:someone@else.com-image:x' WHERE sha256 = ?",
+            (sha,),
+        )
+    conn.close()
+    assert _fast(db, revoked) == (None, "")
+    assert _fast(db, foreign) == (None, "")
+    assert _fast(db, fine)[0] == 0
+
+
+def test_the_lean_path_notices_a_rewritten_file(settled: tuple[Path, list[Path]]) -> None:
+    db, (path, *_) = settled
+    write(path, png("rewritten"))  # same name, new bytes: must be hashed again
+    assert _entry._ledger_refs(str(db), [str(path)], EMAIL, timedelta(0)) is None
+
+
+def test_the_lean_path_refuses_a_ledger_in_a_folder_others_may_write(
+    settled: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, paths = settled
+    monkeypatch.setattr(_entry, "_cache_refs", lambda *args: None)
+    db.parent.chmod(0o777)
+    try:
+        assert _fast(db, paths[0]) == (None, "")  # the full CLI then says why
+    finally:
+        db.parent.chmod(0o700)
+    assert _fast(db, paths[0])[0] == 0
+
+
+def test_the_lean_path_records_a_new_source_like_lookup(
+    settled: tuple[Path, list[Path]], tmp_path: Path, luma: FakeLuma
+) -> None:
+    db, (path, *_) = settled
+    alias = tmp_path / "alias.png"
+    alias.hardlink_to(path)  # same inode: the stat cache of "alias" is learnt below
+    with AssetCache(db=db, token=TOKEN, transport=luma.transport) as cache:
+        cache.lookup(alias, email=EMAIL)
+        cache.lookup(path, email=EMAIL)
+        assert cache.assets()[0].source == str(path)
+        assert _fast(db, alias)[0] == 0
+        assert cache.assets()[0].source == str(alias)
 
 
 def test_console_entry_point_hit_and_miss(seeded: tuple[Path, Path], tmp_path: Path) -> None:
@@ -138,7 +337,6 @@ def test_console_entry_point_hit_and_miss(seeded: tuple[Path, Path], tmp_path: P
         env=env,
     )
     assert miss.returncode == 5 and "USEAPI_TOKEN" in miss.stderr  # the full CLI answered
-
 
 
 def test_fast_path_treats_an_empty_email_like_click(

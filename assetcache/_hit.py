@@ -1,0 +1,265 @@
+"""A cache hit, defined once: the rules that say when the ledger may answer without an upload.
+
+``AssetCache`` and ``AsyncAssetCache`` (through ``_cache._Core``) and the console script's fast
+path (``_entry.py``) all decide a hit with these functions:
+
+1. **Key from the stat cache.** The sha256 recorded for a path is trusted when the file's
+   device, inode, size, mtime and ctime are unchanged since it was hashed and neither stamp is
+   within ``RACY_WINDOW_NS`` of that moment (git's racy-clean rule).
+2. **The newest credible row** of (sha256, email), live with at least the margin left: the
+   SQL skips rows recorded while the clock ran ahead and revoked rows, and ``state`` checks
+   again. A row too short-lived is asked again from the ledger itself (a shared ledger's
+   mirror may be behind), and a ref that fails ``ref_problem`` is never an answer.
+3. **The source hint.** The path it was resolved from is recorded when it changed (best
+   effort: a read-only ledger still answers).
+
+Every hit imports this module, so it imports nothing a hit does not need: no ``typing``,
+``dataclasses``, ``re`` or ``threading`` (tests/test_entry.py pins it). Rows are whatever has
+the ``HitRow`` attributes: an ``Asset`` for the caches, a ``StoredRow`` for the fast path,
+which never builds an ``Asset``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+from datetime import UTC, datetime, timedelta
+
+from . import _schema
+from ._refs import ref_problem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Final, Literal, Protocol, TypeVar
+
+    from ._ledger_file import FileStat, LedgerFile
+
+    AssetState = Literal["live", "expired", "future", "revoked"]
+
+    class HitRow(Protocol):
+        """What a hit decides on: an ``Asset``, or a ``StoredRow``."""
+
+        @property
+        def id(self) -> int | None: ...
+        @property
+        def asset_ref(self) -> str: ...
+        @property
+        def uploaded_at(self) -> datetime: ...
+        @property
+        def expires_at(self) -> datetime: ...
+        @property
+        def revoked_at(self) -> datetime | None: ...
+        @property
+        def source(self) -> str | None: ...
+
+    class HitLedger(Protocol):
+        """The part of a ledger (any engine) a hit reads, and the hint it writes."""
+
+        def file_stat(self, path: str) -> FileStat | None: ...
+        def set_source(self, row_id: int, source: str, host: str) -> None: ...
+
+    Row = TypeVar("Row", bound=HitRow)
+
+#: How long useapi.net keeps an upload (the documented retention).
+RETENTION: Final = timedelta(days=30)
+#: The margin ``resolve`` and ``assetcache ref`` ask for unless told otherwise.
+DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
+#: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
+#: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
+#: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
+#: 2 s: FAT mtime). ctime matters as much as mtime: ``cp -p``, ``tar``, ``rsync -t`` and
+#: ``shutil.copy2`` restore the old mtime, leaving ctime as the only trace of the rewrite.
+RACY_WINDOW_NS: Final = 2_000_000_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- 1. the key ------------------------------------------------------------------------------
+
+
+def recordable_path(path: str | os.PathLike[str] | os.PathLike[bytes]) -> str | None:
+    """The absolute path as ledger text, or None when it is not valid UTF-8 (not recorded)."""
+    try:
+        absolute = os.path.abspath(os.fsdecode(path))
+        absolute.encode("utf-8")
+    except (UnicodeError, ValueError):
+        return None
+    return absolute
+
+
+def stat_cached_sha(
+    ledger: HitLedger, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str
+) -> str | None:
+    """The sha256 the stat cache holds for an unchanged regular file, else None (hash it)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None  # reading it will say what is wrong
+    if not stat_module.S_ISREG(st.st_mode):
+        return None
+    entry = ledger.file_stat(recorded)
+    if entry is None or not unchanged(entry, st):
+        return None
+    return entry.sha256
+
+
+def unchanged(entry: FileStat, st: os.stat_result) -> bool:
+    inode = _schema.to_sqlite_int(st.st_ino)
+    return (
+        entry.device == st.st_dev
+        and entry.inode == inode
+        and entry.size == st.st_size
+        and entry.mtime_ns == st.st_mtime_ns
+        and entry.ctime_ns == st.st_ctime_ns
+        # Racy-clean: a stamp within one tick of the hashing could hide a later rewrite.
+        and max(st.st_mtime_ns, st.st_ctime_ns) + RACY_WINDOW_NS <= entry.recorded_ns
+    )
+
+
+# -- 2. the row ------------------------------------------------------------------------------
+
+
+def state(
+    uploaded_at: datetime, expires_at: datetime, revoked_at: datetime | None, now: datetime
+) -> AssetState:
+    """What a row is worth at ``now`` (``Asset.state`` documents it)."""
+    if revoked_at is not None:
+        return "revoked"  # found dead before its time (forget): kept as history only
+    if uploaded_at > now or expires_at > now + RETENTION:
+        return "future"
+    return "live" if expires_at > now else "expired"
+
+
+def enough(row: HitRow, now: datetime, margin: timedelta) -> bool:
+    """Whether the row is live at ``now`` with at least ``margin`` left."""
+    live = state(row.uploaded_at, row.expires_at, row.revoked_at, now) == "live"
+    return live and row.expires_at - now >= margin
+
+
+def ask_again(row: Row | None, now: datetime, margin: timedelta, *, fresh: bool) -> bool:
+    """Whether a (possibly mirrored) answer is too short-lived to trust without asking the
+    ledger itself: the shared ledger may know a newer upload."""
+    return row is not None and not fresh and not enough(row, now, margin)
+
+
+def answering(row: Row | None, email: str, now: datetime, margin: timedelta) -> Row | None:
+    """The ledger's newest row if it answers a lookup, else None."""
+    # A dead ref is never an answer, even with a zero margin; nor is a ref that is not
+    # the contract's (recorded by an older version, or written by another program).
+    if row is None or not enough(row, now, margin):
+        return None
+    if ref_problem(row.asset_ref, email) is not None:
+        return None
+    return row
+
+
+def live_row(
+    newest: Callable[[bool], Row | None],
+    email: str,
+    now: datetime,
+    margin: timedelta,
+    *,
+    fresh: bool = False,
+) -> Row | None:
+    """The row that answers, or None. ``newest(fresh)`` is the ledger's newest credible row of
+    the key (``fresh``: its own answer, never a local mirror of it; LedgerEngine.newest).
+    The caches make the same two calls through ``ask_again`` and ``answering`` (AsyncAssetCache
+    awaits its ledger's)."""
+    row = newest(fresh)
+    if ask_again(row, now, margin, fresh=fresh):
+        row = newest(True)
+    return answering(row, email, now, margin)
+
+
+class StoredRow:
+    """An upload row decoded as far as a hit needs (the fast path builds no ``Asset``)."""
+
+    __slots__ = ("asset_ref", "expires_at", "id", "revoked_at", "source", "uploaded_at")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        # Positions of _schema.UPLOAD_COLUMNS, as _sqlite_ledger.asset_from_row reads them.
+        self.id: int | None = row[0]
+        self.asset_ref: str = row[3]
+        self.uploaded_at = _schema.from_db_time(row[6])
+        self.expires_at = _schema.from_db_time(row[7])
+        self.source: str | None = row[10]
+        self.revoked_at = None if row[11] is None else _schema.from_db_time(row[11])
+
+
+# -- 3. the source hint ----------------------------------------------------------------------
+
+
+def note_source(ledger: HitLedger, row: HitRow, source: str | None) -> str | None:
+    """Record that the row's content was just resolved from ``source``; the host it now belongs
+    to, or None when nothing changed. A failed write only leaves the hint stale."""
+    if source is None or row.source == source:
+        return None
+    host = this_host()
+    from ._errors import LedgerError
+
+    try:
+        ledger.set_source(row.id or 0, source, host)
+    except LedgerError as exc:  # the answer stands; only the hint is stale
+        warn("source path not updated", exc)
+    return host
+
+
+def this_host() -> str:
+    """The name source paths recorded here belong to."""
+    import socket  # only recording a path (an upload, a new source) needs it
+
+    return socket.gethostname()
+
+
+def warn(what: str, exc: BaseException) -> None:
+    import logging  # only a failed hint pays for it: a cache hit never imports logging
+
+    logging.getLogger("assetcache").warning("%s: %s", what, exc)
+
+
+# -- margins -----------------------------------------------------------------------------
+
+
+def check_min_remaining(value: timedelta) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise TypeError("min_remaining must be a datetime.timedelta")
+    if value < timedelta(0) or value >= RETENTION:
+        raise ValueError(
+            f"min_remaining must be between 0 and {RETENTION.days} days (uploads live "
+            f"{RETENTION.days} days); got {value}"
+        )
+    return value
+
+
+def lookup_margin(min_remaining: timedelta | None) -> timedelta:
+    """lookup's margin: zero unless given ("is anything live cached?")."""
+    return timedelta(0) if min_remaining is None else check_min_remaining(min_remaining)
+
+
+# -- the console script's hit ------------------------------------------------------------
+
+
+def cached_ref(
+    ledger: LedgerFile, path: str, email: str, margin: timedelta, now: datetime
+) -> str | None:
+    """What ``AssetCache.lookup(path, email=email, min_remaining=margin)`` answers when the stat
+    cache knows the file, without building an ``Asset``; None when the full cache must decide
+    (the file must be hashed, or no live ref is known). ``email`` is normalised."""
+    recorded = recordable_path(path)
+    sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
+    if sha256 is None:
+        return None
+
+    def newest(fresh: bool) -> StoredRow | None:
+        # An SQLite ledger is its own answer: fresh or not, the same read.
+        found = ledger.newest_row(sha256, email, now=now)
+        return None if found is None else StoredRow(found)
+
+    row = live_row(newest, email, now, margin)
+    if row is None:
+        return None
+    note_source(ledger, row, recorded)
+    return row.asset_ref

@@ -1,0 +1,720 @@
+"""The SQLite ledger file: found, checked, opened, pooled and kept safe across ``fork``, with
+the reads a cache hit makes. ``_sqlite_ledger.Ledger`` builds everything else on it.
+
+The console script answers a cache hit with this module and ``_hit.py`` alone, so it imports
+nothing that a hit does not need: no ``contextlib``, ``threading``, ``weakref``, ``typing`` or
+``dataclasses`` (tests/test_entry.py pins it). That is why locks come from ``_thread``, the
+open-ledger set from ``_weakrefset`` (what ``weakref.WeakSet`` is), and the ``with`` blocks are
+small classes rather than ``contextlib.contextmanager``. See ``_sqlite_ledger.py`` for the
+SQLite choices (WAL, busy timeout, BEGIN IMMEDIATE, look before changing anything, ownership,
+resolved paths, no connection across fork).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from _thread import allocate_lock
+from _weakrefset import WeakSet
+from datetime import UTC, datetime
+
+from . import _schema
+from ._errors import LedgerError
+from ._hit import RETENTION
+from ._owner import make_private_dirs, require_own
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, Final
+
+    #: An upload row as read, in ``_schema.UPLOAD_COLUMNS`` order.
+    Row = tuple[Any, ...]
+
+BUSY_TIMEOUT_S: Final = 30.0
+#: Idle connections kept for reuse; more threads than this just open and close their own.
+MAX_IDLE_CONNECTIONS: Final = 8
+
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+#: The first bytes of every SQLite database file.
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: Files SQLite keeps beside a database and reads back into it.
+_COMPANIONS: Final = ("-wal", "-shm", "-journal")
+#: Connections a forked child inherited: never used, never closed (see forget_inherited).
+_INHERITED: list[sqlite3.Connection] = []
+#: Every open ledger, for the fork hooks below.
+_OPEN_LEDGERS: WeakSet[LedgerFile] = WeakSet()
+
+
+class FileStat:
+    """A file's identity at the moment it was hashed (see the stat cache in _hit.py).
+
+    Immutable, compared by value. A plain class, not a dataclass: it is read on every hit.
+    """
+
+    __slots__ = ("ctime_ns", "device", "inode", "mtime_ns", "path", "recorded_ns", "sha256", "size")
+    _FIELDS: Final = (
+        "path", "device", "inode", "size", "mtime_ns", "ctime_ns", "sha256", "recorded_ns"
+    )  # fmt: skip
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str
+    recorded_ns: int
+
+    def __init__(
+        self,
+        path: str,
+        device: int,
+        inode: int,
+        size: int,
+        mtime_ns: int,
+        ctime_ns: int,
+        sha256: str,
+        recorded_ns: int,
+    ) -> None:
+        # Unrolled (this runs on every hit), through object.__setattr__ as it is immutable.
+        init = object.__setattr__
+        init(self, "path", path)
+        init(self, "device", device)
+        init(self, "inode", inode)
+        init(self, "size", size)
+        init(self, "mtime_ns", mtime_ns)
+        init(self, "ctime_ns", ctime_ns)
+        init(self, "sha256", sha256)
+        init(self, "recorded_ns", recorded_ns)
+
+    def values(self) -> tuple[Any, ...]:
+        """The fields in column order (``_schema.FILE_STAT_COLUMNS``), the inode as stored."""
+        inode = _schema.to_sqlite_int(self.inode)  # unsigned 64-bit on some filesystems
+        values = (self.path, self.device, inode, self.size, self.mtime_ns, self.ctime_ns)
+        return (*values, self.sha256, self.recorded_ns)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, FileStat)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"FileStat({shown})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"FileStat is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"FileStat is immutable: cannot delete {name!r}")
+
+
+def ledger_path(location: str) -> str:
+    """The real filesystem path for a ledger location (a path or a ``sqlite:///`` URL).
+
+    Symlinks are resolved, so every name of one ledger gives one path, and so one lock folder
+    (``<path>.locks``) and one single flight.
+    """
+    if "://" not in location:
+        return _real(location)
+    scheme, _, rest = location.partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        raise LedgerError(
+            f"unsupported ledger URL scheme {scheme!r}: this version of assetcache keeps its "
+            "ledger in SQLite; pass a file path or a sqlite:/// URL",
+            path=without_password(location),
+        )
+    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise LedgerError(
+            "an in-memory ledger would forget every upload when the process exits; "
+            "give it a file path",
+            path=location,
+        )
+    return _real(path)
+
+
+def without_password(url: str) -> str:
+    """A URL as it may be shown: a password in it (``user:secret@host``, or libpq's
+    ``?password=secret``) becomes ``***``."""
+    from urllib.parse import unquote
+
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    # libpq ends the user info at the last "@", whatever comes before it ("?" and "/" included).
+    credentials, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _ = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest}"
+    rest, question, query = rest.partition("?")
+    if question:
+        fields = [
+            "password=***" if unquote(field).lower().startswith("password=") else field
+            for field in query.split("&")
+        ]
+        query = "&".join(fields)
+    return f"{scheme}://{rest}{question}{query}"
+
+
+def _real(path: str) -> str:
+    # A missing ledger resolves through its existing parents: a new ledger in a symlinked
+    # folder gets the same path as when it exists.
+    return os.path.realpath(os.path.expanduser(path))
+
+
+class LedgerFile:
+    """An opened, current ledger file, with the reads and hints a cache hit needs.
+
+    Thread-safe: each thread gets its own SQLite connection. ``_sqlite_ledger.Ledger`` adds
+    the single-flight locks and everything else the cache asks of a ledger.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.path = ledger_path(location)
+        # A small pool rather than one connection per thread: threads come and go (every
+        # resolve_many batch has its own), and per-thread connections would leak descriptors.
+        self._idle: list[sqlite3.Connection] = []
+        self._guard = allocate_lock()
+        self._closed = False
+        self._in_use = 0  # connections checked out now
+        self._broken_by_fork = False
+        fd = self._open_file()
+        try:
+            self._ensure_schema(fd)
+        except BaseException:
+            self.close()  # a refused file keeps no connection, nor the -wal/-shm it made
+            raise
+        finally:
+            os.close(fd)
+        _OPEN_LEDGERS.add(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def forget_inherited(self) -> None:
+        """Call in a child process right after ``fork``: drop the parent's connections.
+
+        SQLite forbids using a connection across fork, and closing one is a use (the last
+        close checkpoints and deletes the WAL the parent is still writing). So the idle ones
+        are not closed but moved to a module-level list, where no finalizer ever closes them,
+        and the guard is replaced, as a parent thread may have held it at fork time. New
+        connections are opened as needed.
+        """
+        _INHERITED.extend(self._idle)
+        self._idle = []
+        self._guard = allocate_lock()
+
+    def _before_fork(self) -> None:
+        """Really close the idle connections (this process owns them), and hold the pool.
+
+        SQLite keeps per-process bookkeeping of the POSIX locks it holds on a file, and a child
+        inherits it: while any inherited connection is open, the child's new connections think
+        its locks are already taken and take none, so other processes believe they are alone
+        (the WAL can be checkpointed and deleted under the child's writes). With no connection
+        open at fork time, a child starts clean.
+        """
+        self._guard.acquire()
+        connections, self._idle = self._idle, []
+        for conn in connections:
+            _close_quietly(conn)
+
+    def _after_fork_in_parent(self) -> None:
+        self._guard.release()
+
+    def _after_fork_in_child(self) -> None:
+        # A connection another thread had checked out at fork time is open in this process
+        # too, with the bookkeeping above: no connection opened here could be trusted.
+        self._broken_by_fork = self._in_use > 0
+        self._in_use = 0
+        self._guard = allocate_lock()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
+        detail = f" ({exc})" if exc is not None else ""
+        return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
+
+    def _open_file(self) -> int:
+        """A descriptor of the ledger file, created private if absent, else checked unchanged.
+
+        Nothing existing is changed here: the file may turn out not to be a ledger.
+        """
+        self._check_folder()
+        fd = self._open_or_create()
+        try:
+            for suffix in _COMPANIONS:
+                self._check_companion(self.path + suffix)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_folder(self) -> None:
+        """Refuse a ledger in a folder someone else may write to.
+
+        SQLite opens the database again for every connection, and its -wal, -shm and -journal
+        by name whenever it needs them: whoever can create or rename files in the folder (even
+        a sticky one like /tmp) can plant a WAL or swap the file between our checks and
+        SQLite's opens. The owner must be you (or root, for system folders), and neither others
+        nor a group other than your own may write to it.
+        """
+        folder = os.path.dirname(self.path)
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return  # created private by _create_file
+        except OSError as exc:
+            raise self._fail("its folder cannot be examined", exc) from None
+        foreign_group = st.st_mode & 0o020 and st.st_gid != os.getegid()
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o002 or foreign_group:
+            raise self._fail(
+                f"is in {folder}, a folder other users may write to (owner uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):04o}), where they could plant or swap its files",
+                hint="; keep the ledger in a folder of your own (mode 0700)",
+            )
+
+    def _open_or_create(self) -> int:
+        while True:
+            try:
+                st = os.lstat(self.path)
+            except FileNotFoundError:
+                fd = self._create_file()
+                if fd is None:
+                    continue  # another process created it meanwhile: check it like any other
+                return fd
+            except OSError as exc:
+                raise self._fail("cannot be opened", exc) from None
+            # Before opening: opening a device or a FIFO can itself act (rewind a tape, block).
+            self._check_kind(st)
+            return self._open_existing()
+
+    def _create_file(self) -> int | None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        try:
+            # Only the user may list or read what the cache keeps, even under umask 000.
+            make_private_dirs(os.path.dirname(self.path))
+            # Created here, so it is 0600 from its first byte (SQLite gives its -wal and -shm
+            # files the same mode); O_EXCL, so it is never a file that appeared meanwhile.
+            return os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            return None
+        except PermissionError:
+            raise self._fail("cannot create it (permission denied)") from None
+        except OSError as exc:
+            raise self._fail("cannot create it", exc) from None
+
+    def _check_kind(self, st: os.stat_result) -> None:
+        if stat.S_ISREG(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise self._fail("is a directory; give a file path")
+        if stat.S_ISLNK(st.st_mode):  # the path is resolved: only a loop is left a link
+            raise self._fail(
+                "is a symbolic link that does not resolve (a loop?); "
+                "give the ledger file itself as the ledger path"
+            )
+        raise self._fail(
+            "is not a regular file (a device, FIFO or socket) and was left untouched; "
+            "give a ledger file as the ledger path"
+        )
+
+    def _open_existing(self) -> int:
+        # Read-only and non-blocking (a FIFO swapped in since the lstat cannot hang us);
+        # O_NOFOLLOW: the path was resolved, so a symlink here appeared since.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as exc:
+            raise self._fail("cannot be opened", exc, hint="; check that you can read it") from None
+        try:
+            self._check_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_file(self, fd: int) -> None:
+        """Refuse, on the open descriptor, a file that is not ours or not an SQLite database."""
+        st = os.fstat(fd)
+        self._check_kind(st)  # what was checked by name is what is open
+        require_own(st, self.path, "ledger", 0o600)
+        if st.st_size and os.pread(fd, len(_SQLITE_MAGIC), 0) != _SQLITE_MAGIC:
+            raise self._fail(
+                "is not a readable SQLite database and was left untouched; if it is your "
+                "ledger, restore a backup or move it aside, otherwise use another "
+                "ledger path"
+            )
+
+    def _check_companion(self, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail(f"cannot inspect {path}", exc) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise LedgerError(
+                f"ledger companion {path} is not a regular file, so SQLite would follow or "
+                "misuse it: move it aside",
+                path=path,
+            )
+        require_own(st, path, "ledger companion", 0o600)
+
+    def _ensure_schema(self, fd: int) -> None:
+        version = self._schema_version()  # refuses anything but a ledger or an empty file
+        # Known to be a ledger (or empty) from here on: only now is anything changed.
+        self._make_private(fd)
+        self._use_wal()
+        if version == _schema.HEAD:
+            return
+        # One process migrates; the others wait here, then find the schema current with a
+        # plain read instead of each importing Alembic (a second of CPU) to learn the same.
+        import contextlib  # only a ledger behind the code gets here
+
+        from ._locks import file_lock
+
+        with contextlib.ExitStack() as held:
+            # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
+            # _migrate still serialises the migration itself.
+            with contextlib.suppress(OSError):
+                held.enter_context(file_lock(os.path.join(self.path + ".locks", "migrate.lock")))
+            if self._schema_version() != _schema.HEAD:
+                self._migrate()
+        if self._schema_version() != _schema.HEAD:
+            raise self._fail("migration did not reach the current schema")
+
+    def _make_private(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            # Readable by others (writable ones were refused): from now on only by the user.
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError:  # a read-only filesystem: reads still work
+                return
+
+    def _use_wal(self) -> None:
+        try:
+            with self._checkout() as conn:
+                _enable_wal(conn)
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
+
+    def _schema_version(self) -> str | None:
+        try:
+            with self._checkout() as conn:
+                return self._read_version(conn)
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be read", exc, hint=self._access_hint(exc)) from None
+
+    def _read_version(self, conn: sqlite3.Connection) -> str | None:
+        """The ledger's revision, or None for an empty database; anything else is refused."""
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        version = None
+        if "alembic_version" in names:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            version = None if row is None else str(row[0])
+        if version in _schema.REVISIONS:
+            return version
+        if version is not None and _schema.UPLOADS in names:
+            raise self._fail(
+                f"was written by a newer assetcache (schema {version})",
+                hint="; upgrade assetcache or use another ledger path",
+            )
+        # Empty, or only an Alembic stamp at base (a ledger downgraded to nothing).
+        if version is None and not {n for n in names if not n.startswith("sqlite_")} - {
+            "alembic_version"
+        }:
+            return None
+        raise self._fail(
+            "is an SQLite database, but not an assetcache ledger, and was left untouched",
+            hint="; use another ledger path",
+        )
+
+    def _migrate(self) -> None:
+        # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
+        from ._sqlite_ledger import migrate
+
+        migrate(self)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _new_connection(self) -> sqlite3.Connection:
+        # Nothing here writes to the file: the first connection may be inspecting a file that
+        # is not a ledger (WAL is switched on in _use_wal, once the file is known).
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None
+        return conn
+
+    def _access_hint(self, exc: BaseException | None = None) -> str:
+        if exc is not None and type(exc) is sqlite3.DatabaseError:
+            # Plain DatabaseError (not OperationalError) is "not a database" or "malformed".
+            return (
+                "; the file is not a readable SQLite database and was left untouched: "
+                "move it aside (or restore a backup) and retry"
+            )
+        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
+            return "; the file is read-only: make it writable or use another ledger path"
+        if not os.access(os.path.dirname(self.path), os.W_OK):
+            return "; its directory is not writable (SQLite needs it for the WAL files)"
+        return ""
+
+    def _checkout(self) -> _Checkout:
+        """``with``: a connection for this block, from the pool or new; returned (or closed)
+        after."""
+        return _Checkout(self)
+
+    def _reading(self) -> _Checkout:
+        """``with``: like ``_checkout``; an SQLite error in the block becomes a LedgerError."""
+        return _Reading(self)
+
+    def write(self) -> _Checkout:
+        """``with``: a short write transaction that starts with BEGIN IMMEDIATE."""
+        return _Writing(self)
+
+    def _take(self) -> sqlite3.Connection:
+        with self._guard:
+            if self._closed:
+                raise self._fail("is closed")
+            if self._broken_by_fork:
+                raise self._fail(
+                    "was in use by another thread when this process was forked, so SQLite "
+                    "cannot be used safely here",
+                    hint="; open a new cache in the child process",
+                )
+            conn = self._idle.pop() if self._idle else None
+            self._in_use += 1
+        if conn is not None:
+            return conn
+        try:
+            return self._new_connection()
+        except BaseException:
+            with self._guard:
+                self._in_use -= 1
+            raise
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._guard:
+            self._in_use -= 1
+            keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            conn.close()
+
+    def close(self) -> None:
+        """Close idle connections now; those in use close when their block ends."""
+        with self._guard:
+            self._closed = True
+            connections, self._idle = self._idle, []
+        for conn in connections:
+            _close_quietly(conn)
+
+    # -- what a cache hit reads (and the hints it may write) -----------------------------
+
+    def newest_row(self, sha256: str, email: str, *, now: datetime | None = None) -> Row | None:
+        """The latest-expiring credible, unrevoked upload row of this content to this account,
+        live or not, as the columns of ``_schema.UPLOAD_COLUMNS``.
+
+        Rows recorded while the clock ran ahead of ``now`` (default: the current time) are
+        skipped (see ``Asset.state``).
+        """
+        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
+        with self._reading() as conn:
+            row: Row | None = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
+        return row
+
+    def set_source(self, row_id: int, source: str, host: str) -> None:
+        with self.write() as conn:
+            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
+
+    def file_stat(self, path: str) -> FileStat | None:
+        with self._reading() as conn:
+            row = conn.execute(_schema.SELECT_STAT, {"path": path}).fetchone()
+        return None if row is None else FileStat(*row)
+
+    def put_file_stat(self, entry: FileStat) -> None:
+        params = dict(zip(_schema.FILE_STAT_COLUMNS, entry.values(), strict=True))
+        with self.write() as conn:
+            conn.execute(_schema.UPSERT_STAT, params)
+
+
+class _Checkout:
+    """``with ledger._checkout() as conn``: a connection from the pool (or new) for the block,
+    given back after. A class, as ``contextlib`` is not imported on a cache hit."""
+
+    __slots__ = ("_conn", "_ledger")
+
+    def __init__(self, ledger: LedgerFile) -> None:
+        self._ledger = ledger
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn = self._ledger._take()
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._ledger._give_back(conn)
+
+
+class _Reading(_Checkout):
+    """A checkout whose SQLite errors become a LedgerError that says what to do."""
+
+    __slots__ = ()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, tb)
+        if isinstance(exc, sqlite3.Error):
+            ledger = self._ledger
+            raise ledger._fail("cannot be read", exc, hint=ledger._access_hint(exc)) from None
+
+
+class _Writing(_Checkout):
+    """A checkout inside BEGIN IMMEDIATE ... COMMIT; rolled back when the block fails."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn = super().__enter__()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            super().__exit__(None, None, None)
+            self._raise_for(exc)
+            raise
+        return conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            if exc is None:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException as failed:
+                    _roll_back(conn)
+                    self._raise_for(failed)
+                    raise
+            else:
+                _roll_back(conn)
+                self._raise_for(exc)
+        finally:
+            super().__exit__(None, None, None)
+
+    def _raise_for(self, exc: BaseException) -> None:
+        """An SQLite error becomes a LedgerError; anything else is left to propagate."""
+        if isinstance(exc, sqlite3.Error):
+            ledger = self._ledger
+            raise ledger._fail("cannot be written", exc, hint=ledger._access_hint(exc)) from None
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        return  # the transaction is gone with the failure: the original error is what matters
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        return  # closing what this process owns: nothing more to do about it
+
+
+#: The ledgers whose pools are held while a fork happens (set in _before_fork only).
+_FORKING: list[LedgerFile] = []
+
+
+def _before_fork() -> None:
+    _FORKING[:] = list(_OPEN_LEDGERS)
+    for ledger in _FORKING:
+        ledger._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for ledger in _FORKING:
+        ledger._after_fork_in_parent()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for ledger in _FORKING:
+        ledger._after_fork_in_child()
+    _FORKING.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
+def credible_bounds(now: datetime | None) -> dict[str, str]:
+    """The :now and :latest bounds beyond which a row was recorded with the clock ahead."""
+    moment = datetime.now(UTC) if now is None else now
+    try:
+        latest = moment + RETENTION
+    except OverflowError:
+        latest = datetime.max.replace(tzinfo=UTC)
+    return {"now": _schema.to_db_time(moment), "latest": _schema.to_db_time(latest)}
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (it persists in the file, so this is a read once it is set).
+
+    SQLite answers "database is locked" at once, without its busy handler, when the journal
+    mode is changed while another process holds a lock, e.g. the first process migrating a
+    brand-new ledger. So the change is retried here, within the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)

@@ -7,6 +7,7 @@ platform default. Nothing here imports the ORM or the HTTP stack: it runs on eve
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,19 +24,32 @@ LEDGER_FILENAME: Final = "ledger.db"
 
 
 def user_dir() -> str:
-    """The per-user data directory (platformdirs), where the default ledger lives."""
-    # Imported here: only the default-ledger case needs it.
-    from platformdirs import user_data_dir
-
-    return user_data_dir(APP_NAME, appauthor=False)
+    """The per-user data directory, where the default ledger lives."""
+    return _platform_dir("XDG_DATA_HOME", ".local/share", "user_data_dir")
 
 
 def cache_dir() -> str:
     """The per-user cache directory: what is per machine for a shared ledger (its stat cache,
-    its lock folder) lives here."""
-    from platformdirs import user_cache_dir
+    mirror, spool and lock folder) lives here."""
+    return _platform_dir("XDG_CACHE_HOME", ".cache", "user_cache_dir")
 
-    return user_cache_dir(APP_NAME, appauthor=False)
+
+def _platform_dir(variable: str, under_home: str, platformdirs_name: str) -> str:
+    """platformdirs' answer. Importing platformdirs (pathlib, re, enum, tempfile) costs more
+    than a whole cache hit, so on Linux the two plain cases of the XDG rule are spelled out
+    here: the variable when it holds an absolute path, else ``under_home`` in an absolute HOME.
+    Anything else (a relative value, no HOME, another platform) is platformdirs' to decide;
+    tests/test_user_dirs.py checks that both agree."""
+    if sys.platform.startswith("linux"):
+        value = os.environ.get(variable, "")
+        home = os.environ.get("HOME", "")
+        if value.startswith("/"):
+            return os.path.join(value, APP_NAME)
+        if not value and home.startswith("/"):
+            return os.path.join(home.rstrip("/") or "/", under_home, APP_NAME)
+    import platformdirs
+
+    return str(getattr(platformdirs, platformdirs_name)(APP_NAME, appauthor=False))
 
 
 def resolve_db(db: str | os.PathLike[str] | None) -> str:

@@ -127,6 +127,19 @@ def shown_location(location: str) -> str:
     return ledger_path(location)
 
 
+def machine_file(location: str) -> str:
+    """This machine's SQLite file for a shared ledger: its stat cache, mirror, spool and lock
+    folder. Named by a digest of the URL without its password, in the user cache dir."""
+    import hashlib
+    import os
+
+    from ._config import cache_dir
+    from ._ledger_file import without_password
+
+    digest = hashlib.sha256(without_password(location).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir(), f"shared-{digest}.db")
+
+
 def open_engine(location: str) -> LedgerEngine:
     """Open (and migrate) the ledger at ``location`` with the engine its scheme names."""
     if scheme_of(location) in POSTGRES_SCHEMES:

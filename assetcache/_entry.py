@@ -108,14 +108,21 @@ def fast_ref(argv: Sequence[str]) -> int | None:
 def _ledger_refs(
     db: str | None, files: list[str], email: str, margin: timedelta
 ) -> list[str] | None:
-    """The refs straight from an SQLite ledger whose stat cache knows every file (the common
-    case, and the cheapest: no ``Asset`` is built, and little is imported); else None."""
+    """The refs straight from an SQLite ledger (or a shared ledger's mirror, for rows this
+    machine read recently) whose stat cache knows every file (the common case, and the
+    cheapest: no ``Asset`` is built, and little is imported); else None."""
     from . import _config, _engine, _hit
     from ._email import normalize_email
     from ._ledger_file import LedgerFile
 
     location = _config.resolve_db(db)
-    if _engine.scheme_of(location) != "sqlite":
+    scheme = _engine.scheme_of(location)
+    mirror = scheme in _engine.POSTGRES_SCHEMES
+    if mirror:  # a shared ledger: this machine's mirror of it, if it has one yet
+        location = _engine.machine_file(location)
+        if not os.path.exists(location):
+            return None
+    elif scheme != "sqlite":
         return None
     email = normalize_email(email)
     margin = _hit.check_min_remaining(margin)
@@ -123,7 +130,7 @@ def _ledger_refs(
     try:
         refs = []
         for file in files:
-            ref = _hit.cached_ref(ledger, file, email, margin, _hit.utcnow())
+            ref = _hit.cached_ref(ledger, file, email, margin, _hit.utcnow(), mirror=mirror)
             if ref is None:
                 return None
             refs.append(ref)

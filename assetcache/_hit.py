@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 RETENTION: Final = timedelta(days=30)
 #: The margin ``resolve`` and ``assetcache ref`` ask for unless told otherwise.
 DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
+#: How long a row read from a shared ledger answers lookups from this machine's mirror: the
+#: bound on how late a forget made on another machine reaches this one (see _postgres.py).
+MIRROR_TTL: Final = timedelta(minutes=5)
 #: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
 #: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
 #: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
@@ -242,24 +245,44 @@ def lookup_margin(min_remaining: timedelta | None) -> timedelta:
 # -- the console script's hit ------------------------------------------------------------
 
 
+def mirror_since(now: datetime) -> datetime:
+    """The oldest read of a shared ledger that this machine's mirror still answers from."""
+    return now - MIRROR_TTL
+
+
 def cached_ref(
-    ledger: LedgerFile, path: str, email: str, margin: timedelta, now: datetime
+    ledger: LedgerFile,
+    path: str,
+    email: str,
+    margin: timedelta,
+    now: datetime,
+    *,
+    mirror: bool = False,
 ) -> str | None:
     """What ``AssetCache.lookup(path, email=email, min_remaining=margin)`` answers when the stat
     cache knows the file, without building an ``Asset``; None when the full cache must decide
-    (the file must be hashed, or no live ref is known). ``email`` is normalised."""
+    (the file must be hashed, or no live ref is known). ``email`` is normalised.
+
+    ``mirror``: ``ledger`` is a shared ledger's machine file (``_engine.machine_file``), which
+    answers only from rows read within MIRROR_TTL, as ``PostgresLedger.newest`` does; whatever
+    must be asked of the server (a miss, a row too short-lived) is the full cache's to ask."""
     recorded = recordable_path(path)
     sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
     if sha256 is None:
         return None
 
     def newest(fresh: bool) -> StoredRow | None:
-        # An SQLite ledger is its own answer: fresh or not, the same read.
-        found = ledger.newest_row(sha256, email, now=now)
+        if not mirror:  # an SQLite ledger is its own answer: fresh or not, the same read
+            found = ledger.newest_row(sha256, email, now=now)
+        elif fresh:
+            return None  # only the server can say: the full cache asks it
+        else:
+            found = ledger.mirrored_row(sha256, email, now=now, seen_after=mirror_since(now))
         return None if found is None else StoredRow(found)
 
     row = live_row(newest, email, now, margin)
     if row is None:
         return None
-    note_source(ledger, row, recorded)
+    if not mirror:  # a hit never writes to a shared ledger (PostgresLedger.set_source)
+        note_source(ledger, row, recorded)
     return row.asset_ref

@@ -543,6 +543,17 @@ class LedgerFile:
             row: Row | None = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
         return row
 
+    def mirrored_row(
+        self, sha256: str, email: str, *, now: datetime, seen_after: datetime
+    ) -> Row | None:
+        """As a shared ledger's mirror: the newest credible row of a key, if it was read from
+        the shared ledger at ``seen_after`` or later (columns as ``newest_row``)."""
+        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
+        params["seen_after"] = _schema.to_db_time(seen_after)
+        with self._reading() as conn:
+            row: Row | None = conn.execute(_schema.SELECT_MIRRORED, params).fetchone()
+        return row
+
     def set_source(self, row_id: int, source: str, host: str) -> None:
         with self.write() as conn:
             conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})

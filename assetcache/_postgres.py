@@ -47,19 +47,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _config, _schema
+from . import _hit, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
+from ._engine import machine_file
 from ._errors import LedgerError
 from ._locks import KeyLocks
 from ._sqlite_ledger import (
@@ -113,7 +113,7 @@ SPOOL_BATCH: Final = 500
 _INHERITED: list[object] = []
 #: How long a row read from the shared ledger answers lookups from this machine's mirror: the
 #: bound on how late a forget made on another machine reaches this one.
-MIRROR_TTL: Final = timedelta(minutes=5)
+MIRROR_TTL: Final = _hit.MIRROR_TTL
 
 
 def _driver() -> Any:
@@ -168,8 +168,8 @@ class PostgresLedger:
         self._closed = False
         self._ready = False  # schema checked (and migrated) on the first session
         self._spool_waiting = False  # this process spooled an upload not yet merged
-        local = os.path.join(_config.cache_dir(), "shared-" + _digest(self.path))
-        self._local = Ledger(local + ".db")  # this machine's stat cache and lock folder
+        # This machine's stat cache, mirror, spool and lock folder.
+        self._local = Ledger(machine_file(url))
         self.locks = AdvisoryLocks(self, self._local.locks)
         self._async: AsyncSessions | None = None
 
@@ -414,8 +414,7 @@ class PostgresLedger:
         return rows[0] if rows else None
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
-        seen_after = now - MIRROR_TTL
-        return self._local.mirrored(sha256, email, now=now, seen_after=seen_after)
+        return self._local.mirrored(sha256, email, now=now, seen_after=_hit.mirror_since(now))
 
     def async_side(self) -> AsyncSessions:
         return self.async_sessions()
@@ -686,10 +685,6 @@ def lock_id(key: str) -> int:
     """A signed 64-bit advisory lock key for a (content, account) key."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def newest_params(sha256: str, email: str, now: datetime) -> dict[str, Any]:

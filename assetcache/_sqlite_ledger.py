@@ -151,11 +151,8 @@ class Ledger(LedgerFile):
     ) -> Asset | None:
         """As a mirror of a shared ledger: the newest credible row of a key, if it was read
         from the shared ledger at ``seen_after`` or later."""
-        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
-        params["seen_after"] = _schema.to_db_time(seen_after)
+        row = self.mirrored_row(sha256, email, now=now, seen_after=seen_after)
         try:
-            with self._reading() as conn:
-                row = conn.execute(_schema.SELECT_MIRRORED, params).fetchone()
             return None if row is None else asset_from_row(row)
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None

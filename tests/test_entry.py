@@ -154,6 +154,7 @@ LEAN = (
     "assetcache._asset",
     "assetcache._cache",
     "assetcache._sqlite_ledger",
+    "platformdirs",
 )
 
 
@@ -354,3 +355,24 @@ def test_fast_path_treats_an_empty_email_like_click(
 @pytest.mark.parametrize("argv", [["--db=", "ref", "f", "-e", "a@b"], ["--db", "", "ref", "f"]])
 def test_fast_path_leaves_an_empty_db_to_click(argv: list[str]) -> None:
     assert _parse_ref(argv) is None
+
+
+def test_a_hit_on_the_default_ledger_imports_only_what_it_needs(
+    tmp_path: Path, hashed_later: None
+) -> None:
+    """No --db and no ASSETCACHE_DB: the ledger in the user data dir, found without platformdirs
+    (whose import costs more than the hit)."""
+    path = tmp_path / "k.png"
+    path.write_bytes(png("default"))
+    with AssetCache(token=TOKEN, transport=FakeLuma().transport, base_url="https://api.test") as c:
+        ref = c.resolve(path, email=EMAIL).asset_ref
+        assert c.db_path.startswith(os.environ["HOME"])
+    script = f"""
+        import io, sys
+        out, sys.stdout = sys.stdout, io.StringIO()
+        import assetcache._entry
+        code = assetcache._entry.fast_ref(["ref", {str(path)!r}, "-e", {EMAIL!r}])
+        printed, sys.stdout = sys.stdout.getvalue(), out
+        assert code == 0 and printed == {ref + chr(10)!r}, (code, printed)
+        """
+    assert _imported(script, LEAN) == []

@@ -183,6 +183,7 @@ def test_a_hit_is_answered_from_this_machines_mirror_without_psycopg(
 ) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(png("a"))
+    time.sleep(2.1)  # past the racy window (RACY_WINDOW_NS): the stat cache will trust it
     with Emulator() as emu:
         env = dict(_machine_env(Path(os.environ["HOME"])), USEAPI_TOKEN=emu.token)
         env.update(ASSETCACHE_BASE_URL=emu.base_url, ASSETCACHE_DB=postgres_url)
@@ -196,12 +197,14 @@ def test_a_hit_is_answered_from_this_machines_mirror_without_psycopg(
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         f"    code = fast_ref(['ref', {str(path)!r}, '-e', {EMAIL!r}])\n"
-        "print(code, out.getvalue().strip(), 'psycopg' in sys.modules)\n"
+        "lean = not any(m in sys.modules for m in ('assetcache._cache', 'psycopg', 'threading'))\n"
+        "print(code, out.getvalue().strip(), lean)\n"
     )
     hit = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
-    assert hit.stdout.split() == ["0", miss.stdout.strip(), "False"]
+    # The console script's lean path reads the mirror itself: no AssetCache, no psycopg.
+    assert hit.stdout.split() == ["0", miss.stdout.strip(), "True"]
 
 
 def test_a_forget_elsewhere_reaches_the_mirror_within_its_bound(
@@ -402,3 +405,45 @@ def test_an_upload_the_ledger_could_not_record_is_spooled_then_merged(
             assert later.resolve(png("paid"), email=EMAIL).asset_ref == asset.asset_ref
             assert later._core.ledger._local.spooled(10) == []  # type: ignore[attr-defined]
         assert len(emu.uploads) == 1
+
+
+def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean path reads this machine's mirror with the same rule as PostgresLedger: a forget
+    made on another machine is news here within MIRROR_TTL, and after it no hit is printed."""
+    import contextlib
+    import io
+    import types
+    from datetime import UTC, datetime
+
+    from assetcache import _cache, _hit
+    from assetcache._entry import fast_ref
+
+    real = time.time_ns  # hashed "3 s after" the write: the stat cache trusts the file
+    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    path = tmp_path / "k.png"
+    path.write_bytes(png("kept"))
+    monkeypatch.setenv("ASSETCACHE_DB", postgres_url)
+
+    def console_ref() -> tuple[int | None, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = fast_ref(["ref", str(path), "-e", EMAIL])
+        return code, out.getvalue().strip()
+
+    with Emulator() as emu, AssetCache(token=emu.token, base_url=emu.base_url) as here:
+        ref = here.resolve(path, email=EMAIL).asset_ref
+    assert console_ref() == (0, ref)
+    home = os.environ["XDG_CACHE_HOME"] if "XDG_CACHE_HOME" in os.environ else None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    with AssetCache() as elsewhere:
+        assert len(elsewhere.forget(ref)) == 1
+    if home is None:
+        monkeypatch.delenv("XDG_CACHE_HOME")
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", home)
+    assert console_ref() == (0, ref)  # within the bound: the mirror's documented staleness
+    later = datetime.now(UTC) + _hit.MIRROR_TTL + timedelta(seconds=1)
+    monkeypatch.setattr(_hit, "utcnow", lambda: later)
+    assert console_ref() == (None, "")  # the full CLI asks the server, which says: revoked

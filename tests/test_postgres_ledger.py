@@ -435,14 +435,10 @@ def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
     with Emulator() as emu, AssetCache(token=emu.token, base_url=emu.base_url) as here:
         ref = here.resolve(path, email=EMAIL).asset_ref
     assert console_ref() == (0, ref)
-    home = os.environ["XDG_CACHE_HOME"] if "XDG_CACHE_HOME" in os.environ else None
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
-    with AssetCache() as elsewhere:
-        assert len(elsewhere.forget(ref)) == 1
-    if home is None:
-        monkeypatch.delenv("XDG_CACHE_HOME")
-    else:
-        monkeypatch.setenv("XDG_CACHE_HOME", home)
+    with monkeypatch.context() as another_machine:
+        another_machine.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+        with AssetCache() as elsewhere:
+            assert len(elsewhere.forget(ref)) == 1
     assert console_ref() == (0, ref)  # within the bound: the mirror's documented staleness
     later = datetime.now(UTC) + _hit.MIRROR_TTL + timedelta(seconds=1)
     monkeypatch.setattr(_hit, "utcnow", lambda: later)

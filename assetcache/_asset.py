@@ -75,3 +75,21 @@ class Asset:
         out["revoked_at"] = None if self.revoked_at is None else self.revoked_at.isoformat()
         out["reused"] = self.reused
         return out
+
+
+def answered(asset: Asset, *, source: str | None, host: str | None) -> Asset:
+    """The row as a hit's answer: ``reused``, with the path it was just resolved from.
+
+    ``dataclasses.replace`` without its per-call field introspection, which cost more than the
+    rest of an API hit's Python work; an Asset has no ``__post_init__`` to skip.
+    """
+    copy = object.__new__(Asset)
+    for name in _FIELDS:
+        object.__setattr__(copy, name, getattr(asset, name))
+    object.__setattr__(copy, "source", source)
+    object.__setattr__(copy, "host", host)
+    object.__setattr__(copy, "reused", True)
+    return copy
+
+
+_FIELDS: Final = tuple(Asset.__dataclass_fields__)

@@ -34,13 +34,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from . import _config, _fill, _hit
-from ._asset import RETENTION, Asset
+from ._asset import RETENTION, Asset, answered
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
 from ._engine import open_engine, shown_location
@@ -305,9 +305,9 @@ class _Core:
         if row is None:
             return None
         host = _hit.note_source(self.ledger, row, key.source)
-        if host is not None:
-            row = replace(row, source=key.source, host=host)
-        return replace(row, reused=True)
+        if host is None:
+            return answered(row, source=row.source, host=row.host)
+        return answered(row, source=key.source, host=host)
 
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
         return self.ledger.record(self.uploaded(key, email, uploaded_at, result))

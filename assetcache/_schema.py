@@ -185,7 +185,6 @@ SELECT_SAME_UPLOAD: Final = (
 )
 
 
-_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
 _STORED_LENGTH: Final = len("2026-01-01 00:00:00.000000")
 
 
@@ -198,7 +197,10 @@ def to_db_time(moment: datetime) -> str:
     """UTC storage string for an aware datetime (naive ones are refused: they are bugs)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: assetcache stores only timezone-aware times")
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    # isoformat, not strftime: the same text for every year this library can meet (and always
+    # four digits for the year, so text order is time order), at a fifth of the cost: every
+    # hit formats two bounds.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def from_db_time(value: str | datetime) -> datetime:

@@ -30,6 +30,7 @@ from ._errors import (
     NotCachedError,
     RemoteError,
 )
+from ._fill import FillError
 from ._retry import RetryPolicy
 
 EXIT_OK = 0
@@ -55,7 +56,9 @@ log = logging.getLogger("assetcache")
 
 
 def exit_code(exc: BaseException) -> int:
-    """The documented exit code for an error."""
+    """The documented exit code for an error (a FillError: its worst field's)."""
+    if isinstance(exc, FillError):
+        return max((exit_code(e) for e in exc.failures.values()), default=EXIT_UNEXPECTED)
     if isinstance(exc, NotCachedError):
         return EXIT_NOT_CACHED
     if isinstance(exc, InvalidImageError):
@@ -795,12 +798,10 @@ def _payloads(text: str) -> tuple[list[Any], list[str]]:
 
 def _fill_failure(label: str, error: Exception) -> int:
     """Report every failing field of one payload on stderr; its exit code (the worst)."""
-    from ._fill import FillError
-
     if isinstance(error, FillError):
         for name, cause in error.failures.items():
             click.echo(f"assetcache: error: {label}: {name}: {shown(str(cause))}", err=True)
-        return max(exit_code(cause) for cause in error.failures.values())
+        return exit_code(error)
     click.echo(f"assetcache: error: {label}: {shown(str(error))}", err=True)
     return exit_code(error)
 

@@ -128,3 +128,14 @@ def test_cli_fill(run: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.M
     assert run("fill", "-", "-e", EMAIL, input=other).exit_code == 2  # contradicts --email
     assert run("fill", "-", input=other, ASSETCACHE_EMAIL=EMAIL).exit_code == 0  # a default
     assert run("fill", "-", input="{oops").exit_code == 2
+
+
+def test_a_fill_error_maps_to_its_worst_fields_exit_code() -> None:
+    """A FillError reaching the CLI's top level exits as its worst field would, not as 1."""
+    from assetcache import FillError, InvalidImageError, NotCachedError
+    from assetcache._cli import EXIT_INVALID_INPUT, exit_code
+
+    error = FillError(
+        {"imageStart": NotCachedError("not cached"), "imageEnd": InvalidImageError("not a PNG")}
+    )
+    assert exit_code(error) == EXIT_INVALID_INPUT

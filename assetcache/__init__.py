@@ -100,15 +100,19 @@ _HOMES = {
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 
-def __getattr__(name: str) -> object:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assetcache' has no attribute {name!r}")
-    from importlib import import_module
+if not TYPE_CHECKING:
+    # Hidden from type checkers: a module ``__getattr__`` makes every attribute valid to them
+    # (``assetcache.AsetCache`` would type-check as ``object``); they see the imports above.
 
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # looked up once: later accesses skip this function
-    return value
+    def __getattr__(name: str) -> object:
+        module = _MODULE_OF.get(name)
+        if module is None:
+            raise AttributeError(f"module 'assetcache' has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value  # looked up once: later accesses skip this function
+        return value
 
 
 def __dir__() -> list[str]:

@@ -156,6 +156,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`assetcache ref f | head -0`): click's main ends quietly with
+            # exit 1, as the console script's fast path does (_entry._print). Not "unexpected".
+            raise
         except KeyboardInterrupt:
             click.echo("assetcache: interrupted", err=True)
             ctx.exit(130)

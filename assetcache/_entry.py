@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import sys
 
-from ._errors import AssetCacheError
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -82,6 +80,8 @@ def _parse_ref(
 def fast_ref(argv: Sequence[str]) -> int | None:
     """Print the refs and return 0 when every file hits; None means "let the full CLI answer"
     (which then looks again, uploads what is missing and reports errors)."""
+    if sys.stdout is None:  # started with stdout closed: what that means is click's to say
+        return None
     parsed = _parse_ref(argv)
     if parsed is None:
         return None
@@ -96,13 +96,40 @@ def fast_ref(argv: Sequence[str]) -> int | None:
         refs = _ledger_refs(db, files, email, min_remaining)
         if refs is None:  # a file to hash, or another engine: the caches' own lookup decides
             refs = _cache_refs(db, files, email, min_remaining)
-    except (AssetCacheError, ValueError, TypeError, OSError):
-        return None  # the full CLI reports it, with its exit code
+    except Exception:  # any failure, expected or not, is the full CLI's to report
+        # (a row another program wrote can fail to decode with OverflowError, an unusable HOME
+        # makes platformdirs raise RuntimeError): it does the same work again and says what
+        # is wrong in one line with a documented exit code, never a traceback.
+        return None
     if refs is None:
         return None
-    sys.stdout.write("".join(ref + "\n" for ref in refs))
-    sys.stdout.flush()
+    text = "".join(ref + "\n" for ref in refs)
+    if not text.isascii():  # an account email with accents: how it is encoded is click's call
+        return None  # (click.echo writes UTF-8 where stdout claims ASCII, print would fail)
+    return _print(text)
+
+
+def _print(text: str) -> int:
+    """Print ASCII text as ``click.echo`` would; a reader that went away (``| head -0``) ends
+    the command as click's own main ends it: exit 1, and nothing more on stdout or stderr."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null: the interpreter's last flush of what is still
+    buffered would fail again and print "Exception ignored" (click pacifies it the same way)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's StringIO): nothing
+        return
 
 
 def _ledger_refs(

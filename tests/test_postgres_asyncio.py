@@ -158,3 +158,50 @@ def test_an_async_upload_the_ledger_could_not_record_is_spooled_then_merged(
         with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as later:
             assert [a.asset_ref for a in later.assets()] == [asset.asset_ref]
         assert len(emu.uploads) == 1
+
+
+def test_a_lock_statement_cancelled_in_flight_leaves_the_key_free(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolve cancelled (asyncio.wait_for, a task group) while pg_try_advisory_lock is on
+    its way back: the server took the lock, the caller never learns it. The lock must not stay
+    held by the loop's long-lived lock session, or every other machine waits LOCK_WAIT_S."""
+    import psycopg
+
+    from assetcache import _postgres, _postgres_async
+
+    cursor = _postgres_async._watched_cursor(psycopg)
+    real = cursor.execute
+
+    async def answer_late(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        result = await real(self, query, params, **kwargs)
+        if "advisory" in str(query):
+            await asyncio.sleep(0.5)  # the server has answered; the answer is in flight
+        return result
+
+    ident = _postgres.lock_id("some-key")
+
+    async def main() -> bool:
+        with Emulator() as emu:
+            async with _cache(postgres_url, emu) as cache:
+                await cache.assets()  # migrated
+                sessions = cache._core.ledger.async_side()
+                with monkeypatch.context() as slow:
+                    slow.setattr(cursor, "execute", answer_late)
+                    attempt = asyncio.ensure_future(sessions.try_lock(ident))
+                    await asyncio.sleep(0.2)
+                    attempt.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await attempt
+                    for _ in range(100):  # the statement, then the give-back, run on
+                        if not sessions._running:
+                            break
+                        await asyncio.sleep(0.05)
+                other = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+                async with other:
+                    taken = await other.execute("SELECT pg_try_advisory_lock(%s)", (ident,))
+                    row = await taken.fetchone()
+                    assert row is not None
+                    return bool(row[0])
+
+    assert asyncio.run(main())  # another machine can take the key

@@ -119,7 +119,7 @@ class AsyncSessions:
     async def session(self) -> AsyncIterator[Any]:
         ledger = self._ledger
         if not ledger.ready:
-            await asyncio.to_thread(ledger.ensure_ready)  # schema and spool: once, sync
+            await asyncio.to_thread(ledger.ensure_ready)  # schema (once), spool: sync
         psycopg = ledger.driver()
         loop = asyncio.get_running_loop()
         conn = self._checkout(loop)

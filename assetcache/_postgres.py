@@ -451,12 +451,18 @@ class PostgresLedger:
                     sql = as_psycopg(_schema.RECORD_UPLOAD)
                     row = conn.execute(sql, upload_params(asset)).fetchone()
             except LedgerError as exc:
-                if time.monotonic() + delay > deadline:
+                if self.give_up_recording(deadline, delay):
                     return self.spool(asset, exc)
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
             return self.recorded(asset, row[0])
+
+    def give_up_recording(self, deadline: float, delay: float) -> bool:
+        """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
+        meanwhile, it will never record; spooling then fails too, with "is closed", as SQLite's
+        record does, instead of retrying for RECORD_RETRY_S)."""
+        return self._closed or time.monotonic() + delay > deadline
 
     def recorded(self, asset: Asset, row_id: int) -> Asset:
         """After the row is in: mirror it, and hand the server whatever the spool holds."""

@@ -180,7 +180,7 @@ class AsyncSessions:
                     )
                     row = await cursor.fetchone()
             except LedgerError as exc:
-                if time.monotonic() + delay > deadline:
+                if self._ledger.give_up_recording(deadline, delay):
                     return await asyncio.to_thread(self._ledger.spool, asset, exc)
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)

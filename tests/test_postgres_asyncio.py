@@ -205,3 +205,60 @@ def test_a_lock_statement_cancelled_in_flight_leaves_the_key_free(
                     return bool(row[0])
 
     assert asyncio.run(main())  # another machine can take the key
+
+
+def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aclose() while a task retries recording its upload (the server refuses the statement):
+    the task ends soon after with the ledger's 'is closed', as on SQLite, instead of retrying a
+    closed ledger for RECORD_RETRY_S."""
+    from assetcache import _postgres, _schema
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
+
+    async def main() -> float:
+        with Emulator() as emu:
+            cache = _cache(postgres_url, emu)
+            await cache.assets()  # migrated
+            monkeypatch.setattr(_schema, "RECORD_UPLOAD", "SELECT no_such_function()")
+            task = asyncio.ensure_future(cache.resolve(png("paid"), email=EMAIL))
+            while not emu.uploads:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # recording is being retried
+            began = time.monotonic()
+            await cache.aclose()
+            with pytest.raises(LedgerError, match="is closed"):
+                await task
+            return time.monotonic() - began
+
+    assert asyncio.run(main()) < 30  # not RECORD_RETRY_S
+
+
+def test_close_while_a_resolve_records_does_not_leave_it_retrying(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache import AssetCache, _postgres, _schema
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
+    with Emulator() as emu:
+        cache = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url)
+        cache.assets()  # migrated
+        monkeypatch.setattr(_schema, "RECORD_UPLOAD", "SELECT no_such_function()")
+        failures: list[BaseException] = []
+
+        def resolve() -> None:
+            try:
+                cache.resolve(png("paid"), email=EMAIL)
+            except LedgerError as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=resolve)
+        worker.start()
+        while not emu.uploads:
+            time.sleep(0.05)
+        time.sleep(0.5)  # recording is being retried
+        cache.close()
+        worker.join(30)  # not RECORD_RETRY_S
+        assert not worker.is_alive()
+        assert "is closed" in str(failures[0])

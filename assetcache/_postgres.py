@@ -166,8 +166,10 @@ class PostgresLedger:
         self._idle: list[Any] = []
         self._guard = threading.Lock()
         self._closed = False
-        self._ready = False  # schema checked (and migrated) on the first session
-        self._spool_waiting = False  # this process spooled an upload not yet merged
+        self._ready = False  # schema checked (and migrated) by the first session
+        # The local spool may hold uploads not yet merged (this process's or an earlier one's):
+        # looked at by the first session, and again after each upload spooled.
+        self._spool_waiting = True
         # This machine's stat cache, mirror, spool and lock folder.
         self._local = Ledger(machine_file(url))
         self.locks = AdvisoryLocks(self, self._local.locks)
@@ -230,15 +232,20 @@ class PostgresLedger:
             yield conn
 
     def ensure_ready(self) -> None:
-        """Before the first session: the schema checked (migrated if need be), the spool merged."""
+        """Before a session: the schema checked (migrated if need be) on the first, and the
+        spool merged whenever it holds uploads (not only before the next recording: until then
+        a lookup in this process would not find its own paid upload and pay again, and a forget
+        of it would miss it and be undone by the merge)."""
         if not self._ready:
             self._ensure_schema()  # once: concurrent first callers both find it current
             self._ready = True
+        if self._spool_waiting:
             self._merge_spool()
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Whether a session may begin without ``ensure_ready`` doing anything first."""
+        return self._ready and not self._spool_waiting
 
     @property
     def closed(self) -> bool:
@@ -444,20 +451,24 @@ class PostgresLedger:
                     sql = as_psycopg(_schema.RECORD_UPLOAD)
                     row = conn.execute(sql, upload_params(asset)).fetchone()
             except LedgerError as exc:
-                if time.monotonic() + delay > deadline:
+                if self.give_up_recording(deadline, delay):
                     return self.spool(asset, exc)
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
             return self.recorded(asset, row[0])
 
+    def give_up_recording(self, deadline: float, delay: float) -> bool:
+        """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
+        meanwhile, it will never record; spooling then fails too, with "is closed", as SQLite's
+        record does, instead of retrying for RECORD_RETRY_S)."""
+        return self._closed or time.monotonic() + delay > deadline
+
     def recorded(self, asset: Asset, row_id: int) -> Asset:
         """After the row is in: mirror it, and hand the server whatever the spool holds."""
         recorded = replace(asset, id=row_id)
         # Known since it was uploaded: the cache's clock, like every other time here.
         self.remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
-        if self._spool_waiting:  # the ledger answers again: hand it what waited
-            self._merge_spool()
         return recorded
 
     def spool(self, asset: Asset, failure: LedgerError) -> Asset:
@@ -480,14 +491,13 @@ class PostgresLedger:
     def _merge_spool(self) -> None:
         """Merge into the shared ledger what this machine spooled (a chore: a failure leaves
         the spool for the next session)."""
+        self._spool_waiting = False  # first: the merge's own sessions must not merge again
         try:
             while batch := self._local.spooled(SPOOL_BATCH):
                 self._merge(batch)
                 self._local.unspool(batch)
         except LedgerError:
             self._spool_waiting = True
-        else:
-            self._spool_waiting = False
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would

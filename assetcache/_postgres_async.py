@@ -67,6 +67,8 @@ class AsyncSessions:
         self._idle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         self._lock_sessions: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        #: Lock statements running on for cancelled callers (see ``try_lock``).
+        self._running: set[asyncio.Future[Any]] = set()
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class AsyncSessions:
     async def session(self) -> AsyncIterator[Any]:
         ledger = self._ledger
         if not ledger.ready:
-            await asyncio.to_thread(ledger.ensure_ready)  # schema and spool: once, sync
+            await asyncio.to_thread(ledger.ensure_ready)  # schema (once), spool: sync
         psycopg = ledger.driver()
         loop = asyncio.get_running_loop()
         conn = self._checkout(loop)
@@ -178,7 +180,7 @@ class AsyncSessions:
                     )
                     row = await cursor.fetchone()
             except LedgerError as exc:
-                if time.monotonic() + delay > deadline:
+                if self._ledger.give_up_recording(deadline, delay):
                     return await asyncio.to_thread(self._ledger.spool, asset, exc)
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
@@ -189,7 +191,35 @@ class AsyncSessions:
 
     async def try_lock(self, ident: int, *, release: bool = False) -> bool:
         """``pg_try_advisory_lock`` (or the unlock) on this loop's lock session; as the sync
-        ``AdvisoryLocks._try``, an idle lock session a restart dropped is replaced once."""
+        ``AdvisoryLocks._try``, an idle lock session a restart dropped is replaced once.
+
+        A caller cancelled while the statement is in flight (``asyncio.wait_for``, a task
+        group) must not cut it short: the server may already have taken the lock, and a lock
+        nobody knows it holds stays held by this loop's long-lived session, stalling every other
+        machine's waiters for LOCK_WAIT_S. So the statement finishes in a task of its own, and
+        a lock it took for a cancelled caller is given back."""
+        attempt = asyncio.ensure_future(self._try_lock(ident, release=release))
+        self._keep_running(attempt)
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            if not release:
+                attempt.add_done_callback(lambda done: self._give_back(ident, done))
+            raise
+
+    def _keep_running(self, task: asyncio.Future[Any]) -> None:
+        """Hold a reference until it is done: the loop keeps only weak ones."""
+        self._running.add(task)
+        task.add_done_callback(_retrieved)
+        task.add_done_callback(self._running.discard)
+
+    def _give_back(self, ident: int, attempt: asyncio.Future[bool]) -> None:
+        """After a cancelled caller's attempt: release the lock if the attempt took it."""
+        if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
+            return  # nothing taken (and the exception is retrieved: no warning at loop close)
+        self._keep_running(asyncio.ensure_future(self._try_lock(ident, release=True)))
+
+    async def _try_lock(self, ident: int, *, release: bool) -> bool:
         sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
         psycopg = self._ledger.driver()
         loop = asyncio.get_running_loop()
@@ -240,6 +270,14 @@ class AsyncSessions:
         _INHERITED.append((self._idle, self._lock_sessions))
         self._guard = threading.Lock()
         self._idle, self._lock_sessions, self._lock_turns = {}, {}, {}
+        self._running = set()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a background statement's failure as seen: its caller is gone, and a failed release
+    is what the server's end of the session settles anyway."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _read(conn: Any, sql: str, params: dict[str, Any]) -> list[Asset]:

@@ -170,6 +170,13 @@ INSERT_MIRRORED: Final = (
 # machine's local file (``mirrored_at IS NULL``: never read from the shared ledger) until a
 # session can merge them in.
 SELECT_SPOOLED: Final = f"{_UPLOAD_SELECT} WHERE mirrored_at IS NULL ORDER BY id LIMIT :limit"
+# A merged upload leaves the spool only if its row is still that spooled upload: another process
+# of the machine may have merged and deleted it since it was read, and SQLite gives a freed id
+# to the next row (a newer spooled upload, merged nowhere yet); the mirror may have taken it over.
+UNSPOOL: Final = (
+    f"DELETE FROM {UPLOADS} WHERE id = :id AND mirrored_at IS NULL AND asset_ref = :asset_ref "
+    "AND sha256 = :sha256 AND email = :email AND uploaded_at = :uploaded_at"
+)
 
 # Export streams the ledger in id order, a batch per read, so a huge ledger never sits in memory.
 SELECT_EXPORT_BATCH: Final = (

@@ -182,7 +182,7 @@ class Ledger(LedgerFile):
     def unspool(self, assets: Iterable[Asset]) -> None:
         """As a shared ledger's local file: these spooled uploads are recorded there now."""
         with self.write() as conn:
-            conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in assets])
+            conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
@@ -372,6 +372,16 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
         "source": asset.source,
         "revoked_at": _db_time_or_none(asset.revoked_at),
         "host": asset.host,
+    }
+
+
+def _spooled_key(asset: Asset) -> dict[str, Any]:
+    return {
+        "id": asset.id,
+        "asset_ref": asset.asset_ref,
+        "sha256": asset.sha256,
+        "email": asset.email,
+        "uploaded_at": _schema.to_db_time(asset.uploaded_at),
     }
 
 

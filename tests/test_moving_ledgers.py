@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assetcache import AssetCache, ImportReport
@@ -119,6 +119,8 @@ def test_rows_that_are_not_objects_or_lack_a_column_are_refused(cache: AssetCach
         cache.import_rows([incomplete])
 
 
+# A shared, loaded machine can take seconds to draw one example: that is no finding.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(EXPORT_FIELDS),

@@ -158,3 +158,107 @@ def test_an_async_upload_the_ledger_could_not_record_is_spooled_then_merged(
         with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as later:
             assert [a.asset_ref for a in later.assets()] == [asset.asset_ref]
         assert len(emu.uploads) == 1
+
+
+def test_a_lock_statement_cancelled_in_flight_leaves_the_key_free(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolve cancelled (asyncio.wait_for, a task group) while pg_try_advisory_lock is on
+    its way back: the server took the lock, the caller never learns it. The lock must not stay
+    held by the loop's long-lived lock session, or every other machine waits LOCK_WAIT_S."""
+    import psycopg
+
+    from assetcache import _postgres, _postgres_async
+
+    cursor = _postgres_async._watched_cursor(psycopg)
+    real = cursor.execute
+
+    async def answer_late(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        result = await real(self, query, params, **kwargs)
+        if "advisory" in str(query):
+            await asyncio.sleep(0.5)  # the server has answered; the answer is in flight
+        return result
+
+    ident = _postgres.lock_id("some-key")
+
+    async def main() -> bool:
+        with Emulator() as emu:
+            async with _cache(postgres_url, emu) as cache:
+                await cache.assets()  # migrated
+                sessions = cache._core.ledger.async_side()
+                with monkeypatch.context() as slow:
+                    slow.setattr(cursor, "execute", answer_late)
+                    attempt = asyncio.ensure_future(sessions.try_lock(ident))
+                    await asyncio.sleep(0.2)
+                    attempt.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await attempt
+                    for _ in range(100):  # the statement, then the give-back, run on
+                        if not sessions._running:
+                            break
+                        await asyncio.sleep(0.05)
+                other = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+                async with other:
+                    taken = await other.execute("SELECT pg_try_advisory_lock(%s)", (ident,))
+                    row = await taken.fetchone()
+                    assert row is not None
+                    return bool(row[0])
+
+    assert asyncio.run(main())  # another machine can take the key
+
+
+def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aclose() while a task retries recording its upload (the server refuses the statement):
+    the task ends soon after with the ledger's 'is closed', as on SQLite, instead of retrying a
+    closed ledger for RECORD_RETRY_S."""
+    from assetcache import _postgres, _schema
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
+
+    async def main() -> float:
+        with Emulator() as emu:
+            cache = _cache(postgres_url, emu)
+            await cache.assets()  # migrated
+            monkeypatch.setattr(_schema, "RECORD_UPLOAD", "SELECT no_such_function()")
+            task = asyncio.ensure_future(cache.resolve(png("paid"), email=EMAIL))
+            while not emu.uploads:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # recording is being retried
+            began = time.monotonic()
+            await cache.aclose()
+            with pytest.raises(LedgerError, match="is closed"):
+                await task
+            return time.monotonic() - began
+
+    assert asyncio.run(main()) < 30  # not RECORD_RETRY_S
+
+
+def test_close_while_a_resolve_records_does_not_leave_it_retrying(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assetcache import AssetCache, _postgres, _schema
+
+    monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
+    with Emulator() as emu:
+        cache = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url)
+        cache.assets()  # migrated
+        monkeypatch.setattr(_schema, "RECORD_UPLOAD", "SELECT no_such_function()")
+        failures: list[BaseException] = []
+
+        def resolve() -> None:
+            try:
+                cache.resolve(png("paid"), email=EMAIL)
+            except LedgerError as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=resolve)
+        worker.start()
+        while not emu.uploads:
+            time.sleep(0.05)
+        time.sleep(0.5)  # recording is being retried
+        cache.close()
+        worker.join(30)  # not RECORD_RETRY_S
+        assert not worker.is_alive()
+        assert "is closed" in str(failures[0])

@@ -443,3 +443,34 @@ def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
     later = datetime.now(UTC) + _hit.MIRROR_TTL + timedelta(seconds=1)
     monkeypatch.setattr(_hit, "utcnow", lambda: later)
     assert console_ref() == (None, "")  # the full CLI asks the server, which says: revoked
+
+
+def test_a_spooled_upload_is_merged_by_the_next_session_of_the_same_process(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived process spooled an upload; the server answers again. Its next session, not
+    only its next recording, merges the spool: the image is not paid for twice, and a forget of
+    the spooled ref reaches the shared ledger instead of being undone by a later merge."""
+    with Emulator() as emu:
+        cache = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url)
+        with cache:
+            ledger = cache._core.ledger
+            cache.assets()  # migrated
+
+            def spooled_upload(source: bytes) -> Asset:
+                with monkeypatch.context() as down:  # RECORD_RETRY_S passed: spooled
+                    down.setattr(ledger, "record", lambda a: ledger.spool(a, LedgerError("down")))
+                    return cache.resolve(source, email=EMAIL)
+
+            paid = spooled_upload(png("paid"))
+            assert cache.resolve(png("paid"), email=EMAIL).asset_ref == paid.asset_ref
+            assert len(emu.uploads) == 1  # not paid for twice
+            forgotten = spooled_upload(png("forgotten"))
+            assert [a.asset_ref for a in cache.forget(forgotten.asset_ref)] == [
+                forgotten.asset_ref
+            ]
+            cache.resolve(png("third"), email=EMAIL)  # a recording: it merges what is spooled
+        with AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url) as later:
+            live = {a.asset_ref for a in later.assets() if a.revoked_at is None}
+    assert paid.asset_ref in live
+    assert forgotten.asset_ref not in live  # never a dead ref handed out

@@ -456,7 +456,7 @@ class PostgresLedger:
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
-            return self.recorded(asset, row[0])
+            return self.recorded(asset, row[0], row[1])
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:
         """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
@@ -464,11 +464,13 @@ class PostgresLedger:
         record does, instead of retrying for RECORD_RETRY_S)."""
         return self._closed or time.monotonic() + delay > deadline
 
-    def recorded(self, asset: Asset, row_id: int) -> Asset:
-        """After the row is in: mirror it, and hand the server whatever the spool holds."""
+    def recorded(self, asset: Asset, row_id: int, revoked_at: datetime | None) -> Asset:
+        """After the row is in: mirror it as the ledger holds it (a ref the server handed out
+        again after a forget stays revoked there, and so in the mirror)."""
         recorded = replace(asset, id=row_id)
+        held = recorded if revoked_at is None else replace(recorded, revoked_at=revoked_at)
         # Known since it was uploaded: the cache's clock, like every other time here.
-        self.remember(asset.sha256, asset.email, recorded, asset.uploaded_at)
+        self.remember(asset.sha256, asset.email, held, asset.uploaded_at)
         return recorded
 
     def spool(self, asset: Asset, failure: LedgerError) -> Asset:
@@ -613,7 +615,12 @@ class AdvisoryLocks:
                 session = self._session
                 try:
                     with WATCHDOG.watching(session, session.fileno, SESSION_DEADLINE_S):
-                        return bool(session.execute(sql, (lock_id,)).fetchone()[0])
+                        took = bool(session.execute(sql, (lock_id,)).fetchone()[0])
+                    if not WATCHDOG.was_cut(session):
+                        return took
+                    # Cut as the answer came: the session (and any lock it held) is gone.
+                    session.close()
+                    raise self._ledger.not_answering()
                 except _driver().Error as exc:
                     session.close()  # a lost session has lost its locks too
                     failure = exc

@@ -185,7 +185,7 @@ class AsyncSessions:
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
                 continue
-            return await asyncio.to_thread(self._ledger.recorded, asset, row[0])
+            return await asyncio.to_thread(self._ledger.recorded, asset, row[0], row[1])
 
     # -- single flight -------------------------------------------------------------------
 
@@ -237,7 +237,12 @@ class AsyncSessions:
                 try:
                     with WATCHDOG.watching(session, session.fileno, _postgres.SESSION_DEADLINE_S):
                         cursor = await session.execute(sql, (ident,))
-                        return bool((await cursor.fetchone())[0])
+                        took = bool((await cursor.fetchone())[0])
+                    if not WATCHDOG.was_cut(session):
+                        return took
+                    # Cut as the answer came: the session (and any lock it held) is gone.
+                    _finish(session)
+                    raise self._ledger.not_answering()
                 except psycopg.Error as exc:
                     _finish(session)  # a lost session has lost its locks too
                     failure = exc

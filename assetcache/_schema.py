@@ -79,13 +79,14 @@ INSERT_UPLOAD: Final = (
 )
 
 # One row per upload (ux_uploads_upload). A ref the server hands out again for the same bytes
-# is as alive as a new one: the row takes the later upload's times and is no longer revoked.
-# A recording retried after a commit whose acknowledgement was lost finds itself: no copy.
+# takes the later upload's times; a recording retried after a commit whose acknowledgement was
+# lost finds itself: no copy. A revocation stays: a forget made meanwhile (here or on another
+# machine) is never undone by a write that only repeats what the server said.
 RECORD_UPLOAD: Final = (
     f"{INSERT_UPLOAD} ON CONFLICT (asset_ref, sha256, email) DO UPDATE SET "
     "uploaded_at = excluded.uploaded_at, expires_at = excluded.expires_at, "
-    "upload_id = excluded.upload_id, media_url = excluded.media_url, revoked_at = NULL "
-    "RETURNING id"
+    "upload_id = excluded.upload_id, media_url = excluded.media_url "
+    "RETURNING id, revoked_at"
 )
 # An import adds what is not held; concurrent imports of the same rows add each once.
 MERGE_UPLOAD: Final = f"{INSERT_UPLOAD} ON CONFLICT (asset_ref, sha256, email) DO NOTHING"

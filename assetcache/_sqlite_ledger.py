@@ -188,7 +188,7 @@ class Ledger(LedgerFile):
         """Insert a new upload row and return the asset with its id."""
         params = _upload_params(asset)
         with self.write() as conn:
-            (row_id,) = conn.execute(_schema.RECORD_UPLOAD, params).fetchone()
+            row_id, _ = conn.execute(_schema.RECORD_UPLOAD, params).fetchone()
         return replace(asset, id=row_id)
 
     def assets(

@@ -240,3 +240,21 @@ def test_a_ref_handed_out_again_for_the_same_bytes_is_one_row_with_the_later_tim
     assert len(rows) == 1 and rows[0]["uploaded_at"] == again.uploaded_at.isoformat()
     hit = cache.lookup(png("same"), email=EMAIL, min_remaining=timedelta(days=25))
     assert hit is not None and hit.expires_at == again.expires_at
+
+
+def test_a_ref_handed_out_again_after_a_forget_stays_forgotten_in_the_ledger(
+    make_cache: Callable[..., AssetCache],
+) -> None:
+    """Recording repeats what the server said; it never undoes a forget (made here, or on
+    another machine between a lost acknowledgement and its retry)."""
+    ref = f"u1-email:{EMAIL}-image:0d9f6a1e-95f4-4d52-9e42-6c2b3f1f0a11"
+    upload = {"id": "i", "media": {"url": "https://cdn/m"}}
+    body = json.dumps({"assetRef": ref, "email": EMAIL, "upload": upload}).encode()
+    luma = FakeLuma(script=[(200, {}, body), (200, {}, body)])
+    cache = make_cache(transport=luma.transport)
+    first = cache.resolve(png("same"), email=EMAIL)
+    assert len(cache.forget(first.asset_ref)) == 1
+    again = cache.resolve(png("same"), email=EMAIL)  # the server's answer, as it gave it
+    assert again.asset_ref == ref and again.reused is False
+    assert cache.lookup(png("same"), email=EMAIL) is None  # the ledger still says: forgotten
+    assert len(list(cache.export())) == 1

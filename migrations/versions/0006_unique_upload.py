@@ -26,6 +26,11 @@ _SAME_UPLOAD = (
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # Writers of an older assetcache keep inserting while this runs: hold them until the
+        # index exists, or a copy slipped in between the fold and the index fails the upgrade.
+        # (SQLite's migration already runs inside BEGIN IMMEDIATE.)
+        op.execute(sa.text("LOCK TABLE uploads IN SHARE ROW EXCLUSIVE MODE"))
     op.execute(
         sa.text(
             "UPDATE uploads SET revoked_at = "

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -44,6 +45,7 @@ from ._config import Secret, usable_token
 from ._email import email_segment, normalize_email
 from ._errors import (
     AccountNotFoundError,
+    AssetCacheError,
     InvalidEmailError,
     InvalidImageError,
     ProtocolError,
@@ -594,7 +596,8 @@ class LumaClient(_Base):
         error: Exception
         try:
             request = self._request(self._http, url, data, content_type, deadline)
-            response = self._http.send(request, auth=self._auth, stream=True)
+            send = functools.partial(self._http.send, request, auth=self._auth, stream=True)
+            response = _sent(self._http, send)
             try:
                 return _read(response, deadline, url)
             finally:
@@ -668,7 +671,14 @@ class AsyncLumaClient(_Base):
         error: Exception
         try:
             request = self._request(self._http, url, data, content_type, deadline)
-            response = await self._http.send(request, auth=self._auth, stream=True)
+            if self._http.is_closed:
+                raise _closed_during_upload()
+            try:
+                response = await self._http.send(request, auth=self._auth, stream=True)
+            except RuntimeError:
+                if not self._http.is_closed:
+                    raise
+                raise _closed_during_upload() from None
             try:
                 return await _aread(response, deadline, url)
             finally:
@@ -679,6 +689,26 @@ class AsyncLumaClient(_Base):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _sent(http: httpx.Client, send: Callable[[], httpx.Response]) -> httpx.Response:
+    """``send()``, or the AssetCacheError saying the cache was closed meanwhile (httpx says
+    only RuntimeError)."""
+    if http.is_closed:
+        raise _closed_during_upload()
+    try:
+        return send()
+    except RuntimeError:
+        if not http.is_closed:
+            raise
+    raise _closed_during_upload()
+
+
+def _closed_during_upload() -> AssetCacheError:
+    return AssetCacheError(
+        "the cache was closed while an upload was under way (close() or aclose() called from "
+        "elsewhere); nothing was recorded: resolve again with an open cache"
+    )
 
 
 def _log_response(url: str, status: int, size: int, started: float) -> None:

@@ -262,3 +262,38 @@ def test_close_while_a_resolve_records_does_not_leave_it_retrying(
         worker.join(30)  # not RECORD_RETRY_S
         assert not worker.is_alive()
         assert "is closed" in str(failures[0])
+
+
+def test_a_resolve_cancelled_while_recording_still_records_its_upload(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload was paid for: cancelling the resolve (wait_for, a task group) while its row is
+    being written must not lose the row, or the next resolve pays again."""
+    from assetcache._postgres_async import AsyncSessions
+
+    real = AsyncSessions.record
+
+    async def slow_record(self: AsyncSessions, asset: Asset) -> Asset:
+        await asyncio.sleep(0.5)  # the window in which the caller is cancelled
+        return await real(self, asset)
+
+    monkeypatch.setattr(AsyncSessions, "record", slow_record)
+
+    async def main() -> None:
+        with Emulator() as emu:
+            async with _cache(postgres_url, emu) as cache:
+                task = asyncio.ensure_future(cache.resolve(png("paid"), email=EMAIL))
+                while not emu.uploads:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                for _ in range(100):  # the recording runs on in its own task
+                    if await cache.assets():
+                        break
+                    await asyncio.sleep(0.05)
+                again = await cache.resolve(png("paid"), email=EMAIL)
+                assert again.reused and len(emu.uploads) == 1
+
+    asyncio.run(main())

@@ -96,6 +96,8 @@ _ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
 def shown(text: str) -> str:
     """Text for a human's terminal: control characters escaped, so a hostile file name or
     server answer can neither move the cursor, recolour the screen nor forge a line."""
+    if text.isascii() and text.isprintable():  # nothing to escape (both checks run in C):
+        return text  # the common case, four times per row of a 50,000-row ls
     return text.translate(_ESCAPES)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from assetcache._cli import cli
 
@@ -407,6 +409,14 @@ def test_human_output_escapes_control_characters(  # type: ignore[no-untyped-def
     assert missing.exit_code == 4
     assert "\x1b" not in missing.stderr and "\x07" not in missing.stderr
     assert "gone\\x1b]0;pwned\\x07.png" in missing.stderr
+
+
+@given(st.text())
+def test_shown_escapes_exactly_what_the_escape_table_does(text: str) -> None:
+    """shown() skips the table for printable ASCII: it must never change what gets escaped."""
+    from assetcache._cli import _ESCAPES, shown
+
+    assert shown(text) == text.translate(_ESCAPES)
 
 
 def test_ref_of_several_files_one_line_each_in_order(  # type: ignore[no-untyped-def]

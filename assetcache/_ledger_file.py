@@ -459,7 +459,7 @@ class LedgerFile:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # (sqlite3's ``timeout`` is SQLite's busy_timeout: no PRAGMA needed for it.)
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise self._fail("cannot be opened", exc, hint=self._access_hint(exc)) from None

@@ -9,8 +9,8 @@ SQLite choices, each for a reason:
 - ``journal_mode=WAL``: readers never wait for a writer, so cache hits in one process are not
   slowed by an upload being recorded in another. It persists in the file, so it is switched on
   once, when a ledger is opened, not on every pooled connection.
-- ``busy_timeout`` (set by sqlite3's ``timeout``, so not repeated as a PRAGMA): a writer that finds the database locked waits
-  instead of failing with "database is locked".
+- ``busy_timeout`` (set by sqlite3's ``timeout``, so not repeated as a PRAGMA): a writer that
+  finds the database locked waits instead of failing with "database is locked".
 - ``BEGIN IMMEDIATE`` for every transaction that writes: it takes the write lock up front, so
   two writers cannot both start reading and then deadlock upgrading to write; the wait happens
   in BEGIN, under the busy timeout. Write transactions are a few statements long and never

@@ -110,6 +110,8 @@ _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 RECORD_RETRY_S: Final = 180.0
 #: How many spooled uploads (see ``record``) one merge sends to the shared ledger.
 SPOOL_BATCH: Final = 500
+#: How long after a failed merge of the spool sessions skip trying it again.
+SPOOL_RETRY_S: Final = 30.0
 _INHERITED: list[object] = []
 #: How long a row read from the shared ledger answers lookups from this machine's mirror: the
 #: bound on how late a forget made on another machine reaches this one.
@@ -170,6 +172,7 @@ class PostgresLedger:
         # The local spool may hold uploads not yet merged (this process's or an earlier one's):
         # looked at by the first session, and again after each upload spooled.
         self._spool_waiting = True
+        self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
         # This machine's stat cache, mirror, spool and lock folder.
         self._local = Ledger(machine_file(url))
         self.locks = AdvisoryLocks(self, self._local.locks)
@@ -239,13 +242,18 @@ class PostgresLedger:
         if not self._ready:
             self._ensure_schema()  # once: concurrent first callers both find it current
             self._ready = True
-        if self._spool_waiting:
+        if self._spool_due():
             self._merge_spool()
 
     @property
     def ready(self) -> bool:
         """Whether a session may begin without ``ensure_ready`` doing anything first."""
-        return self._ready and not self._spool_waiting
+        return self._ready and not self._spool_due()
+
+    def _spool_due(self) -> bool:
+        # After a failed merge, sessions go straight to their own work for SPOOL_RETRY_S: a
+        # server that does not answer would otherwise cost each of them two connect timeouts.
+        return self._spool_waiting and time.monotonic() >= self._spool_retry_at
 
     @property
     def closed(self) -> bool:
@@ -500,6 +508,7 @@ class PostgresLedger:
                 self._local.unspool(batch)
         except LedgerError:
             self._spool_waiting = True
+            self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from assetcache import Asset
 from assetcache._sqlite_ledger import Ledger
 
@@ -59,3 +61,35 @@ def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
         assert local.mirrored(spooled.sha256, EMAIL, now=NOW, seen_after=NOW) is not None
     finally:
         local.close()
+
+
+def test_a_failed_merge_of_the_spool_is_not_retried_by_every_session(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the shared ledger cannot take the spool, each session would otherwise pay for a
+    merge attempt (a connect timeout against a silent host) before its own work."""
+    from assetcache import LedgerError, _postgres
+    from assetcache._postgres import PostgresLedger
+
+    ledger = PostgresLedger(postgres_url)
+    try:
+        ledger.assets()  # migrated; the (empty) spool looked at
+        ledger._local.record(_upload("spooled"))
+        ledger._spool_waiting = True
+        attempts: list[int] = []
+
+        def failing_merge(batch: list[Asset]) -> list[str]:
+            attempts.append(len(batch))
+            raise LedgerError("the shared ledger cannot take it")
+
+        monkeypatch.setattr(ledger, "_merge", failing_merge)
+        for _ in range(3):
+            ledger.assets()
+        assert attempts == [1]  # once, then held off for SPOOL_RETRY_S
+        assert ledger._spool_retry_at - _postgres.time.monotonic() > _postgres.SPOOL_RETRY_S - 5
+        monkeypatch.undo()  # the real merge again; and the hold-off is over:
+        ledger._spool_retry_at = 0.0
+        assert [a.asset_ref for a in ledger.assets()] == ["spooled"]
+        assert ledger._local.spooled(10) == []
+    finally:
+        ledger.close()

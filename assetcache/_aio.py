@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -29,6 +29,7 @@ from ._cache import (
 from ._content import Source
 from ._email import normalize_email
 from ._errors import AssetCacheError, NotCachedError
+from ._shielded import finished_anyway
 from ._sqlite_ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
@@ -99,7 +100,9 @@ class AsyncAssetCache(_Facade):
                 key.content.data, content_type=key.content.content_type, email=email
             )
             recording = ledger.record(core.uploaded(key, email, uploaded_at, result))
-            return await _even_if_cancelled(recording)
+            # The upload was paid for: a caller cancelled now must not lose its row (SQLite's
+            # worker thread runs on anyway; psycopg's asyncio driver would cancel the statement).
+            return await finished_anyway(recording)
 
     async def _ledger(self) -> AsyncLedgerSide:
         """The ledger's resolve path as awaitables: its engine's asyncio driver if it has one,
@@ -317,30 +320,6 @@ class LedgerInThreads:
 
 
 _Row = TypeVar("_Row")
-
-#: Recordings whose callers were cancelled, kept referenced until done (the loop's are weak).
-_ORPHANS: set[asyncio.Future[Any]] = set()
-
-
-async def _even_if_cancelled(recording: Awaitable[_Row]) -> _Row:
-    """Await ``recording`` in a task of its own: the upload was paid for, so a caller
-    cancelled now (``wait_for``, a task group) must not cut the recording short. (SQLite's
-    worker thread runs on anyway; psycopg's asyncio driver would cancel the statement.)"""
-    task = asyncio.ensure_future(recording)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        _ORPHANS.add(task)
-        task.add_done_callback(_ORPHANS.discard)
-        task.add_done_callback(_retrieved)
-        raise
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Read a finished orphan's outcome, so asyncio does not warn that nobody did."""
-    if not task.cancelled():
-        task.exception()
-
 
 async def _batched(next_batch: Callable[[], list[_Row]]) -> AsyncIterator[_Row]:
     """Rows from a blocking source, one worker-thread hop per batch rather than per row."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import _postgres, _schema
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
+from ._shielded import finished_anyway, keep_running
 from ._sqlite_ledger import asset_from_row
 
 if TYPE_CHECKING:
@@ -68,7 +70,6 @@ class AsyncSessions:
         self._lock_sessions: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         #: Lock statements running on for cancelled callers (see ``try_lock``).
-        self._running: set[asyncio.Future[Any]] = set()
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -198,26 +199,14 @@ class AsyncSessions:
         nobody knows it holds stays held by this loop's long-lived session, stalling every other
         machine's waiters for LOCK_WAIT_S. So the statement finishes in a task of its own, and
         a lock it took for a cancelled caller is given back."""
-        attempt = asyncio.ensure_future(self._try_lock(ident, release=release))
-        self._keep_running(attempt)
-        try:
-            return await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            if not release:
-                attempt.add_done_callback(lambda done: self._give_back(ident, done))
-            raise
-
-    def _keep_running(self, task: asyncio.Future[Any]) -> None:
-        """Hold a reference until it is done: the loop keeps only weak ones."""
-        self._running.add(task)
-        task.add_done_callback(_retrieved)
-        task.add_done_callback(self._running.discard)
+        give_back = None if release else functools.partial(self._give_back, ident)
+        return await finished_anyway(self._try_lock(ident, release=release), after_cancel=give_back)
 
     def _give_back(self, ident: int, attempt: asyncio.Future[bool]) -> None:
         """After a cancelled caller's attempt: release the lock if the attempt took it."""
         if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
-            return  # nothing taken (and the exception is retrieved: no warning at loop close)
-        self._keep_running(asyncio.ensure_future(self._try_lock(ident, release=True)))
+            return  # nothing taken
+        keep_running(asyncio.ensure_future(self._try_lock(ident, release=True)))
 
     async def _try_lock(self, ident: int, *, release: bool) -> bool:
         sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
@@ -275,14 +264,6 @@ class AsyncSessions:
         _INHERITED.append((self._idle, self._lock_sessions))
         self._guard = threading.Lock()
         self._idle, self._lock_sessions, self._lock_turns = {}, {}, {}
-        self._running = set()
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Mark a background statement's failure as seen: its caller is gone, and a failed release
-    is what the server's end of the session settles anyway."""
-    if not task.cancelled():
-        task.exception()
 
 
 async def _read(conn: Any, sql: str, params: dict[str, Any]) -> list[Asset]:

@@ -168,7 +168,7 @@ def test_a_lock_statement_cancelled_in_flight_leaves_the_key_free(
     held by the loop's long-lived lock session, or every other machine waits LOCK_WAIT_S."""
     import psycopg
 
-    from assetcache import _postgres, _postgres_async
+    from assetcache import _postgres, _postgres_async, _shielded
 
     cursor = _postgres_async._watched_cursor(psycopg)
     real = cursor.execute
@@ -194,7 +194,7 @@ def test_a_lock_statement_cancelled_in_flight_leaves_the_key_free(
                     with pytest.raises(asyncio.CancelledError):
                         await attempt
                     for _ in range(100):  # the statement, then the give-back, run on
-                        if not sessions._running:
+                        if not _shielded._RUNNING:
                             break
                         await asyncio.sleep(0.05)
                 other = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)

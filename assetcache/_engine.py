@@ -16,9 +16,9 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # types only: the console script's hit picks its engine here, cheaply
     import contextlib
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from datetime import datetime
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from ._asset import Asset
     from ._sqlite_ledger import FileStat, MergeOutcome
@@ -109,6 +109,21 @@ if TYPE_CHECKING:  # types only: the console script's hit picks its engine here,
 
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: Rows per read (and per delete) when an engine walks many rows: prune, export.
+BATCH_ROWS = 5000
+
+
+def in_id_order(
+    read: Callable[[dict[str, Any]], list[Asset]], params: dict[str, Any]
+) -> Iterator[list[Asset]]:
+    """Every row a batch query selects, batch by batch in id order, each read after the last
+    id of the one before (keyset pagination): memory and each read stay small however large
+    the ledger, and rows deleted between batches (prune) never shift the next one. The query
+    takes ``:after`` and ``:limit``."""
+    params = {**params, "limit": BATCH_ROWS, "after": 0}
+    while batch := read(params):
+        yield batch
+        params["after"] = batch[-1].id
 
 
 def scheme_of(location: str) -> str:

@@ -46,6 +46,7 @@ message, a repr or ``path`` (which shows the URL with ``***``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 import threading
@@ -59,7 +60,7 @@ from . import _hit, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
-from ._engine import machine_file
+from ._engine import in_id_order, machine_file
 from ._errors import LedgerError
 from ._locks import KeyLocks
 from ._sqlite_ledger import (
@@ -544,24 +545,21 @@ class PostgresLedger:
             "email": email,
             "expired_before": expired_before,
             "uploaded_before": uploaded_before,
-            "limit": 5000,
-            "after": 0,
             **_bounds(now),
         }
-        while batch := self._rows(_schema.SELECT_PRUNE_BATCH, params):
+        read = functools.partial(self._rows, _schema.SELECT_PRUNE_BATCH)
+        for batch in in_id_order(read, params):
             if not dry_run:
                 with self._session() as conn, conn.transaction():
                     ids = [a.id for a in batch]
                     conn.execute("DELETE FROM uploads WHERE id = ANY(%(ids)s)", {"ids": ids})
             yield from batch
-            params["after"] = batch[-1].id
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
-        params: dict[str, Any] = {"email": email, "live_after": live_after}
-        params.update(limit=5000, after=0)
-        while batch := self._rows(_schema.SELECT_EXPORT_BATCH, params):
+        params = {"email": email, "live_after": live_after}
+        read = functools.partial(self._rows, _schema.SELECT_EXPORT_BATCH)
+        for batch in in_id_order(read, params):
             yield from batch
-            params["after"] = batch[-1].id
 
     def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
         batch = list(assets)

@@ -47,6 +47,7 @@ Alembic or SQLAlchemy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _schema
 from ._asset import Asset
+from ._engine import BATCH_ROWS, in_id_order
 from ._errors import LedgerError
 
 # Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
 #: Rows deleted per write transaction. Deletes cost index maintenance on random pages; 5000
 #: a batch shares more of those pages than 1000 (-35 % time at a million rows) while memory
 #: stays a few MB and each write lock is held well under a second.
-PRUNE_BATCH: Final = 5000
+PRUNE_BATCH: Final = BATCH_ROWS
 #: What decoding a row raises when another program wrote a value that is not ours.
 _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
 
@@ -210,19 +212,14 @@ class Ledger(LedgerFile):
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
         """Every row (of ``email``, live after ``live_after`` when given), in id order, read
         in batches: memory stays bounded however large the ledger."""
-        params: dict[str, Any] = {
-            "email": email,
-            "live_after": _db_time_or_none(live_after),
-            "limit": PRUNE_BATCH,
-            "after": 0,
-        }
-        while True:
-            with self._reading() as conn:
-                batch = self._decoded(conn.execute(_schema.SELECT_EXPORT_BATCH, params))
-            if not batch:
-                return
+        params = {"email": email, "live_after": _db_time_or_none(live_after)}
+        read = functools.partial(self._read_batch, _schema.SELECT_EXPORT_BATCH)
+        for batch in in_id_order(read, params):
             yield from batch
-            params["after"] = batch[-1].id
+
+    def _read_batch(self, sql: str, params: dict[str, Any]) -> list[Asset]:
+        with self._reading() as conn:
+            return self._decoded(conn.execute(sql, params))
 
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
@@ -278,20 +275,14 @@ class Ledger(LedgerFile):
             "email": email,
             "expired_before": _db_time_or_none(expired_before),
             "uploaded_before": _db_time_or_none(uploaded_before),
-            "limit": PRUNE_BATCH,
-            "after": 0,
             **_credible_bounds(now),
         }
-        while True:
-            with self._reading() as conn:
-                batch = self._decoded(conn.execute(_schema.SELECT_PRUNE_BATCH, params))
-            if not batch:
-                return
+        read = functools.partial(self._read_batch, _schema.SELECT_PRUNE_BATCH)
+        for batch in in_id_order(read, params):
             if not dry_run:
                 with self.write() as conn:
                     conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
             yield from batch
-            params["after"] = batch[-1].id
 
 
 def migrate(ledger: LedgerFile) -> None:

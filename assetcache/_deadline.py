@@ -13,7 +13,10 @@ LedgerError, as for a server that went away.
 is cut for both, and the number cannot be reused by another file before the driver closes it.
 
 One daemon thread per process checks the watched sessions once per ``_TICK_S``; arming and
-disarming are dictionary operations, so a statement pays nanoseconds, not a thread.
+disarming are dictionary operations, so a statement pays nanoseconds, not a thread. The same
+thread closes sessions left idle (``close_when_idle``): a server's connection slots are shared
+by every process of a farm, and one held by a process that has nothing to ask is one another
+process cannot have.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class Watchdog:
         self._guard = threading.Lock()
         self._watched: dict[int, tuple[float, float, Callable[[], int]]] = {}
         self._cut: set[int] = set()
+        #: Idle sessions: id -> (when to close, the closer). The closer decides under its own
+        #: lock whether the session is still idle; it runs outside this one.
+        self._idle: dict[int, tuple[float, Callable[[], None]]] = {}
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -72,10 +78,22 @@ class Watchdog:
                 return True
             return False
 
+    def close_when_idle(self, key: object, after_s: float, close: Callable[[], None]) -> None:
+        """Call ``close()`` once ``key``'s session has been idle for ``after_s`` (unless it is
+        used again first: ``in_use``)."""
+        self._start()
+        with self._guard:
+            self._idle[id(key)] = (time.monotonic() + after_s, close)
+
+    def in_use(self, key: object) -> None:
+        """``key``'s session is busy again: no idle close is due."""
+        with self._guard:
+            self._idle.pop(id(key), None)
+
     def _start(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's thread did not come along
             self._guard = threading.Lock()
-            self._watched, self._cut, self._thread = {}, set(), None
+            self._watched, self._cut, self._idle, self._thread = {}, set(), {}, None
             self._pid = os.getpid()
         if self._thread is not None:
             return
@@ -98,6 +116,12 @@ class Watchdog:
                     del self._watched[ident]
                     self._cut.add(ident)
                     _shut_down(socket_of)
+                idle = [(i, e[1]) for i, e in self._idle.items() if e[0] <= now]
+                for ident, _ in idle:
+                    del self._idle[ident]
+            for _, close in idle:
+                with contextlib.suppress(Exception):  # a closer that fails leaves a session open
+                    close()
 
 
 def _shut_down(socket_of: Callable[[], int]) -> None:

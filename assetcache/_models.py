@@ -80,4 +80,16 @@ class FileStatRow(SQLModel, table=True):
     recorded_ns: int = Field(sa_type=BigInteger)
 
 
+class UploadLeaseRow(SQLModel, table=True):
+    """A claim on one (content, account) key while its upload runs (a shared ledger's single
+    flight): who holds it, and until when on the server's clock. See ``_leases.py``."""
+
+    __tablename__: ClassVar[str] = _schema.UPLOAD_LEASES
+
+    sha256: str = Field(max_length=64, primary_key=True)
+    email: str = Field(max_length=254, primary_key=True)
+    holder: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
 metadata = SQLModel.metadata

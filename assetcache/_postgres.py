@@ -13,13 +13,15 @@ serve both engines; what differs is here:
 - **Migrations under an advisory lock**: the whole upgrade runs in one transaction that first
   takes ``pg_advisory_xact_lock``; processes opening a new database at once queue there, and
   each after the first finds the schema at head (PostgreSQL's DDL is transactional).
-- **Single flight across machines**: the local lock first (threads and processes of this
-  machine queue without touching the server), then ``pg_try_advisory_lock`` on a dedicated
-  session of this process, polled with backoff. The server frees a session's advisory locks
-  when the session ends: at once when its process dies and the kernel closes the socket, and
-  within ``LOCK_SESSION_OPTIONS``' keepalive bound (about 30 s) when its machine vanishes from
-  the network. Needs a session-level pooler mode: PgBouncer in transaction pooling would hand
-  the lock's session to someone else (use session pooling, or connect directly).
+- **One session per process, none while idle**: every statement of this ledger (reads, writes,
+  single flight's claims) runs on one session, taken in turn by the process's threads; it is
+  closed after ``IDLE_CLOSE_S`` without use. A farm of hundreds of processes then needs as many
+  server slots as processes *asking at that moment*, not a pool per process. Nothing lives in
+  the session between statements (no advisory lock, no ``SET``, no prepared statement), so a
+  transaction-pooling PgBouncer may hand each transaction to any server connection.
+- **A server out of slots** (``53300``) **or starting up** (``57P03``) is asked again with
+  backoff within ``SESSION_DEADLINE_S`` (logged at ``-v``), then named for what it is.
+- **Single flight across machines**: a lease row per key on the server's clock (``_leases``).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (keyed by the URL without its password), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
@@ -47,14 +49,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import _hit, _schema
 from ._asset import RETENTION, Asset
@@ -62,7 +63,7 @@ from ._config import Secret
 from ._deadline import WATCHDOG
 from ._engine import in_id_order, machine_file
 from ._errors import LedgerError
-from ._locks import KeyLocks
+from ._leases import RELEASE, Lease, LeaseLocks
 from ._sqlite_ledger import (
     FileStat,
     Ledger,
@@ -76,19 +77,9 @@ from ._sqlite_ledger import (
 if TYPE_CHECKING:
     from ._postgres_async import AsyncSessions
 
+_T = TypeVar("_T")
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
 _PARAM: Final = re.compile(r":([a-z_][a-z0-9_]*)")
-#: How long a waiter polls for a key another machine holds before giving up: longer than any
-#: upload can take (RetryPolicy's default budget is 180 s), so a live holder always finishes.
-LOCK_WAIT_S: Final = 600.0
-_POLL_MIN_S: Final = 0.01
-_POLL_MAX_S: Final = 0.25
-#: Keepalives for the lock session: the server notices a vanished holder within about
-#: 10 + 5 * 3 s, and tcp_user_timeout bounds a holder that vanished with unacknowledged data.
-LOCK_SESSION_OPTIONS: Final = (
-    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
-    "-c tcp_user_timeout=25000"
-)
 #: The client's side of the same bound: a server that vanished (not one that stopped) is noticed
 #: within ~25 s instead of the kernel's two hours.
 CLIENT_KEEPALIVES: Final = {
@@ -104,6 +95,32 @@ CLIENT_KEEPALIVES: Final = {
 SESSION_DEADLINE_S: Final = 30.0
 #: libpq's bound on establishing a session (TCP, TLS, authentication).
 CONNECT_TIMEOUT_S: Final = 10
+#: A session unused this long is closed: its server slot goes back to the farm. Longer than
+#: _leases.RENEW_S, so a process renewing a lease keeps its session between renewals.
+IDLE_CLOSE_S: Final = 8.0
+#: How long a thread waits for its turn on the process's session. Each statement on it is
+#: bounded by SESSION_DEADLINE_S; this covers a queue of them.
+SESSION_TURN_S: Final = 4 * SESSION_DEADLINE_S
+#: SQLSTATEs of a server that refuses a session for now: no free slot, still starting up.
+_NO_SLOT: Final = "53300"
+_STARTING: Final = "57P03"
+#: libpq reports a refused start-up as text (there is no result to carry a SQLSTATE), in the
+#: server's words, or PgBouncer's.
+_NO_SLOT_TEXTS: Final = (
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for role",
+    "too many connections for database",
+    "no more connections allowed",
+)
+_STARTING_TEXTS: Final = (
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+#: Backoff between attempts to get a slot: doubling from the first, at most the last.
+_SLOT_WAIT_FIRST_S: Final = 0.1
+_SLOT_WAIT_MAX_S: Final = 2.0
 #: The migration's advisory lock key (any constant no other key can hash to in practice).
 _MIGRATION_LOCK: Final = 0x6173_7365_7463_6163  # "assetcac"
 #: How long recording an upload that succeeded keeps retrying a database that blinked: the
@@ -161,12 +178,13 @@ def _conninfo(url: str) -> str:
 
 
 class PostgresLedger:
-    """A ledger in a PostgreSQL database. Thread-safe: a small pool of sessions."""
+    """A ledger in a PostgreSQL database. Thread-safe: one session, taken in turns."""
 
     def __init__(self, url: str) -> None:
         self.path = without_password(url)
         self._secret = Secret(_conninfo(url))
-        self._idle: list[Any] = []
+        self._conn: Any = None  # the process's one session, while it is open
+        self._turn = threading.Lock()  # held by whoever uses the session
         self._guard = threading.Lock()
         self._closed = False
         self._ready = False  # schema checked (and migrated) by the first session
@@ -174,9 +192,9 @@ class PostgresLedger:
         # looked at by the first session, and again after each upload spooled.
         self._spool_waiting = True
         self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
-        # This machine's stat cache, mirror, spool and lock folder.
+        # This machine's stat cache, mirror and spool.
         self._local = Ledger(machine_file(url))
-        self.locks = AdvisoryLocks(self, self._local.locks)
+        self.locks = LeaseLocks(self)
         self._async: AsyncSessions | None = None
 
     def __repr__(self) -> str:
@@ -184,7 +202,7 @@ class PostgresLedger:
 
     # -- sessions ------------------------------------------------------------------------
 
-    def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
+    def fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
         detail = f" ({_one_line(exc)})" if exc is not None else ""
         # libpq quotes what it cannot parse, password and all: scrub it, as written and decoded.
         for password in passwords_in(self._secret.reveal()):
@@ -195,7 +213,7 @@ class PostgresLedger:
         """psycopg, or the LedgerError naming the extra that brings it."""
         psycopg = _driver()
         if psycopg is None:
-            raise self._fail(
+            raise self.fail(
                 "a PostgreSQL ledger needs psycopg, which is not installed",
                 hint="; install assetcache with its postgres extra (assetcache[postgres])",
             )
@@ -211,23 +229,58 @@ class PostgresLedger:
         )
 
     def unreachable(self, problem: BaseException) -> LedgerError:
-        return self._fail("cannot be reached", problem, _hint(problem))
-
-    def connect(self, *, options: str | None = None) -> Any:
-        """A new autocommit session with client-side binding, or LedgerError."""
-        psycopg = self.driver()
-        problem: Exception | None = None
-        try:
-            return psycopg.connect(
-                self.conninfo(options),
-                autocommit=True,
-                cursor_factory=_watched_cursor(psycopg),
-                connect_timeout=CONNECT_TIMEOUT_S,
+        reason = _refused_for_now(problem)
+        if reason is not None:
+            return self.fail(
+                f"{reason} for {SESSION_DEADLINE_S:.0f} s",
+                problem,
+                "; the server's max_connections are all in use: use fewer processes, or put a "
+                "pooler such as PgBouncer (transaction pooling) in front of it"
+                if reason == _NO_SLOT_REASON
+                else "; wait until the server has started, then retry",
             )
-        except psycopg.Error as exc:
-            problem = exc
-        # Raised outside the except block: no traceback keeps a frame holding the password.
-        raise self.unreachable(problem)
+        return self.fail("cannot be reached", problem, _hint(problem))
+
+    def connect(self) -> Any:
+        """A new autocommit session with client-side binding, or LedgerError. A server out of
+        slots or starting up is asked again with backoff (``slot_wait``)."""
+        psycopg = self.driver()
+        began, delay = time.monotonic(), 0.0
+        while True:
+            problem: Exception | None = None
+            try:
+                return psycopg.connect(
+                    self.conninfo(None),
+                    autocommit=True,
+                    cursor_factory=_watched_cursor(psycopg),
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    prepare_threshold=None,  # nothing kept in a server session (poolers)
+                )
+            except psycopg.Error as exc:
+                problem = exc
+            delay = self.slot_wait(problem, began, delay)
+            if not delay:
+                # Outside the except block: no traceback keeps a frame holding the password.
+                raise self.unreachable(problem)
+            time.sleep(delay)
+
+    def slot_wait(self, problem: BaseException, began: float, delay: float) -> float:
+        """How long to wait before asking a server that refused a session again; 0 when the
+        refusal is not one that passes (a wrong password) or the budget is spent."""
+        reason = _refused_for_now(problem)
+        if reason is None:
+            return 0.0
+        import random
+
+        delay = min(delay * 2, _SLOT_WAIT_MAX_S) if delay else _SLOT_WAIT_FIRST_S
+        if time.monotonic() + delay - began > SESSION_DEADLINE_S:
+            return 0.0
+        import logging
+
+        logging.getLogger("assetcache").info(
+            "ledger %s: %s; asking again in %.1f s", self.path, reason, delay
+        )
+        return delay * random.uniform(0.5, 1.0)  # jitter: a farm must not retry in step
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
@@ -261,47 +314,73 @@ class PostgresLedger:
         return self._closed
 
     def closed_error(self) -> LedgerError:
-        return self._fail("is closed")
-
-    def lost_lock_session(self, problem: BaseException) -> LedgerError:
-        return self._fail("lost its lock session", problem)
-
-    def _keep_idle(self, conn: Any) -> bool:
-        """Pool a session that is still good; False means "close it"."""
-        with self._guard:
-            keep = not self._closed and len(self._idle) < 8 and not conn.closed
-            keep = keep and not WATCHDOG.was_cut(conn)
-            if keep:
-                self._idle.append(conn)
-        return keep
+        return self.fail("is closed")
 
     @contextlib.contextmanager
     def _raw_session(self) -> Iterator[Any]:
-        psycopg = _driver()
-        with self._guard:
+        """The process's one session, for this thread's turn (opened if need be)."""
+        if not self._turn.acquire(timeout=SESSION_TURN_S):
+            raise self.fail(
+                f"was busy: this process's session stayed in use for {SESSION_TURN_S:.0f} s",
+                hint="; the server may be overloaded: check it, then retry",
+            )
+        failure: BaseException | None = None
+        try:
             if self._closed:
                 raise self.closed_error()
-            conn = self._idle.pop() if self._idle else None
-        pooled = conn is not None
-        if conn is None:
-            conn = self.connect()
-        try:
-            with WATCHDOG.watching(conn, conn.fileno, SESSION_DEADLINE_S):
-                yield conn
-        except psycopg.Error as exc:
-            conn.close()  # a session that failed may be broken: never pooled again
-            failure: BaseException = exc
-        except BaseException:
+            conn, pooled = self._conn, self._conn is not None and not self._conn.closed
+            if not pooled:
+                conn = self._conn = self.connect()
+            WATCHDOG.in_use(conn)
+            try:
+                with WATCHDOG.watching(conn, conn.fileno, SESSION_DEADLINE_S):
+                    yield conn
+            except _driver().Error as exc:
+                self._drop(conn)  # a session that failed may be broken: never used again
+                failure = exc
+            except BaseException:
+                self._drop(conn)
+                raise
+            else:
+                if self._closed or conn.closed or WATCHDOG.was_cut(conn):
+                    self._drop(conn)
+                else:
+                    closer = functools.partial(self._close_idle, conn)
+                    WATCHDOG.close_when_idle(conn, IDLE_CLOSE_S, closer)
+        finally:
+            self._turn.release()
+        if failure is not None:
+            raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    def _drop(self, conn: Any) -> None:
+        """Close ``conn`` (under the caller's turn) and forget it if it is the session."""
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(Exception):
             conn.close()
-            raise
-        else:
-            if not self._keep_idle(conn):
-                conn.close()
-            return
-        raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    def _close_idle(self, conn: Any) -> None:
+        """The watchdog's call once the session sat idle for IDLE_CLOSE_S: close it, unless
+        someone is using it right now (they schedule the next idle close when done)."""
+        if self._turn.acquire(blocking=False):
+            try:
+                if self._conn is conn:
+                    self._drop(conn)
+            finally:
+                self._turn.release()
+
+    def run(self, work: Callable[[Any], _T]) -> _T:
+        """``work(session)`` on the process's session; asked once more on a new session when a
+        restart dropped the idle one (``work`` must be safe to repeat)."""
+        try:
+            with self._session() as conn:
+                return work(conn)
+        except StaleSession:
+            with self._session() as conn:
+                return work(conn)
 
     def not_answering(self) -> LedgerError:
-        return self._fail(
+        return self.fail(
             f"did not answer within {SESSION_DEADLINE_S:.0f} s",
             hint="; the server is stopped or overloaded: check it, then retry",
         )
@@ -310,25 +389,19 @@ class PostgresLedger:
         if cut:
             return self.not_answering()
         if pooled and isinstance(exc, _driver().OperationalError):
-            # Likely every idle session died with it (a restart): drop them all.
-            with self._guard:
-                stale, self._idle = self._idle, []
-            for conn in stale:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            # Likely every idle session died with it (a restart): the asyncio ones too.
             if self._async is not None:
                 self._async.drop_idle()
-            error = self._fail("cannot be read or written", exc)
+            error = self.fail("cannot be read or written", exc)
             return StaleSession(str(error), path=self.path)
-        return self._fail("cannot be read or written", exc)
+        return self.fail("cannot be read or written", exc)
 
     def close(self) -> None:
         with self._guard:
             self._closed = True
-            sessions, self._idle = self._idle, []
-        for conn in sessions:
-            with contextlib.suppress(Exception):
-                conn.close()
+        if self._conn is not None:
+            # A session in use now is closed by its user on the way out (it sees _closed).
+            self._close_idle(self._conn)
         if self._async is not None:
             self._async.close()
         self.locks.close()
@@ -336,8 +409,9 @@ class PostgresLedger:
 
     def forget_inherited(self) -> None:
         """In a forked child: the parent's sockets are shared, so drop them, never close."""
-        _INHERITED.append(self._idle)
-        self._idle = []
+        _INHERITED.append(self._conn)
+        self._conn = None
+        self._turn = threading.Lock()
         self._guard = threading.Lock()
         if self._async is not None:
             self._async.forget_inherited()
@@ -351,13 +425,15 @@ class PostgresLedger:
         if version == _schema.HEAD:
             return
         if version is not None and version not in _schema.REVISIONS:
-            raise self._fail(
+            raise self.fail(
                 f"was written by a newer assetcache (schema {version})",
                 hint="; upgrade assetcache or use another ledger",
             )
+        if self._conn is not None:
+            self._close_idle(self._conn)  # Alembic brings its own session: one at a time
         self._migrate()
         if self._schema_version() != _schema.HEAD:
-            raise self._fail("migration did not reach the current schema")
+            raise self.fail("migration did not reach the current schema")
 
     def _schema_version(self) -> str | None:
         with self._raw_session() as conn:
@@ -370,7 +446,7 @@ class PostgresLedger:
             }
             if "alembic_version" not in tables:
                 if tables:
-                    raise self._fail(
+                    raise self.fail(
                         "is a PostgreSQL database with other tables, not an assetcache ledger",
                         hint="; give a database of its own",
                     )
@@ -402,20 +478,18 @@ class PostgresLedger:
         finally:
             engine.dispose()
         if problem is not None:
-            raise self._fail("could not be migrated to the current schema", problem)
+            raise self.fail("could not be migrated to the current schema", problem)
 
     def _plain_connection(self) -> Any:
-        return _driver().connect(self._secret.reveal(), connect_timeout=10)
+        return _driver().connect(
+            self._secret.reveal(), connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None
+        )
 
     # -- queries -------------------------------------------------------------------------
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
-        try:
-            with self._session() as conn:
-                return [asset_from_row(r) for r in conn.execute(as_psycopg(sql), params)]
-        except StaleSession:  # a read is safe to repeat, once, on a new session
-            with self._session() as conn:
-                return [asset_from_row(r) for r in conn.execute(as_psycopg(sql), params)]
+        statement = as_psycopg(sql)
+        return self.run(lambda conn: [asset_from_row(r) for r in conn.execute(statement, params)])
 
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
@@ -449,23 +523,24 @@ class PostgresLedger:
             self._local.mirror(sha256, email, asset, seen_at=seen_at)
 
     def record(self, asset: Asset) -> Asset:
-        """Insert the row; a database that blinks is retried: the upload was paid for. Past
+        """Insert the row and release the key's lease in one transaction; the answer (see
+        ``recorded``). A database that blinks is retried: the upload was paid for. Past
         RECORD_RETRY_S the row goes to this machine's spool, merged into the shared ledger by
         the next session that reaches it (this process's or any later one's on this machine)."""
+        lease = self.locks.held(asset.sha256, asset.email)
         deadline = time.monotonic() + RECORD_RETRY_S
         delay = 0.2
         while True:
             try:
                 with self._session() as conn, conn.transaction():
-                    sql = as_psycopg(_schema.RECORD_UPLOAD)
-                    row = conn.execute(sql, upload_params(asset)).fetchone()
+                    written = _write_upload(conn, asset, lease)
             except LedgerError as exc:
                 if self.give_up_recording(deadline, delay):
                     return self.spool(asset, exc)
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
-            return self.recorded(asset, row[0], row[1])
+            return self.recorded(written)
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:
         """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
@@ -473,14 +548,17 @@ class PostgresLedger:
         record does, instead of retrying for RECORD_RETRY_S)."""
         return self._closed or time.monotonic() + delay > deadline
 
-    def recorded(self, asset: Asset, row_id: int, revoked_at: datetime | None) -> Asset:
-        """After the row is in: mirror it as the ledger holds it (a ref the server handed out
-        again after a forget stays revoked there, and so in the mirror)."""
-        recorded = replace(asset, id=row_id)
-        held = recorded if revoked_at is None else replace(recorded, revoked_at=revoked_at)
+    def recorded(self, written: Written) -> Asset:
+        """After the row is in: mirror the key as the ledger now answers it, and return this
+        resolver's answer. That is its own upload, unless its lease was taken over while it
+        uploaded (it was stopped, or cut off): then its row is history, revoked at once, and
+        the answer is the taker's row when there is one (every resolver gets the same ref)."""
+        asset, row, answer = written
+        recorded = replace(asset, id=row[0], revoked_at=None)
+        held = recorded if row[1] is None else replace(recorded, revoked_at=row[1])
         # Known since it was uploaded: the cache's clock, like every other time here.
-        self.remember(asset.sha256, asset.email, held, asset.uploaded_at)
-        return recorded
+        self.remember(asset.sha256, asset.email, answer or held, asset.uploaded_at)
+        return answer or recorded
 
     def spool(self, asset: Asset, failure: LedgerError) -> Asset:
         """Keep a paid upload the shared ledger could not record; the ref itself is good."""
@@ -603,112 +681,38 @@ class PostgresLedger:
         return revoked
 
 
-class AdvisoryLocks:
-    """Single flight across machines: this machine's lock, then a PostgreSQL advisory lock."""
+#: What recording wrote: the row as written, (id, revoked_at) as held, and the key's live row
+#: when this resolver's lease was taken over (the answer instead of its own).
+Written = tuple[Asset, tuple[int, "datetime | None"], "Asset | None"]
 
-    def __init__(self, ledger: PostgresLedger, local: KeyLocks) -> None:
-        self._ledger = ledger
-        self._local = local
-        self._session: Any = None
-        self._session_guard = threading.Lock()
 
-    def _try(self, lock_id: int, *, release: bool = False) -> bool:
-        sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
-        with self._session_guard:
-            for _ in range(2):
-                fresh = self._session is None or self._session.closed
-                if fresh:
-                    self._session = self._ledger.connect(options=LOCK_SESSION_OPTIONS)
-                session = self._session
-                try:
-                    with WATCHDOG.watching(session, session.fileno, SESSION_DEADLINE_S):
-                        took = bool(session.execute(sql, (lock_id,)).fetchone()[0])
-                    if not WATCHDOG.was_cut(session):
-                        return took
-                    # Cut as the answer came: the session (and any lock it held) is gone.
-                    session.close()
-                    raise self._ledger.not_answering()
-                except _driver().Error as exc:
-                    session.close()  # a lost session has lost its locks too
-                    failure = exc
-                cut = WATCHDOG.was_cut(session)
-                # An idle session the server dropped (a restart): asking again on a new one is
-                # safe for a lock not yet held; a release has nothing left to release.
-                if release or fresh or cut:
-                    break
-        if cut:
-            raise self._ledger.not_answering()
-        raise self._ledger.lost_lock_session(failure)
+def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> Written:
+    """Inside the recording transaction: release the lease and insert the row (see
+    ``PostgresLedger.recorded``; the asyncio twin is ``_postgres_async._write_upload``)."""
+    answer = None
+    if lease is not None and not conn.execute(RELEASE, lease.params).rowcount:
+        params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
+        rows = conn.execute(as_psycopg(_schema.SELECT_NEWEST), params).fetchall()
+        answer = asset_from_row(rows[0]) if rows else None
+        asset = superseded(asset)
+    row = conn.execute(as_psycopg(_schema.RECORD_UPLOAD), upload_params(asset)).fetchone()
+    return asset, (row[0], row[1]), answer
 
-    def _deadline_passed(self, began: float) -> bool:
-        return time.monotonic() - began > LOCK_WAIT_S
 
-    def _timed_out(self) -> LedgerError:
-        return self._ledger._fail(
-            f"another process has held this image's upload lock for {LOCK_WAIT_S:.0f} s",
-            hint="; retry later",
-        )
+def taken_over_at(asset: Asset) -> datetime:
+    """"Now" for a resolver that finds its lease taken over (never before its own upload)."""
+    return max(datetime.now(UTC), asset.uploaded_at)
 
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        ident = lock_id(key)
-        with self._local.hold(key):
-            began, delay = time.monotonic(), _POLL_MIN_S
-            while not self._try(ident):
-                if self._deadline_passed(began):
-                    raise self._timed_out()
-                time.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX_S)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(LedgerError):
-                    self._try(ident, release=True)
 
-    @contextlib.asynccontextmanager
-    async def ahold(self, key: str) -> AsyncIterator[None]:
-        """As ``hold``, polling on the event loop through psycopg's asyncio driver (a lock
-        session per event loop): waiters cost no worker threads."""
-        import asyncio
-
-        ident = lock_id(key)
-        sessions = self._ledger.async_sessions()
-        async with self._local.ahold(key):
-            began, delay = time.monotonic(), _POLL_MIN_S
-            while not await sessions.try_lock(ident):
-                if self._deadline_passed(began):
-                    raise self._timed_out()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX_S)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(LedgerError):
-                    await sessions.try_lock(ident, release=True)
-
-    def close(self) -> None:
-        with self._session_guard:
-            if self._session is not None:
-                with contextlib.suppress(Exception):
-                    self._session.close()
-                self._session = None
-
-    def forget_inherited(self) -> None:
-        _INHERITED.append(self._session)
-        self._session = None
-        self._session_guard = threading.Lock()
-        self._local.forget_inherited()
+def superseded(asset: Asset) -> Asset:
+    """The row of an upload whose lease was taken over meanwhile: kept (it was paid for) but
+    revoked from the start, so it is nobody else's answer."""
+    return replace(asset, revoked_at=asset.uploaded_at)
 
 
 def next_delay(delay: float) -> float:
     """Backoff between attempts to record: doubling, at most 5 s."""
     return min(delay * 2, 5.0)
-
-
-def lock_id(key: str) -> int:
-    """A signed 64-bit advisory lock key for a (content, account) key."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def newest_params(sha256: str, email: str, now: datetime) -> dict[str, Any]:
@@ -739,6 +743,20 @@ def upload_params(asset: Asset) -> dict[str, Any]:
 
 def _one_line(exc: BaseException | None) -> str:
     return " ".join(str(exc).split())[:300] if exc is not None else ""
+
+
+_NO_SLOT_REASON: Final = "the server has no free connection slots"
+
+
+def _refused_for_now(exc: BaseException | None) -> str | None:
+    """Why the server refused a session for a while (no free slot, starting up), or None."""
+    state = getattr(exc, "sqlstate", None)
+    text = str(exc).lower()
+    if state == _NO_SLOT or any(t in text for t in _NO_SLOT_TEXTS):
+        return _NO_SLOT_REASON
+    if state == _STARTING or any(t in text for t in _STARTING_TEXTS):
+        return "the server is starting up"
+    return None
 
 
 def _hint(exc: BaseException | None) -> str:

@@ -8,7 +8,8 @@ resolves cost sockets, not threads (the default executor has a handful). What is
 mirror and spool, SQLite files) and the bulk commands stay on the sync driver in worker threads.
 
 A session belongs to the event loop that made it (the driver waits for its socket on that loop):
-each loop has its own pool and its own lock session, and a session is never handed to another
+each loop has one session, taken in turns by its tasks (claims, renewals and releases of
+single flight's leases included) and closed when idle, and a session is never handed to another
 loop. Failures read exactly as on the sync side (``PostgresLedger.session_failure``), the client
 deadline (``_deadline``) watches these sessions too, and a pooled session a restart dropped is
 asked again once.
@@ -21,11 +22,11 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _postgres, _schema
+from . import _leases, _postgres, _schema
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
@@ -33,7 +34,10 @@ from ._sqlite_ledger import asset_from_row
 
 if TYPE_CHECKING:
     from ._asset import Asset
+    from ._leases import Lease
     from ._postgres import PostgresLedger
+
+_T = TypeVar("_T")
 
 _CURSOR: list[Any] = []
 #: What children inherited at fork and must neither use nor close.
@@ -61,96 +65,132 @@ def _finish(conn: Any) -> None:
 
 
 class AsyncSessions:
-    """One PostgreSQL ledger's asyncio sessions: a small pool and a lock session per loop."""
+    """One PostgreSQL ledger's asyncio sessions: one per event loop, taken in turns."""
 
     def __init__(self, ledger: PostgresLedger) -> None:
         self._ledger = ledger
         self._guard = threading.Lock()
-        self._idle: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        self._lock_sessions: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._lock_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-        #: Lock statements running on for cancelled callers (see ``try_lock``).
+        #: Each loop's session while it is open, and whether a task is using it now.
+        self._sessions: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._busy: set[asyncio.AbstractEventLoop] = set()
+        self._turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     # -- sessions ------------------------------------------------------------------------
 
-    async def _connect(self, options: str | None = None) -> Any:
+    async def _connect(self) -> Any:
         ledger = self._ledger
         psycopg = ledger.driver()
-        problem: Exception | None = None
-        try:
-            return await psycopg.AsyncConnection.connect(
-                ledger.conninfo(options),
-                autocommit=True,
-                cursor_factory=_watched_cursor(psycopg),
-                connect_timeout=_postgres.CONNECT_TIMEOUT_S,
-            )
-        except psycopg.Error as exc:
-            problem = exc
-        # Raised outside the except block: no traceback keeps a frame holding the password.
-        raise ledger.unreachable(problem)
+        began, delay = time.monotonic(), 0.0
+        while True:
+            problem: Exception | None = None
+            try:
+                return await psycopg.AsyncConnection.connect(
+                    ledger.conninfo(None),
+                    autocommit=True,
+                    cursor_factory=_watched_cursor(psycopg),
+                    connect_timeout=_postgres.CONNECT_TIMEOUT_S,
+                    prepare_threshold=None,  # nothing kept in a server session (poolers)
+                )
+            except psycopg.Error as exc:
+                problem = exc
+            delay = ledger.slot_wait(problem, began, delay)
+            if not delay:
+                # Outside the except block: no traceback keeps a frame holding the password.
+                raise ledger.unreachable(problem)
+            await asyncio.sleep(delay)
+
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+        with self._guard:
+            if self._ledger.closed:
+                raise self._ledger.closed_error()
+            self._forget_finished_loops()
+            return self._turns.setdefault(loop, asyncio.Lock())
 
     def _checkout(self, loop: asyncio.AbstractEventLoop) -> Any | None:
         with self._guard:
             if self._ledger.closed:
                 raise self._ledger.closed_error()
-            self._forget_finished_loops()
-            pool = self._idle.get(loop)
-            return pool.pop() if pool else None
+            self._busy.add(loop)
+            conn = self._sessions.get(loop)
+            return None if conn is None or conn.closed else conn
 
-    def _forget_finished_loops(self) -> None:
-        """A closed loop's sessions can never be used again (nor its lock session's locks be
-        released): close them, under the guard."""
-        for loop in [loop for loop in self._idle if loop.is_closed()]:
-            for conn in self._idle.pop(loop):
-                _finish(conn)
-        for loop in [loop for loop in self._lock_sessions if loop.is_closed()]:
-            _finish(self._lock_sessions.pop(loop))
-            self._lock_turns.pop(loop, None)
-
-    def _keep(self, loop: asyncio.AbstractEventLoop, conn: Any) -> bool:
+    def _checkin(self, loop: asyncio.AbstractEventLoop, conn: Any, *, keep: bool) -> None:
         with self._guard:
-            pool = self._idle.setdefault(loop, [])
-            keep = not self._ledger.closed and len(pool) < 8 and not conn.closed
+            self._busy.discard(loop)
+            keep = keep and not self._ledger.closed and not conn.closed
             keep = keep and not WATCHDOG.was_cut(conn)
             if keep:
-                pool.append(conn)
-        return keep
+                self._sessions[loop] = conn
+            elif self._sessions.get(loop) is conn:
+                del self._sessions[loop]
+        if keep:
+            closer = functools.partial(self._close_idle, loop, conn)
+            WATCHDOG.close_when_idle(conn, _postgres.IDLE_CLOSE_S, closer)
+        else:
+            _finish(conn)
+
+    def _close_idle(self, loop: asyncio.AbstractEventLoop, conn: Any) -> None:
+        """The watchdog's call (from its thread) once a loop's session sat idle."""
+        with self._guard:
+            if loop in self._busy or self._sessions.get(loop) is not conn:
+                return  # in use again: its user schedules the next idle close
+            del self._sessions[loop]
+        _finish(conn)
+
+    def _forget_finished_loops(self) -> None:
+        """A closed loop's session can never be used again: close it, under the guard."""
+        for loop in [loop for loop in self._sessions if loop.is_closed()]:
+            _finish(self._sessions.pop(loop))
+        for loop in [loop for loop in self._turns if loop.is_closed()]:
+            del self._turns[loop]
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Any]:
+        """This loop's one session, for this task's turn (opened if need be)."""
         ledger = self._ledger
         if not ledger.ready:
             await asyncio.to_thread(ledger.ensure_ready)  # schema (once), spool: sync
         psycopg = ledger.driver()
         loop = asyncio.get_running_loop()
-        conn = self._checkout(loop)
-        pooled = conn is not None
-        if conn is None:
-            conn = await self._connect()
+        async with self._turn(loop):
+            conn = self._checkout(loop)
+            pooled = conn is not None
+            try:
+                if conn is None:
+                    conn = await self._connect()
+            except BaseException:
+                with self._guard:
+                    self._busy.discard(loop)
+                raise
+            WATCHDOG.in_use(conn)
+            failure: BaseException | None = None
+            try:
+                with WATCHDOG.watching(conn, conn.fileno, _postgres.SESSION_DEADLINE_S):
+                    yield conn
+            except psycopg.Error as exc:
+                failure = exc  # a session that failed may be broken: never used again
+                self._checkin(loop, conn, keep=False)
+            except BaseException:
+                self._checkin(loop, conn, keep=False)
+                raise
+            else:
+                self._checkin(loop, conn, keep=True)
+        if failure is not None:
+            raise ledger.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    async def _run(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """As ``PostgresLedger.run``: once more on a new session after a restart."""
         try:
-            with WATCHDOG.watching(conn, conn.fileno, _postgres.SESSION_DEADLINE_S):
-                yield conn
-        except psycopg.Error as exc:
-            _finish(conn)  # a session that failed may be broken: never pooled again
-            failure: BaseException = exc
-        except BaseException:
-            _finish(conn)
-            raise
-        else:
-            if not self._keep(loop, conn):
-                _finish(conn)
-            return
-        raise ledger.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+            async with self.session() as conn:
+                return await work(conn)
+        except _postgres.StaleSession:
+            async with self.session() as conn:
+                return await work(conn)
 
     # -- the resolve path ----------------------------------------------------------------
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[Asset]:
-        try:
-            async with self.session() as conn:
-                return await _read(conn, sql, params)
-        except _postgres.StaleSession:  # a read is safe to repeat, once, on a new session
-            async with self.session() as conn:
-                return await _read(conn, sql, params)
+        return await self._run(functools.partial(_read, sql=sql, params=params))
 
     async def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
@@ -170,102 +210,102 @@ class AsyncSessions:
         return newest
 
     async def record(self, asset: Asset) -> Asset:
-        """As ``PostgresLedger.record``: retried for RECORD_RETRY_S, then spooled."""
+        """As ``PostgresLedger.record``: the lease released with the row, retried for
+        RECORD_RETRY_S, then spooled."""
+        lease = self._ledger.locks.held(asset.sha256, asset.email)
         deadline = time.monotonic() + _postgres.RECORD_RETRY_S
         delay = 0.2
         while True:
             try:
                 async with self.session() as conn, conn.transaction():
-                    cursor = await conn.execute(
-                        _postgres.as_psycopg(_schema.RECORD_UPLOAD), _postgres.upload_params(asset)
-                    )
-                    row = await cursor.fetchone()
+                    written = await _write_upload(conn, asset, lease)
             except LedgerError as exc:
                 if self._ledger.give_up_recording(deadline, delay):
                     return await asyncio.to_thread(self._ledger.spool, asset, exc)
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
                 continue
-            return await asyncio.to_thread(self._ledger.recorded, asset, row[0], row[1])
+            return await asyncio.to_thread(self._ledger.recorded, written)
 
-    # -- single flight -------------------------------------------------------------------
+    # -- single flight (see _leases) -----------------------------------------------------
 
-    async def try_lock(self, ident: int, *, release: bool = False) -> bool:
-        """``pg_try_advisory_lock`` (or the unlock) on this loop's lock session; as the sync
-        ``AdvisoryLocks._try``, an idle lock session a restart dropped is replaced once.
+    async def claim(self, lease: Lease) -> bool:
+        """The lease's claim statement. A caller cancelled while it is in flight must not cut
+        it short: the server may already have given us the key, which nobody would then
+        release for LEASE_S. So it finishes in a task of its own, and a key it took for a
+        cancelled caller is given back."""
+        return await finished_anyway(
+            self._claim(lease), after_cancel=functools.partial(self._give_back, lease)
+        )
 
-        A caller cancelled while the statement is in flight (``asyncio.wait_for``, a task
-        group) must not cut it short: the server may already have taken the lock, and a lock
-        nobody knows it holds stays held by this loop's long-lived session, stalling every other
-        machine's waiters for LOCK_WAIT_S. So the statement finishes in a task of its own, and
-        a lock it took for a cancelled caller is given back."""
-        give_back = None if release else functools.partial(self._give_back, ident)
-        return await finished_anyway(self._try_lock(ident, release=release), after_cancel=give_back)
+    async def _claim(self, lease: Lease) -> bool:
+        async def claim(conn: Any) -> bool:
+            cursor = await conn.execute(_leases.CLAIM, lease.params)
+            return await cursor.fetchone() is not None
 
-    def _give_back(self, ident: int, attempt: asyncio.Future[bool]) -> None:
-        """After a cancelled caller's attempt: release the lock if the attempt took it."""
+        return await self._run(claim)
+
+    def _give_back(self, lease: Lease, attempt: asyncio.Future[bool]) -> None:
         if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
             return  # nothing taken
-        keep_running(asyncio.ensure_future(self._try_lock(ident, release=True)))
+        keep_running(asyncio.ensure_future(self.release(lease)))
 
-    async def _try_lock(self, ident: int, *, release: bool) -> bool:
-        sql = "SELECT pg_advisory_unlock(%s)" if release else "SELECT pg_try_advisory_lock(%s)"
-        psycopg = self._ledger.driver()
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            self._forget_finished_loops()
-            turn = self._lock_turns.setdefault(loop, asyncio.Lock())
-        async with turn:  # one statement at a time on the session (and one reconnect)
-            for _ in range(2):
-                session: Any = self._lock_sessions.get(loop)
-                fresh = session is None or session.closed
-                if fresh:
-                    session = await self._connect(_postgres.LOCK_SESSION_OPTIONS)
-                    with self._guard:
-                        self._lock_sessions[loop] = session
-                try:
-                    with WATCHDOG.watching(session, session.fileno, _postgres.SESSION_DEADLINE_S):
-                        cursor = await session.execute(sql, (ident,))
-                        took = bool((await cursor.fetchone())[0])
-                    if not WATCHDOG.was_cut(session):
-                        return took
-                    # Cut as the answer came: the session (and any lock it held) is gone.
-                    _finish(session)
-                    raise self._ledger.not_answering()
-                except psycopg.Error as exc:
-                    _finish(session)  # a lost session has lost its locks too
-                    failure = exc
-                cut = WATCHDOG.was_cut(session)
-                if release or fresh or cut:
-                    break
-        if cut:
-            raise self._ledger.not_answering()
-        raise self._ledger.lost_lock_session(failure)
+    async def release(self, lease: Lease) -> None:
+        async def release(conn: Any) -> None:
+            await conn.execute(_leases.RELEASE, lease.params)
+
+        await self._run(release)
+
+    async def keep_renewing(self, lease: Lease) -> None:
+        """Renew every RENEW_S until cancelled, or until the lease turns out taken over."""
+
+        async def renew(conn: Any) -> bool:
+            return bool((await conn.execute(_leases.RENEW, lease.params)).rowcount)
+
+        while True:
+            await asyncio.sleep(_leases.RENEW_S)
+            try:
+                if not await self._run(renew):
+                    return  # taken over: recording will find out and act on it
+            except LedgerError:
+                continue  # the next renewal may reach the server
 
     # -- lifetime ------------------------------------------------------------------------
 
     def drop_idle(self) -> None:
-        """The server dropped its sessions (a restart): close the idle ones of every loop."""
+        """The server dropped its sessions (a restart): close every loop's idle one."""
         with self._guard:
-            pools, self._idle = self._idle, {}
-        for pool in pools.values():
-            for conn in pool:
-                _finish(conn)
+            idle = {loop: c for loop, c in self._sessions.items() if loop not in self._busy}
+            for loop in idle:
+                del self._sessions[loop]
+        for conn in idle.values():
+            _finish(conn)
 
     def close(self) -> None:
-        self.drop_idle()
-        with self._guard:
-            sessions, self._lock_sessions = self._lock_sessions, {}
-        for session in sessions.values():
-            _finish(session)
+        self.drop_idle()  # a session in use is closed by its user on the way out
 
     def forget_inherited(self) -> None:
         """In a forked child: the parent's sockets are shared, so drop them, never close."""
-        _INHERITED.append((self._idle, self._lock_sessions))
+        _INHERITED.append(self._sessions)
         self._guard = threading.Lock()
-        self._idle, self._lock_sessions, self._lock_turns = {}, {}, {}
+        self._sessions, self._busy, self._turns = {}, set(), {}
 
 
-async def _read(conn: Any, sql: str, params: dict[str, Any]) -> list[Asset]:
+async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> _postgres.Written:
+    """``_postgres._write_upload``, awaited."""
+    answer = None
+    if lease is not None and not (await conn.execute(_leases.RELEASE, lease.params)).rowcount:
+        params = _postgres.newest_params(asset.sha256, asset.email, _postgres.taken_over_at(asset))
+        rows = await _read(conn, sql=_schema.SELECT_NEWEST, params=params)
+        answer = rows[0] if rows else None
+        asset = _postgres.superseded(asset)
+    cursor = await conn.execute(
+        _postgres.as_psycopg(_schema.RECORD_UPLOAD), _postgres.upload_params(asset)
+    )
+    row = await cursor.fetchone()
+    return asset, (row[0], row[1]), answer
+
+
+async def _read(conn: Any, *, sql: str, params: dict[str, Any]) -> list[Asset]:
     cursor = await conn.execute(_postgres.as_psycopg(sql), params)
     return [asset_from_row(row) for row in await cursor.fetchall()]

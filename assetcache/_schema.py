@@ -28,6 +28,7 @@ REVISIONS: Final = (
     "0004_source_host",
     "0005_mirrored_at",
     "0006_unique_upload",
+    "0007_upload_leases",
 )
 HEAD: Final = REVISIONS[-1]
 
@@ -50,6 +51,8 @@ UPLOAD_COLUMNS: Final = (
 #: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
 MIRROR_ONLY_COLUMNS: Final = ("mirrored_at",)
 FILE_STATS: Final = "file_stats"
+#: A shared ledger's single-flight claims (see _leases.py; PostgreSQL only at run time).
+UPLOAD_LEASES: Final = "upload_leases"
 FILE_STAT_COLUMNS: Final = (
     "path",
     "device",

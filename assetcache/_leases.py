@@ -1,0 +1,298 @@
+"""Single flight across machines on a shared ledger: a lease row per (content, account) key.
+
+A resolver about to upload *claims* its key: one autocommit statement inserts a row in
+``upload_leases`` holding a token of its own and an expiry ``LEASE_S`` ahead on the **server's
+clock**, or takes over a row whose expiry has passed. While the upload runs the holder renews
+the expiry every ``RENEW_S``; the transaction that records the upload deletes the lease, so a
+waiter that finds the key free finds the row too. Waiters poll the claim with backoff.
+
+Why rows and not ``pg_advisory_lock``: an advisory lock lives in a server session, so a process
+waiting on one needs a session of its own for as long as it waits, a transaction-pooling
+PgBouncer hands that session to someone else between statements (breaking single flight), and
+the lock cannot say who holds it. A lease is plain data: every statement may run on any
+session (one short-lived session per process serves claims, renewals and reads alike), it works
+through any pooler, and a waiter can name the holder.
+
+The bounds, all on the server's clock (no machine's clock matters):
+
+- a holder killed (``kill -9``), stopped (``SIGSTOP``, a debugger, a paused VM) or cut off
+  stops renewing; its key is taken over at most ``LEASE_S`` (20 s) after its last renewal,
+  plus one poll;
+- a holder that comes back after that records its upload as its own row, but marked revoked at
+  once (``PostgresLedger.record``): others were given the taker's ref, and a ref nobody else was
+  given must never become anyone's answer. That costs one extra upload;
+- a healthy holder whose renewals cannot reach the database for ``LEASE_S`` (the server
+  restarted, the network blinked) may be taken over the same way, with the same cost.
+
+Threads and asyncio tasks of one process queue on an in-process lock per key first, so a
+process never polls the server for a key it is already uploading. Processes of one machine
+do not take a machine-wide lock: a stopped local holder must be taken over like any other, and
+waiting costs statements, not sessions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from ._errors import LedgerError
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresLedger
+
+#: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
+#: or vanished. Long enough that a database blinking for a few seconds costs nothing.
+LEASE_S: Final = 20.0
+#: How often a holder renews: four chances before its lease runs out.
+RENEW_S: Final = 5.0
+#: How long a waiter polls for a key held elsewhere before giving up: longer than any upload
+#: can take (RetryPolicy's default budget is 180 s), so a live holder always finishes.
+LOCK_WAIT_S: Final = 600.0
+_POLL_MIN_S: Final = 0.01
+#: The slowest poll: a waiter learns of a finished upload within this (plus the statement).
+_POLL_MAX_S: Final = 0.25
+
+_LEASES: Final = "upload_leases"
+#: Take the key if it is free, expired, or already ours (a claim repeated after a lost answer).
+CLAIM: Final = (
+    f"INSERT INTO {_LEASES} AS held (sha256, email, holder, expires_at) "
+    "VALUES (%(sha256)s, %(email)s, %(holder)s, "
+    "clock_timestamp() + %(lease_s)s * interval '1 second') "
+    "ON CONFLICT (sha256, email) DO UPDATE SET holder = excluded.holder, "
+    "expires_at = excluded.expires_at "
+    "WHERE held.expires_at < clock_timestamp() OR held.holder = excluded.holder "
+    "RETURNING holder"
+)
+RENEW: Final = (
+    f"UPDATE {_LEASES} SET expires_at = clock_timestamp() + %(lease_s)s * interval '1 second' "
+    "WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(holder)s"
+)
+RELEASE: Final = (
+    f"DELETE FROM {_LEASES} WHERE sha256 = %(sha256)s AND email = %(email)s "
+    "AND holder = %(holder)s"
+)
+HELD_BY: Final = (
+    f"SELECT holder, extract(epoch FROM expires_at - clock_timestamp()) FROM {_LEASES} "
+    "WHERE sha256 = %(sha256)s AND email = %(email)s"
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claim: the key, and a token no other claim (even this process's next) shares."""
+
+    sha256: str
+    email: str
+    holder: str = field(default_factory=lambda: _holder_token())
+
+    @classmethod
+    def of(cls, key: str) -> Lease:
+        sha256, _, email = key.partition(":")  # "sha256:email"; a hex digest has no colon
+        return cls(sha256, email)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "email": self.email,
+            "holder": self.holder,
+            "lease_s": LEASE_S,
+        }
+
+
+def _holder_token() -> str:
+    """Who holds a lease, as a waiter that gave up will name it: host, pid, and a nonce."""
+    import socket
+
+    return f"{socket.gethostname()[:120]} pid {os.getpid()} {uuid.uuid4().hex[:16]}"
+
+
+def holder_named(holder: str) -> str:
+    """``host pid N nonce`` -> ``host pid N``."""
+    return holder.rsplit(" ", 1)[0]
+
+
+class KeyTurns:
+    """Per-key thread locks of one process, kept only while someone holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def _enter(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+            return lock
+
+    def _leave(self, key: str) -> None:
+        with self._guard:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    @contextlib.contextmanager
+    def hold(self, key: str, wait_s: float, timed_out: Callable[[], LedgerError]) -> Iterator[None]:
+        lock = self._enter(key)
+        try:
+            if not lock.acquire(timeout=wait_s):
+                raise timed_out()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._leave(key)
+
+    @contextlib.asynccontextmanager
+    async def ahold(
+        self, key: str, wait_s: float, timed_out: Callable[[], LedgerError]
+    ) -> AsyncIterator[None]:
+        """As ``hold``, polling: a blocking acquire would stall the event loop."""
+        import asyncio
+
+        lock = self._enter(key)
+        try:
+            began, delay = time.monotonic(), _POLL_MIN_S
+            while not lock.acquire(blocking=False):
+                if time.monotonic() - began > wait_s:
+                    raise timed_out()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._leave(key)
+
+    def forget_inherited(self) -> None:
+        """In a forked child: a lock a parent thread held would stay held forever here."""
+        self._guard = threading.Lock()
+        self._locks = {}
+
+
+class LeaseLocks:
+    """The shared ledger's KeyLock: an in-process turn per key, then the key's lease."""
+
+    def __init__(self, ledger: PostgresLedger) -> None:
+        self._ledger = ledger
+        self._turns = KeyTurns()
+        #: The leases this process holds now, by key: recording an upload releases its lease
+        #: in the same transaction (and learns whether it was taken over meanwhile).
+        self._held: dict[tuple[str, str], Lease] = {}
+
+    def held(self, sha256: str, email: str) -> Lease | None:
+        return self._held.get((sha256, email))
+
+    # -- the sync path -------------------------------------------------------------------
+
+    def _claim(self, lease: Lease) -> bool:
+        claimed = self._ledger.run(lambda conn: conn.execute(CLAIM, lease.params).fetchone())
+        return claimed is not None
+
+    def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(LedgerError):  # unreleased, it expires within LEASE_S
+            self._ledger.run(lambda conn: conn.execute(RELEASE, lease.params))
+
+    def renew(self, lease: Lease) -> bool:
+        """Whether the lease is still ours (renewed); a failure to ask counts as yes: the
+        next renewal may reach the server, and recording finds out for certain."""
+        try:
+            return bool(self._ledger.run(lambda conn: conn.execute(RENEW, lease.params).rowcount))
+        except LedgerError:
+            return True
+
+    def holder_of(self, lease: Lease) -> tuple[str, float] | None:
+        """Who holds the key now, and for how many more seconds, if anyone."""
+        with contextlib.suppress(LedgerError):
+            row = self._ledger.run(lambda conn: conn.execute(HELD_BY, lease.params).fetchone())
+            if row is not None:
+                return holder_named(str(row[0])), float(row[1])
+        return None
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        lease = Lease.of(key)
+        with self._turns.hold(key, LOCK_WAIT_S, lambda: self._timed_out(lease)):
+            began, delay = time.monotonic(), _POLL_MIN_S
+            while not self._claim(lease):
+                if time.monotonic() - began > LOCK_WAIT_S:
+                    raise self._timed_out(lease)
+                time.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+            self._held[(lease.sha256, lease.email)] = lease
+            stop = threading.Event()
+            renewer = threading.Thread(
+                target=self._keep_renewing, args=(lease, stop), name="assetcache-lease", daemon=True
+            )
+            renewer.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                del self._held[(lease.sha256, lease.email)]
+                renewer.join()
+                self._release(lease)
+
+    def _keep_renewing(self, lease: Lease, stop: threading.Event) -> None:
+        while not stop.wait(RENEW_S):
+            if not self.renew(lease):
+                return  # taken over: recording will find out and act on it
+
+    # -- the asyncio path ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def ahold(self, key: str) -> AsyncIterator[None]:
+        """As ``hold``, on the event loop through psycopg's asyncio driver: claims, renewals
+        and the release are statements on the loop's one session; waiters cost no thread."""
+        import asyncio
+
+        from ._shielded import finished_anyway
+
+        sessions = self._ledger.async_sessions()
+        lease = Lease.of(key)
+        async with self._turns.ahold(key, LOCK_WAIT_S, lambda: self._timed_out(lease)):
+            began, delay = time.monotonic(), _POLL_MIN_S
+            while not await sessions.claim(lease):
+                if time.monotonic() - began > LOCK_WAIT_S:
+                    raise await asyncio.to_thread(self._timed_out, lease)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX_S)
+            self._held[(lease.sha256, lease.email)] = lease
+            renewal = asyncio.ensure_future(sessions.keep_renewing(lease))
+            try:
+                yield
+            finally:
+                renewal.cancel()
+                del self._held[(lease.sha256, lease.email)]
+                # Released even for a cancelled caller: otherwise the key waits out LEASE_S.
+                with contextlib.suppress(LedgerError, asyncio.CancelledError):
+                    await finished_anyway(sessions.release(lease))
+
+    # -- both ----------------------------------------------------------------------------
+
+    def _timed_out(self, lease: Lease) -> LedgerError:
+        holder = self.holder_of(lease)
+        who = f" ({holder[0]}, lease renewed until {holder[1]:.0f} s from now)" if holder else ""
+        return self._ledger.fail(
+            f"another process{who} has held this image's upload lease for {LOCK_WAIT_S:.0f} s",
+            hint="; retry later",
+        )
+
+    def close(self) -> None:
+        """Nothing to close: leases live in rows, renewed by the holds themselves."""
+
+    def forget_inherited(self) -> None:
+        """In a forked child: the parent's holds are the parent's (its renewers did not come
+        along); the child starts with none."""
+        self._turns.forget_inherited()
+        self._held = {}

@@ -224,7 +224,12 @@ class PostgresLedger:
         keep it in a variable (frames are shown by tracebacks and debuggers)."""
         return str(
             self.driver().conninfo.make_conninfo(
-                self._secret.reveal(), options=options, **CLIENT_KEEPALIVES
+                self._secret.reveal(),
+                options=options,
+                # How an operator tells assetcache's sessions apart (pg_stat_activity, PgBouncer's
+                # SHOW CLIENTS); an application_name in the URL wins.
+                fallback_application_name="assetcache",
+                **CLIENT_KEEPALIVES,
             )
         )
 

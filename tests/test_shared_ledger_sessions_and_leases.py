@@ -205,3 +205,53 @@ def test_a_stopped_or_killed_holder_is_taken_over_and_its_late_upload_is_nobodys
             found = third.lookup(image, email=EMAIL)
         assert found is not None and found.asset_ref == taken.asset_ref
         taker.close()
+
+
+def _role_with_one_slot(server: Any, url: str) -> str:
+    """The test database's URL for a new role that may hold one session at a time (a server
+    out of slots answers the same SQLSTATE 53300 as a role out of them)."""
+    import uuid
+
+    import psycopg
+
+    role, password = f"r_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' CONNECTION LIMIT 1")
+        conn.execute(f'ALTER DATABASE "{_database(url)}" OWNER TO {role}')
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER SCHEMA public OWNER TO {role}")
+    host = url.split("@", 1)[1]
+    return f"postgresql://{role}:{password}@{host}"
+
+
+def test_a_server_out_of_slots_is_asked_again_until_one_frees(
+    postgres_server: Any, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    url = _role_with_one_slot(postgres_server, postgres_url)
+    with AssetCache(db=url) as cache:
+        cache.assets()  # migrated; its session closed with the cache
+    blocker = psycopg.connect(url, autocommit=True)  # the role's one slot, taken
+    threading.Timer(1.5, blocker.close).start()
+    with caplog.at_level("INFO", logger="assetcache"), AssetCache(db=url) as cache:
+        assert cache.assets() == []
+    assert "no free connection slots; asking again" in caplog.text
+
+
+def test_a_server_that_stays_out_of_slots_is_named_for_it(
+    postgres_server: Any, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+    from click.testing import CliRunner
+
+    from assetcache._cli import cli
+
+    monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 2.0)
+    url = _role_with_one_slot(postgres_server, postgres_url)
+    with psycopg.connect(url, autocommit=True):
+        result = CliRunner().invoke(cli, ["--db", url, "ls"])
+    assert result.exit_code == 1
+    assert "no free connection slots" in result.output
+    assert "max_connections" in result.output and "pooler" in result.output
+    assert url.split(":")[2].split("@")[0] not in result.output  # the password

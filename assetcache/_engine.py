@@ -8,7 +8,8 @@ Engines, picked by the location's scheme and imported only when chosen:
 
 Every engine offers ``LedgerEngine`` below. What is per machine stays per machine: the stat
 cache (path, inode, mtime -> sha256) means nothing on another host, so a shared engine keeps it
-in a local SQLite file; the single-flight locks always take a local lock first.
+in a local SQLite file. Single flight is each engine's own: SQLite's locks are this machine's
+(``_locks``), a shared ledger's are lease rows in the shared database (``_leases``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, _config
+from . import __version__, _config, _fill
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
 from ._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
@@ -769,8 +769,9 @@ def fill(
 def _fill_with_default(
     cache: AssetCache, payloads: list[Any], default: str | None, options: dict[str, Any]
 ) -> list[Any]:
-    """fill_many where ``default`` applies only to payloads without an email of their own."""
-    own = [i for i, p in enumerate(payloads) if isinstance(p, dict) and "email" in p]
+    """fill_many where ``default`` applies only to payloads without an email of their own
+    (``"email": null`` is none: ``_fill.own_email``)."""
+    own = [i for i, p in enumerate(payloads) if _fill.own_email(p) is not None]
     rest = [i for i in range(len(payloads)) if i not in set(own)]
     outcomes: list[Any] = [None] * len(payloads)
     for indexes, email in ((own, None), (rest, default)):

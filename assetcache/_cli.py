@@ -739,9 +739,10 @@ def fill(
 ) -> None:
     """Fill a Luma request payload's ref fields (imageStart, imageEnd, imageCharacter,
     imageRef1..4) with live refs for the image files they name, and print it, same shape, same
-    key order. PAYLOAD is one JSON object or JSON Lines (one payload a line, each filled or
-    failed on its own); paths are relative to its folder (to the current one for stdin)."""
-    import json
+    key order, every other value as written. PAYLOAD is one JSON object or JSON Lines (one
+    payload a line, each filled or failed on its own); paths are relative to its folder (to the
+    current one for stdin)."""
+    from . import _json_text
 
     text = payload.read()
     base_dir = os.getcwd() if payload.name in ("-", "<stdin>") else os.path.dirname(
@@ -760,7 +761,7 @@ def fill(
     worst = EXIT_OK
     for label, outcome in zip(labels, outcomes, strict=True):
         if isinstance(outcome, dict):
-            output.write(json.dumps(outcome, ensure_ascii=False) + "\n")
+            output.write(_json_text.dumps(outcome) + "\n")
             continue
         worst = max(worst, _fill_failure(label, outcome))
     ctx.exit(worst)
@@ -783,21 +784,23 @@ def _fill_with_default(
 
 
 def _payloads(text: str) -> tuple[list[Any], list[str]]:
-    """One JSON object, or JSON Lines: the payloads and how to name each in errors."""
-    import json
+    """One JSON object, or JSON Lines: the payloads and how to name each in errors. Text that
+    is not JSON stops everything before any upload (a usage error)."""
+    from . import _json_text
 
     try:
-        whole = json.loads(text)
-    except ValueError:
+        whole = _json_text.loads(text)
+    except (ValueError, RecursionError):
         whole = None
     if isinstance(whole, dict):
         return [whole], ["the payload"]
     payloads, labels = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines also splits at U+2028, U+0085..., which JSON strings may hold.
+    for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                payloads.append(json.loads(line))
-            except ValueError:
+                payloads.append(_json_text.loads(line))
+            except (ValueError, RecursionError):  # RecursionError: nested past the parser
                 raise click.UsageError(f"line {number} of the payload is not JSON") from None
             labels.append(f"line {number}")
     if not payloads:

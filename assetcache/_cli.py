@@ -718,7 +718,10 @@ def _refresh_line(item: RefreshItem) -> str:
 
 @cli.command()
 @click.argument(
-    "payload", type=click.File("r", encoding="utf-8"), default="-", metavar="[PAYLOAD|-]"
+    "payload",
+    type=click.File("r", encoding="utf-8", errors="surrogateescape"),
+    default="-",
+    metavar="[PAYLOAD|-]",
 )
 @_email_option()
 @click.option("--min-remaining", type=MIN_REMAINING, help="Life every filled ref must still have.")
@@ -745,19 +748,15 @@ def fill(
     from . import _json_text
 
     text = payload.read()
-    base_dir = os.getcwd() if payload.name in ("-", "<stdin>") else os.path.dirname(
-        os.path.abspath(payload.name)
-    )  # fmt: skip
+    # stdin re-wrapped for surrogateescape may lack a name (click's test runner's does)
+    name = getattr(payload, "name", "-")
+    base_dir = os.getcwd() if name in ("-", "<stdin>") else os.path.dirname(os.path.abspath(name))
     payloads, labels = _payloads(text)
     # --email contradicting a payload's own email is a usage error; ASSETCACHE_EMAIL is only a
     # default, which a payload's email overrides.
     explicit = ctx.get_parameter_source("email") is click.core.ParameterSource.COMMANDLINE
     options: dict[str, Any] = {"base_dir": base_dir, "min_remaining": min_remaining, "jobs": jobs}
-    cache = _app(ctx).cache()
-    if explicit:
-        outcomes = cache.fill_many(payloads, email=email, **options)
-    else:
-        outcomes = _fill_with_default(cache, payloads, email, options)
+    outcomes = _fill_each(_app(ctx).cache(), payloads, email, explicit, options)
     worst = EXIT_OK
     for label, outcome in zip(labels, outcomes, strict=True):
         if isinstance(outcome, dict):
@@ -767,25 +766,36 @@ def fill(
     ctx.exit(worst)
 
 
-def _fill_with_default(
-    cache: AssetCache, payloads: list[Any], default: str | None, options: dict[str, Any]
+def _fill_each(
+    cache: AssetCache,
+    payloads: list[Any],
+    email: str | None,
+    explicit: bool,
+    options: dict[str, Any],
 ) -> list[Any]:
-    """fill_many where ``default`` applies only to payloads without an email of their own
-    (``"email": null`` is none: ``_fill.own_email``)."""
-    own = [i for i, p in enumerate(payloads) if _fill.own_email(p) is not None]
-    rest = [i for i in range(len(payloads)) if i not in set(own)]
-    outcomes: list[Any] = [None] * len(payloads)
-    for indexes, email in ((own, None), (rest, default)):
+    """Each payload filled, or its error; a ValueError among ``payloads`` is one refused while
+    reading, and stays its outcome. An ``explicit`` email applies to every payload; a default
+    one only to payloads without an email of their own (``_fill.own_email``: null is none)."""
+    outcomes: list[Any] = list(payloads)
+    ready = [i for i, p in enumerate(payloads) if not isinstance(p, ValueError)]
+    own = [] if explicit else [i for i in ready if _fill.own_email(payloads[i]) is not None]
+    rest = [i for i in ready if i not in set(own)]
+    for indexes, account in ((own, None), (rest, email)):
         if indexes:
-            done = cache.fill_many([payloads[i] for i in indexes], email=email, **options)
+            done = cache.fill_many([payloads[i] for i in indexes], email=account, **options)
             for i, outcome in zip(indexes, done, strict=True):
                 outcomes[i] = outcome
     return outcomes
 
 
 def _payloads(text: str) -> tuple[list[Any], list[str]]:
-    """One JSON object, or JSON Lines: the payloads and how to name each in errors. Text that
-    is not JSON stops everything before any upload (a usage error)."""
+    """One JSON object, or JSON Lines: the payloads and how to name each in errors.
+
+    Text that is not JSON stops everything before any upload (a usage error). A payload that
+    parses but holds a lone surrogate (an unpaired \\ud800-\\udfff escape, or a byte that
+    is not UTF-8: the input is read with ``surrogateescape``) becomes a ValueError of its own:
+    no UTF-8 output can carry it, so it fails alone, before anything is uploaded for it.
+    """
     from . import _json_text
 
     try:
@@ -793,19 +803,33 @@ def _payloads(text: str) -> tuple[list[Any], list[str]]:
     except (ValueError, RecursionError):
         whole = None
     if isinstance(whole, dict):
-        return [whole], ["the payload"]
+        return [_readable(whole)], ["the payload"]
     payloads, labels = [], []
     # "\n" only: str.splitlines also splits at U+2028, U+0085..., which JSON strings may hold.
     for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                payloads.append(_json_text.loads(line))
+                parsed = _json_text.loads(line)
             except (ValueError, RecursionError):  # RecursionError: nested past the parser
                 raise click.UsageError(f"line {number} of the payload is not JSON") from None
+            payloads.append(_readable(parsed))
             labels.append(f"line {number}")
     if not payloads:
         raise click.UsageError("no payload given (the input was empty)")
     return payloads, labels
+
+
+def _readable(payload: Any) -> Any:
+    """The payload, or the ValueError that refuses it: a lone surrogate, which is not text."""
+    from . import _json_text
+
+    where = _json_text.lone_surrogate(payload)
+    if where is None:
+        return payload
+    return ValueError(
+        f"{where}, which is not text: half of a \\ud800-\\udfff surrogate pair, or a byte "
+        "that is not UTF-8; write the whole character and fill this payload again"
+    )
 
 
 def _fill_failure(label: str, error: Exception) -> int:

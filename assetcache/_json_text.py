@@ -3,7 +3,8 @@
 ``json.loads`` reads ``1.10`` as 1.1, ``1E2`` as 100.0 and ``1e400`` as inf, and ``json.dumps``
 writes them back as ``1.1``, ``100.0`` and ``Infinity`` (which is not JSON). fill promises to
 leave every field but the ref fields untouched, so its command line reads each number as a
-``Verbatim`` holding its literal and writes that literal back as it is. Only the command line's
+``Verbatim`` holding its literal and writes that literal back as it is. It also finds where a
+payload holds a lone surrogate, which no UTF-8 output can carry. Only the command line's
 text-in, text-out path uses this module: ``AssetCache.fill`` takes and returns plain values.
 """
 
@@ -61,6 +62,41 @@ def dumps(value: Any) -> str:
         else:  # str, bool, None (and a plain number, should one ever come)
             out.append(json.dumps(item, ensure_ascii=False))
     return "".join(out)
+
+
+def lone_surrogate(payload: Any) -> str | None:
+    """Where ``payload`` holds a lone surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, or
+    a byte that was not UTF-8), which no UTF-8 output can carry; None when it holds none."""
+    fields = payload.items() if isinstance(payload, dict) else [(None, payload)]
+    for name, value in fields:
+        for text in _strings(value, name):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = "the payload" if name is None else f"field {_shown(name)}"
+                return f"{where} holds {_shown(text[exc.start])}"
+    return None
+
+
+def _strings(value: Any, key: str | None) -> list[str]:
+    """Every string in ``value`` (keys too, and ``key`` itself), without recursion."""
+    found = [] if key is None else [key]
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            found += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+    return found
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, a lone surrogate written as its escape (it cannot be printed)."""
+    return f'"{text.encode("utf-8", "backslashreplace").decode("utf-8")}"'
 
 
 def _string(text: str) -> str:

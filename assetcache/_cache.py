@@ -44,7 +44,13 @@ from ._asset import RETENTION, Asset, answered
 from ._content import Content, Source, check, display_path, load_file
 from ._email import normalize_email
 from ._engine import open_engine, shown_location
-from ._errors import AssetCacheError, LedgerError, NotCachedError, UnauthorizedError
+from ._errors import (
+    AssetCacheError,
+    ImportRowError,
+    LedgerError,
+    NotCachedError,
+    UnauthorizedError,
+)
 from ._hit import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
 from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
 from ._hit import lookup_margin as lookup_margin
@@ -461,26 +467,30 @@ class _Core:
         return (row_of(a) for a in rows if not live or a.state(now) == "live")
 
     def import_rows(self, rows: Iterable[object]) -> ImportReport:
-        """Merge exported rows, batch by batch; a row that is not valid stops the import."""
+        """Merge exported rows, batch by batch; a row that is not valid stops the import, after
+        the rows before it are merged (as ImportRowError says: importing again is safe)."""
         from ._transfer import asset_of
 
         counts = {"added": 0, "revoked": 0, "skipped": 0}
         batch: list[Asset] = []
+        refused: ImportRowError | None = None
         for number, row in enumerate(rows, 1):
             try:
                 batch.append(asset_of(row))
             except ValueError as exc:
-                raise ValueError(
-                    f"row {number} cannot be imported: {exc}; the rows before it were "
-                    "imported, and importing again after fixing it skips them"
-                ) from None
+                refused = ImportRowError(number, str(exc))
+                break
             if len(batch) == IMPORT_BATCH:
-                for outcome in self.ledger.merge(batch):
-                    counts[outcome] += 1
+                self._merge(batch, counts)
                 batch = []
+        self._merge(batch, counts)  # the rows read before a refused one too
+        if refused is not None:
+            raise refused
+        return ImportReport(**counts)
+
+    def _merge(self, batch: list[Asset], counts: dict[str, int]) -> None:
         for outcome in self.ledger.merge(batch) if batch else []:
             counts[outcome] += 1
-        return ImportReport(**counts)
 
     def forget(self, source_or_ref: Source, email: str | None) -> list[Asset]:
         """Revoke the rows of a file's or bytes' content, or of one ref, so they are never
@@ -818,7 +828,8 @@ class AssetCache(_Facade):
         """Merge rows as ``export`` gives them; the same rows twice add nothing.
 
         Each row is checked like an upload answer (the ref names its account, the expiry is
-        within the retention...); an invalid one raises ValueError naming it.
+        within the retention...); an invalid one raises ImportRowError (a ValueError) naming
+        it, once the rows before it are merged: importing again after fixing it is safe.
         """
         return self._core.import_rows(rows)
 

@@ -17,18 +17,20 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, _config
+from . import __version__, _config, _fill
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
 from ._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
 from ._errors import (
     AccountError,
     AssetCacheError,
+    ImportRowError,
     InvalidEmailError,
     InvalidImageError,
     LedgerError,
     NotCachedError,
     RemoteError,
+    merged_before,
 )
 from ._fill import FillError
 from ._retry import RetryPolicy
@@ -716,7 +718,10 @@ def _refresh_line(item: RefreshItem) -> str:
 
 @cli.command()
 @click.argument(
-    "payload", type=click.File("r", encoding="utf-8"), default="-", metavar="[PAYLOAD|-]"
+    "payload",
+    type=click.File("r", encoding="utf-8", errors="surrogateescape"),
+    default="-",
+    metavar="[PAYLOAD|-]",
 )
 @_email_option()
 @click.option("--min-remaining", type=MIN_REMAINING, help="Life every filled ref must still have.")
@@ -737,69 +742,94 @@ def fill(
 ) -> None:
     """Fill a Luma request payload's ref fields (imageStart, imageEnd, imageCharacter,
     imageRef1..4) with live refs for the image files they name, and print it, same shape, same
-    key order. PAYLOAD is one JSON object or JSON Lines (one payload a line, each filled or
-    failed on its own); paths are relative to its folder (to the current one for stdin)."""
-    import json
+    key order, every other value as written. PAYLOAD is one JSON object or JSON Lines (one
+    payload a line, each filled or failed on its own); paths are relative to its folder (to the
+    current one for stdin)."""
+    from . import _json_text
 
     text = payload.read()
-    base_dir = os.getcwd() if payload.name in ("-", "<stdin>") else os.path.dirname(
-        os.path.abspath(payload.name)
-    )  # fmt: skip
+    # stdin re-wrapped for surrogateescape may lack a name (click's test runner's does)
+    name = getattr(payload, "name", "-")
+    base_dir = os.getcwd() if name in ("-", "<stdin>") else os.path.dirname(os.path.abspath(name))
     payloads, labels = _payloads(text)
     # --email contradicting a payload's own email is a usage error; ASSETCACHE_EMAIL is only a
     # default, which a payload's email overrides.
     explicit = ctx.get_parameter_source("email") is click.core.ParameterSource.COMMANDLINE
     options: dict[str, Any] = {"base_dir": base_dir, "min_remaining": min_remaining, "jobs": jobs}
-    cache = _app(ctx).cache()
-    if explicit:
-        outcomes = cache.fill_many(payloads, email=email, **options)
-    else:
-        outcomes = _fill_with_default(cache, payloads, email, options)
+    outcomes = _fill_each(_app(ctx).cache(), payloads, email, explicit, options)
     worst = EXIT_OK
     for label, outcome in zip(labels, outcomes, strict=True):
         if isinstance(outcome, dict):
-            output.write(json.dumps(outcome, ensure_ascii=False) + "\n")
+            output.write(_json_text.dumps(outcome) + "\n")
             continue
         worst = max(worst, _fill_failure(label, outcome))
     ctx.exit(worst)
 
 
-def _fill_with_default(
-    cache: AssetCache, payloads: list[Any], default: str | None, options: dict[str, Any]
+def _fill_each(
+    cache: AssetCache,
+    payloads: list[Any],
+    email: str | None,
+    explicit: bool,
+    options: dict[str, Any],
 ) -> list[Any]:
-    """fill_many where ``default`` applies only to payloads without an email of their own."""
-    own = [i for i, p in enumerate(payloads) if isinstance(p, dict) and "email" in p]
-    rest = [i for i in range(len(payloads)) if i not in set(own)]
-    outcomes: list[Any] = [None] * len(payloads)
-    for indexes, email in ((own, None), (rest, default)):
+    """Each payload filled, or its error; a ValueError among ``payloads`` is one refused while
+    reading, and stays its outcome. An ``explicit`` email applies to every payload; a default
+    one only to payloads without an email of their own (``_fill.own_email``: null is none)."""
+    outcomes: list[Any] = list(payloads)
+    ready = [i for i, p in enumerate(payloads) if not isinstance(p, ValueError)]
+    own = [] if explicit else [i for i in ready if _fill.own_email(payloads[i]) is not None]
+    rest = [i for i in ready if i not in set(own)]
+    for indexes, account in ((own, None), (rest, email)):
         if indexes:
-            done = cache.fill_many([payloads[i] for i in indexes], email=email, **options)
+            done = cache.fill_many([payloads[i] for i in indexes], email=account, **options)
             for i, outcome in zip(indexes, done, strict=True):
                 outcomes[i] = outcome
     return outcomes
 
 
 def _payloads(text: str) -> tuple[list[Any], list[str]]:
-    """One JSON object, or JSON Lines: the payloads and how to name each in errors."""
-    import json
+    """One JSON object, or JSON Lines: the payloads and how to name each in errors.
+
+    Text that is not JSON stops everything before any upload (a usage error). A payload that
+    parses but holds a lone surrogate (an unpaired \\ud800-\\udfff escape, or a byte that
+    is not UTF-8: the input is read with ``surrogateescape``) becomes a ValueError of its own:
+    no UTF-8 output can carry it, so it fails alone, before anything is uploaded for it.
+    """
+    from . import _json_text
 
     try:
-        whole = json.loads(text)
-    except ValueError:
+        whole = _json_text.loads(text)
+    except (ValueError, RecursionError):
         whole = None
     if isinstance(whole, dict):
-        return [whole], ["the payload"]
+        return [_readable(whole)], ["the payload"]
     payloads, labels = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines also splits at U+2028, U+0085..., which JSON strings may hold.
+    for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
-                payloads.append(json.loads(line))
-            except ValueError:
+                parsed = _json_text.loads(line)
+            except (ValueError, RecursionError):  # RecursionError: nested past the parser
                 raise click.UsageError(f"line {number} of the payload is not JSON") from None
+            payloads.append(_readable(parsed))
             labels.append(f"line {number}")
     if not payloads:
         raise click.UsageError("no payload given (the input was empty)")
     return payloads, labels
+
+
+def _readable(payload: Any) -> Any:
+    """The payload, or the ValueError that refuses it: a lone surrogate, which is not text."""
+    from . import _json_text
+
+    where = _json_text.lone_surrogate(payload)
+    if where is None:
+        return payload
+    return ValueError(
+        f"{where}, which is not text: half of a \\ud800-\\udfff surrogate pair, or a byte "
+        "that is not UTF-8; write the whole character and fill this payload again"
+    )
 
 
 def _fill_failure(label: str, error: Exception) -> int:
@@ -896,30 +926,54 @@ def export(ctx: click.Context, email: str | None, live: bool) -> None:
 
 
 @cli.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8"), default="-", metavar="[FILE|-]")
+@click.argument("file", type=click.File("rb"), default="-", metavar="[FILE|-]")
 @click.pass_context
 def import_command(ctx: click.Context, file: Any) -> None:
     """Merge rows written by export (from FILE, or stdin) into this ledger. The same rows
-    twice add nothing; a row that is not a valid upload stops the import (exit 2)."""
+    twice add nothing; a line that is not a valid upload stops the import (exit 2), after the
+    rows before it are merged."""
+    rows = _JsonLines(file)
     try:
-        report = _app(ctx).cache().import_rows(_json_lines(file))
-    except ValueError as exc:  # a row that is not an upload: the input is wrong
-        raise click.UsageError(str(exc)) from None
+        report = _app(ctx).cache().import_rows(rows)
+    except ImportRowError as exc:  # a row that is not an upload: the input is wrong
+        # import_rows reads no row past the one it refuses, so that row is the line last read.
+        message = f"line {rows.line} cannot be imported: {exc.problem}; {merged_before(exc.row)}"
+        raise click.UsageError(message) from None
+    if rows.unreadable is not None:
+        raise click.UsageError(f"{rows.unreadable}; {merged_before(rows.count + 1)}")
     click.echo(
         f"added {report.added}, revoked {report.revoked}, skipped {report.skipped} already present"
     )
 
 
-def _json_lines(file: Any) -> Iterator[object]:
-    import json
+class _JsonLines:
+    """An import's input as rows: one JSON value a line, blank lines skipped. At a line that is
+    not UTF-8 JSON it stops, saying so in ``unreadable``, so that the rows before it are still
+    merged. ``line`` is the line of the row last read; ``count`` how many rows were read."""
 
-    for number, line in enumerate(file, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except ValueError:
-            raise click.UsageError(f"line {number} of the input is not JSON") from None
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.line = 0
+        self.count = 0
+        self.unreadable: str | None = None
+
+    def __iter__(self) -> Iterator[object]:
+        import json
+
+        for number, raw in enumerate(self._file, 1):
+            self.line = number
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                self.unreadable = f"line {self.line} of the input is not UTF-8 text"
+                return
+            except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
+                self.unreadable = f"line {self.line} of the input is not JSON"
+                return
+            self.count += 1
+            yield row
 
 
 # -- path -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     AssetCacheError
     ├── InvalidImageError ........ the bytes cannot be uploaded (local check, or the server's 400)
     ├── InvalidEmailError ........ the account email cannot be used (also a ValueError)
+    ├── ImportRowError ........... a row to import could not be an upload (also a ValueError)
     ├── NotCachedError ........... no live ref is known and uploading was not allowed
     ├── FillError ................ a payload's ref fields could not all be filled (one per field)
     ├── AccountError ............. the account or the credentials need the user's attention
@@ -26,6 +27,7 @@ __all__ = [
     "AccountError",
     "AccountNotFoundError",
     "AssetCacheError",
+    "ImportRowError",
     "InvalidEmailError",
     "InvalidImageError",
     "LedgerError",
@@ -53,6 +55,28 @@ class InvalidImageError(AssetCacheError):
 
 class InvalidEmailError(AssetCacheError, ValueError):
     """The account email is empty, malformed, or cannot be sent as one URL path segment."""
+
+
+class ImportRowError(AssetCacheError, ValueError):
+    """A row given to ``import_rows`` could not be an upload: ``row`` is its number (from 1),
+    ``problem`` says what is wrong. Every row before it was merged, none after it."""
+
+    def __init__(self, row: int, problem: str) -> None:
+        super().__init__(f"row {row} cannot be imported: {problem}; {merged_before(row)}")
+        self.row = row
+        self.problem = problem
+
+
+def merged_before(row: int) -> str:
+    """What an import stopped at ``row`` did with the rows before it, for its message."""
+    if row == 1:
+        return "nothing was imported"
+    if row == 2:
+        return "the row before it was imported, and importing again once it is fixed skips it"
+    return (
+        f"the {row - 1} rows before it were imported, and importing again once it is fixed "
+        "skips them"
+    )
 
 
 class NotCachedError(AssetCacheError):

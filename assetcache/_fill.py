@@ -55,7 +55,7 @@ def plan(payload: object, *, email: str | None, base_dir: str | None) -> FillPla
     """Read a payload: ValueError for a payload or account that cannot be used at all."""
     if not isinstance(payload, dict):
         raise ValueError("a payload must be a JSON object")
-    account = _account(payload.get("email"), email)
+    account = _account(own_email(payload), email)
     result = FillPlan(payload, account)
     base = os.getcwd() if base_dir is None else base_dir
     for name in REF_FIELDS:
@@ -75,6 +75,12 @@ def finish(plan: FillPlan, resolved: Mapping[str, Asset | AssetCacheError]) -> d
         assert isinstance(outcome, Asset)
         filled[name] = outcome.asset_ref
     return filled
+
+
+def own_email(payload: object) -> object:
+    """The payload's own account, None when it has none: a missing ``email`` and
+    ``"email": null`` alike (null is how JSON writers say "absent"; the field is left as it is)."""
+    return payload.get("email") if isinstance(payload, dict) else None
 
 
 def _account(in_payload: object, given: str | None) -> str:

@@ -10,7 +10,7 @@ ones an upload can have. A row that breaks one is refused with the reason, never
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
@@ -22,6 +22,9 @@ from ._refs import MAX_ID_LENGTH, ref_problem, text_problem, url_problem
 _HEX: Final = frozenset("0123456789abcdef")
 #: Columns added after the first export format: rows from older ledgers may lack them.
 _OPTIONAL: Final = frozenset({"revoked_at", "host"})
+#: The last moment an upload can have happened: its expiry, RETENTION later, must still be a
+#: time (Python's, and so the ledger's, end at the year 9999).
+_LATEST_UPLOAD: Final = datetime.max.replace(tzinfo=UTC) - RETENTION
 
 
 def row_of(asset: Asset) -> dict[str, Any]:
@@ -39,7 +42,11 @@ def asset_of(row: object) -> Asset:
         raise ValueError(f"missing {', '.join(missing)}")
     email = _email(row["email"])
     uploaded_at, expires_at = _time(row, "uploaded_at"), _time(row, "expires_at")
-    if expires_at > uploaded_at + RETENTION:
+    if uploaded_at > _LATEST_UPLOAD:
+        raise ValueError(
+            "uploaded_at is later than any upload can be: its expiry would fall after the year 9999"
+        )
+    if expires_at - uploaded_at > RETENTION:  # a difference: a sum could overflow
         raise ValueError(
             f"expires_at is more than {RETENTION.days} days after uploaded_at: no upload lives "
             "that long"
@@ -85,7 +92,12 @@ def _time(row: Mapping[str, Any], name: str) -> datetime:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ValueError(f"{name} is not an ISO 8601 time with its UTC offset")
-    return moment
+    try:
+        return moment.astimezone(UTC)  # the ledger holds UTC: the time must exist there
+    except OverflowError:
+        raise ValueError(
+            f"{name} is not a time the ledger can hold: in UTC it falls outside the years 1 to 9999"
+        ) from None
 
 
 def _sha256(value: object) -> str:
@@ -118,4 +130,11 @@ def _source(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
         raise ValueError("source is neither null nor an absolute path")
+    try:
+        value.encode("utf-8")  # the ledger records only UTF-8 paths (see _hit.recordable_path)
+    except UnicodeEncodeError:
+        raise ValueError(
+            "source is not UTF-8 text: it holds a lone surrogate (an unpaired \\ud800-\\udfff "
+            "escape); give null or the path as UTF-8"
+        ) from None
     return value

@@ -23,13 +23,18 @@ serve both engines; what differs is here:
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (keyed by the URL without its password), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
-  the shared ledger, each with the time it was read. A lookup answers from the mirror when the
-  key's row was read within ``MIRROR_TTL``, without opening a session or importing psycopg
-  (which alone costs more than a whole SQLite hit). Why that is safe: a mirrored row passes the
-  same checks as any row (live, credible, unrevoked, with ``min_remaining`` left), and the
-  shared ledger never shortens a row's life; the only news the mirror can miss is a ``forget``
-  made on another machine, which reaches this one within ``MIRROR_TTL``. A forget made here
-  updates the mirror at once.
+  the shared ledger, each stamped when its read began by the wall clock and by the machine
+  clock (``_hit.machine_ns``: since boot, never set). A lookup answers from the mirror when the
+  key's row was read within ``MIRROR_TTL`` by both (``_hit.mirror_window``), without opening a
+  session or importing psycopg (which alone costs more than a whole SQLite hit). Why that is
+  safe: a mirrored row passes the same checks as any row (live, credible, unrevoked, with
+  ``min_remaining`` left), and the shared ledger never shortens a row's life; the only news the
+  mirror can miss is a ``forget`` made on another machine, which reaches this one within
+  ``MIRROR_TTL`` of real time: a row stamped before the read's snapshot answers no longer than
+  that after it, however the wall clock jumped (a stamp "in the future" answers nothing). Two
+  reads of a key are ordered by the machine clock alone (``Ledger.mirror``): an answer read now
+  replaces the mirror's, unless a read that began later has written. A forget made here
+  updates the mirror at once, stamped after its commit.
 
 - **asyncio**: ``_postgres_async.AsyncSessions`` is this ledger through psycopg's
   ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it.
@@ -425,12 +430,14 @@ class PostgresLedger:
         moment = datetime.now(UTC) if now is None else now
         if not fresh and (mirrored := self.from_mirror(sha256, email, moment)) is not None:
             return mirrored
+        began = _hit.machine_ns()
         rows = self._rows(_schema.SELECT_NEWEST, newest_params(sha256, email, moment))
-        self.remember(sha256, email, rows[0] if rows else None, moment)
+        self.remember(sha256, email, rows[0] if rows else None, moment, began)
         return rows[0] if rows else None
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
-        return self._local.mirrored(sha256, email, now=now, seen_after=_hit.mirror_since(now))
+        """The mirror's row of a key, if read within its window (``_hit.mirror_window``)."""
+        return self._local.mirrored(sha256, email, now=now)
 
     def async_side(self) -> AsyncSessions:
         return self.async_sessions()
@@ -444,9 +451,12 @@ class PostgresLedger:
                 self._async = AsyncSessions(self)
             return self._async
 
-    def remember(self, sha256: str, email: str, asset: Asset | None, seen_at: datetime) -> None:
+    def remember(
+        self, sha256: str, email: str, asset: Asset | None, seen_at: datetime, seen_ns: int
+    ) -> None:
+        """Mirror what the shared ledger held for a key at a moment (``Ledger.mirror``)."""
         with contextlib.suppress(LedgerError):  # a mirror that cannot be written only costs speed
-            self._local.mirror(sha256, email, asset, seen_at=seen_at)
+            self._local.mirror(sha256, email, asset, seen_at=seen_at, seen_ns=seen_ns)
 
     def record(self, asset: Asset) -> Asset:
         """Insert the row; a database that blinks is retried: the upload was paid for. Past
@@ -455,6 +465,7 @@ class PostgresLedger:
         deadline = time.monotonic() + RECORD_RETRY_S
         delay = 0.2
         while True:
+            began = _hit.machine_ns()
             try:
                 with self._session() as conn, conn.transaction():
                     sql = as_psycopg(_schema.RECORD_UPLOAD)
@@ -465,7 +476,7 @@ class PostgresLedger:
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
-            return self.recorded(asset, row[0], row[1])
+            return self.recorded(asset, row[0], row[1], began)
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:
         """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
@@ -473,13 +484,16 @@ class PostgresLedger:
         record does, instead of retrying for RECORD_RETRY_S)."""
         return self._closed or time.monotonic() + delay > deadline
 
-    def recorded(self, asset: Asset, row_id: int, revoked_at: datetime | None) -> Asset:
+    def recorded(
+        self, asset: Asset, row_id: int, revoked_at: datetime | None, began: int
+    ) -> Asset:
         """After the row is in: mirror it as the ledger holds it (a ref the server handed out
-        again after a forget stays revoked there, and so in the mirror)."""
+        again after a forget stays revoked there, and so in the mirror). Stamped no later than
+        the server took it: since the upload by the wall clock (the cache's clock, like every
+        other time here), since the statement (``began``) by the machine clock."""
         recorded = replace(asset, id=row_id)
         held = recorded if revoked_at is None else replace(recorded, revoked_at=revoked_at)
-        # Known since it was uploaded: the cache's clock, like every other time here.
-        self.remember(asset.sha256, asset.email, held, asset.uploaded_at)
+        self.remember(asset.sha256, asset.email, held, asset.uploaded_at, began)
         return recorded
 
     def spool(self, asset: Asset, failure: LedgerError) -> Asset:
@@ -597,9 +611,11 @@ class PostgresLedger:
             rows = [asset_from_row(r) for r in held]
             for asset in rows:
                 conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+        # After the commit, by the machine clock: later than any read that could have missed it.
+        seen_ns = _hit.machine_ns()
         revoked = [replace(a, revoked_at=at) for a in rows]
         for asset in revoked:  # this machine's mirror learns it at once, as news
-            self.remember(asset.sha256, asset.email, asset, at)
+            self.remember(asset.sha256, asset.email, asset, at, seen_ns)
         return revoked
 
 

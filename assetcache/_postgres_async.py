@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _postgres, _schema
+from . import _hit, _postgres, _schema
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
@@ -163,10 +163,11 @@ class AsyncSessions:
             mirrored = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
             if mirrored is not None:
                 return mirrored
+        began = _hit.machine_ns()
         params = _postgres.newest_params(sha256, email, moment)
         rows = await self._rows(_schema.SELECT_NEWEST, params)
         newest = rows[0] if rows else None
-        await asyncio.to_thread(ledger.remember, sha256, email, newest, moment)
+        await asyncio.to_thread(ledger.remember, sha256, email, newest, moment, began)
         return newest
 
     async def record(self, asset: Asset) -> Asset:
@@ -174,6 +175,7 @@ class AsyncSessions:
         deadline = time.monotonic() + _postgres.RECORD_RETRY_S
         delay = 0.2
         while True:
+            began = _hit.machine_ns()
             try:
                 async with self.session() as conn, conn.transaction():
                     cursor = await conn.execute(
@@ -186,7 +188,8 @@ class AsyncSessions:
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
                 continue
-            return await asyncio.to_thread(self._ledger.recorded, asset, row[0], row[1])
+            recorded = self._ledger.recorded
+            return await asyncio.to_thread(recorded, asset, row[0], row[1], began)
 
     # -- single flight -------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ REVISIONS: Final = (
     "0004_source_host",
     "0005_mirrored_at",
     "0006_unique_upload",
+    "0007_mirror_machine_clock",
 )
 HEAD: Final = REVISIONS[-1]
 
@@ -48,7 +49,7 @@ UPLOAD_COLUMNS: Final = (
     "host",
 )
 #: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
-MIRROR_ONLY_COLUMNS: Final = ("mirrored_at",)
+MIRROR_ONLY_COLUMNS: Final = ("mirrored_at", "mirrored_ns")
 FILE_STATS: Final = "file_stats"
 FILE_STAT_COLUMNS: Final = (
     "path",
@@ -144,17 +145,31 @@ SELECT_PRUNE_BATCH: Final = (
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
-# A machine's mirror of a shared ledger (see _postgres.py): the newest row of a key, if it was
-# read from the shared ledger since :seen_after (and not "after now": a clock that ran ahead
-# must not stretch the bound); replacing a key's rows with what was read, unless what the
-# mirror holds was read later (a forget here leaves a revoked row as that later news).
+# A machine's mirror of a shared ledger (see _postgres.py): what the shared ledger answered for
+# a key, each row stamped when its read began by two clocks: the wall clock (mirrored_at, the
+# cache's clock) and this machine's clock since boot (mirrored_ns, _hit.machine_ns), which
+# nobody sets. A mirrored row answers only while it was read within MIRROR_TTL by both
+# (_hit.mirror_window): neither a wall clock that ran ahead while it read (a stamp "in the
+# future") nor one set back since can stretch that bound.
 SELECT_MIRRORED: Final = SELECT_NEWEST.replace(
     "AND revoked_at IS NULL",
-    "AND revoked_at IS NULL AND mirrored_at >= :seen_after AND mirrored_at <= :now",
+    "AND revoked_at IS NULL AND mirrored_at >= :seen_after AND mirrored_at <= :now "
+    "AND mirrored_ns >= :seen_after_ns AND mirrored_ns <= :now_ns",
 )
+# A read replaces the key's mirrored rows unless the mirror holds a later read of it: one
+# that began later by the machine clock (:seen_ns is when this read began; a stamp beyond the
+# clock now was made before a reboot, and orders nothing). The wall clock orders nothing: a
+# stamp it put "in the future" is no news, and gives way to the next answer read.
 SELECT_MIRROR_NEWS: Final = (
     f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
-    "AND mirrored_at > :mirrored_at LIMIT 1"
+    "AND mirrored_ns > :seen_ns AND mirrored_ns <= :now_ns LIMIT 1"
+)
+# A read that found nothing keeps the key's mirrored rows as tombstones stamped with that read:
+# never answers, they mark it as news for a slower read that began before it.
+MARK_MIRRORED: Final = (
+    f"UPDATE {UPLOADS} SET revoked_at = COALESCE(revoked_at, :mirrored_at), "
+    "mirrored_at = :mirrored_at, mirrored_ns = :mirrored_ns "
+    "WHERE sha256 = :sha256 AND email = :email AND mirrored_at IS NOT NULL"
 )
 DELETE_MIRRORED: Final = (
     f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
@@ -162,10 +177,10 @@ DELETE_MIRRORED: Final = (
 )
 # A spooled row (below) that the shared ledger now answers with is in it: it becomes mirrored.
 INSERT_MIRRORED: Final = (
-    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:])}, mirrored_at) "
-    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])}, :mirrored_at) "
+    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:] + MIRROR_ONLY_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:] + MIRROR_ONLY_COLUMNS)}) "
     "ON CONFLICT (asset_ref, sha256, email) DO UPDATE SET mirrored_at = excluded.mirrored_at, "
-    "revoked_at = excluded.revoked_at"
+    "mirrored_ns = excluded.mirrored_ns, revoked_at = excluded.revoked_at"
 )
 # The spool: uploads paid for while the shared ledger could not record them, kept in the
 # machine's local file (``mirrored_at IS NULL``: never read from the shared ledger) until a

@@ -53,7 +53,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import _schema
+from . import _hit, _schema
 from ._asset import Asset
 from ._engine import BATCH_ROWS, in_id_order
 from ._errors import LedgerError
@@ -148,29 +148,43 @@ class Ledger(LedgerFile):
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
-    def mirrored(
-        self, sha256: str, email: str, *, now: datetime, seen_after: datetime
-    ) -> Asset | None:
-        """As a mirror of a shared ledger: the newest credible row of a key, if it was read
-        from the shared ledger at ``seen_after`` or later."""
-        row = self.mirrored_row(sha256, email, now=now, seen_after=seen_after)
+    def mirrored(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """As a mirror of a shared ledger: the newest credible, unrevoked row of a key read
+        recently enough (``mirrored_row``)."""
+        return self._one(self.mirrored_row(sha256, email, now=now))
+
+    def _one(self, row: tuple[Any, ...] | None) -> Asset | None:
         try:
             return None if row is None else asset_from_row(row)
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
-    def mirror(self, sha256: str, email: str, asset: Asset | None, *, seen_at: datetime) -> None:
-        """As a mirror: what the shared ledger answered for a key, read at ``seen_at`` (a revoked
-        row is kept, as news that outranks anything read before it)."""
-        stamp = _schema.to_db_time(seen_at)
+    def mirror(
+        self,
+        sha256: str,
+        email: str,
+        asset: Asset | None,
+        *,
+        seen_at: datetime,
+        seen_ns: int,
+    ) -> None:
+        """As a mirror: what the shared ledger answered for a key, by a read that began at
+        ``seen_at`` by the wall clock and ``seen_ns`` by the machine clock (``_hit.machine_ns``),
+        replaces what the mirror held of it, unless the mirror holds a read that began later by
+        the machine clock (a revoked row is kept that way, as news outranking any read that
+        began before it; so are the rows of a read that found nothing, as tombstones). The wall
+        clock orders nothing: it may have been set since."""
         key = {"sha256": sha256, "email": email}
+        stamps = {"mirrored_at": _schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
         with self.write() as conn:
-            if conn.execute(_schema.SELECT_MIRROR_NEWS, {**key, "mirrored_at": stamp}).fetchone():
-                return  # the mirror already holds later news of this key
+            news = {**key, "seen_ns": seen_ns, "now_ns": _hit.machine_ns()}
+            if conn.execute(_schema.SELECT_MIRROR_NEWS, news).fetchone():
+                return  # the mirror already holds a later read of this key
+            if asset is None:  # nothing to answer: what the mirror held marks this read
+                conn.execute(_schema.MARK_MIRRORED, {**key, **stamps})
+                return
             conn.execute(_schema.DELETE_MIRRORED, key)
-            if asset is not None:
-                params = {**_upload_params(asset), "mirrored_at": stamp}
-                conn.execute(_schema.INSERT_MIRRORED, params)
+            conn.execute(_schema.INSERT_MIRRORED, {**_upload_params(asset), **stamps})
 
     def async_side(self) -> None:
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""

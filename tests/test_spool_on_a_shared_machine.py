@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset
+from assetcache import Asset, _hit
 from assetcache._sqlite_ledger import Ledger
 
 from .conftest import EMAIL
@@ -56,9 +56,9 @@ def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
     try:
         spooled = local.record(_upload("first"))
         read = local.spooled(10)
-        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW)
+        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW, seen_ns=_hit.machine_ns())
         local.unspool(read)
-        assert local.mirrored(spooled.sha256, EMAIL, now=NOW, seen_after=NOW) is not None
+        assert local.mirrored(spooled.sha256, EMAIL, now=NOW) is not None
     finally:
         local.close()
 

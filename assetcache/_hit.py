@@ -288,9 +288,9 @@ def cached_ref(
     (the file must be hashed, or no live ref is known). ``email`` is normalised.
 
     ``mirror``: ``ledger`` is a shared ledger's machine file (``_engine.machine_file``), which
-    answers only from rows read within ``mirror_window``, as ``PostgresLedger.newest`` does;
-    whatever must be asked of the server (a miss, a row too short-lived) is the full cache's to
-    ask."""
+    answers from what this machine knows as ``PostgresLedger.newest`` does (rows read within
+    ``mirror_window``, and its spool); whatever must be asked of the server (a miss, a row too
+    short-lived) is the full cache's to ask."""
     recorded = recordable_path(path)
     sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
     if sha256 is None:

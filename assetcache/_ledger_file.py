@@ -544,8 +544,9 @@ class LedgerFile:
         return row
 
     def mirrored_row(self, sha256: str, email: str, *, now: datetime) -> Row | None:
-        """As a shared ledger's mirror: the newest credible, unrevoked row of a key read from
-        the shared ledger within ``_hit.mirror_window`` of ``now`` (columns as ``newest_row``)."""
+        """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
+        machine knows at ``now``: read from the shared ledger within ``_hit.mirror_window``, or
+        spooled here (columns as ``newest_row``)."""
         params: dict[str, str | int] = {"sha256": sha256, "email": email}
         params.update(credible_bounds(now))
         params.update(_hit.mirror_window(now))

@@ -35,6 +35,10 @@ serve both engines; what differs is here:
   reads of a key are ordered by the machine clock alone (``Ledger.mirror``): an answer read now
   replaces the mirror's, unless a read that began later has written. A forget made here
   updates the mirror at once, stamped after its commit.
+- **The spool**: uploads the shared ledger could not record (``record``) wait in the same file
+  for a session to merge them; until then they are this machine's knowledge: ``newest`` weighs
+  them against the server's answer, ``revoke`` revokes them there and writes them to the shared
+  ledger revoked, ``assets`` and ``export`` list them.
 
 - **asyncio**: ``_postgres_async.AsyncSessions`` is this ledger through psycopg's
   ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it.
@@ -42,7 +46,7 @@ serve both engines; what differs is here:
   this client's clock (``_deadline``): a statement waiting past ``SESSION_DEADLINE_S`` has its
   session cut. A pooled session a restart dropped is asked again once (``StaleSession``).
 - **A paid upload is never lost**: recording retries for RECORD_RETRY_S, then spools the row in
-  the local file until a session can merge it.
+  the local file until a session can merge it (see the spool above).
 
 The URL's password is a secret like the API token: it is kept in a ``Secret``, never in a
 message, a repr or ``path`` (which shows the URL with ``***``).
@@ -425,19 +429,45 @@ class PostgresLedger:
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
     ) -> Asset | None:
-        """From this machine's mirror when it read the key recently (unless ``fresh``), else
-        from the server (then mirrored)."""
+        """From what this machine knows (its mirror, when it read the key recently, and its
+        spool) unless ``fresh``; else from the server (then mirrored), weighed against the
+        spool: an upload this machine paid for is an answer whether or not merged yet."""
         moment = datetime.now(UTC) if now is None else now
-        if not fresh and (mirrored := self.from_mirror(sha256, email, moment)) is not None:
-            return mirrored
+        if not fresh and (known := self.from_mirror(sha256, email, moment)) is not None:
+            return known
+        # The spool before the server: a merge moves a row from the spool to the server, never
+        # out of sight of a read that looks there first. (Not fresh, ``from_mirror`` has just
+        # looked at the spool and found no candidate.)
+        spooled = self.spooled_newest(sha256, email, moment) if fresh else None
         began = _hit.machine_ns()
         rows = self._rows(_schema.SELECT_NEWEST, newest_params(sha256, email, moment))
-        self.remember(sha256, email, rows[0] if rows else None, moment, began)
-        return rows[0] if rows else None
+        return self.answered(sha256, email, rows[0] if rows else None, spooled, moment, began)
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
-        """The mirror's row of a key, if read within its window (``_hit.mirror_window``)."""
+        """What this machine knows of a key: its mirror's row, if read within the mirror's
+        window (``_hit.mirror_window``), or its spool's, whichever expires later."""
         return self._local.mirrored(sha256, email, now=now)
+
+    def spooled_newest(self, sha256: str, email: str, now: datetime) -> Asset | None:
+        """The spool's candidate for a key: its newest credible, unrevoked upload."""
+        return self._local.spooled_newest(sha256, email, now=now)
+
+    def answered(
+        self,
+        sha256: str,
+        email: str,
+        answer: Asset | None,
+        spooled: Asset | None,
+        seen_at: datetime,
+        seen_ns: int,
+    ) -> Asset | None:
+        """After the server answered a read that began at ``seen_at`` (``seen_ns`` by the
+        machine clock): mirror its answer, and return it or the spool's candidate, whichever
+        expires later (the server's on a tie)."""
+        self.remember(sha256, email, answer, seen_at, seen_ns)
+        if spooled is not None and (answer is None or spooled.expires_at > answer.expires_at):
+            return spooled
+        return answer
 
     def async_side(self) -> AsyncSessions:
         return self.async_sessions()
@@ -515,15 +545,26 @@ class PostgresLedger:
 
     def _merge_spool(self) -> None:
         """Merge into the shared ledger what this machine spooled (a chore: a failure leaves
-        the spool for the next session)."""
+        the spool for the next session). A row a forget revoked between the merge's read and
+        its write was sent live, and stays spooled (UNSPOOL): a second walk carries the
+        revocation at once. Never more than two walks: whatever stays after them (only a
+        spool written to all along) is the next session's."""
         self._spool_waiting = False  # first: the merge's own sessions must not merge again
         try:
-            while batch := self._local.spooled(SPOOL_BATCH):
-                self._merge(batch)
-                self._local.unspool(batch)
+            if self._merge_walk():
+                self._spool_waiting = self._merge_walk()
         except LedgerError:
             self._spool_waiting = True
             self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
+
+    def _merge_walk(self) -> bool:
+        """One walk through the spool, batch by batch; whether a merged row stayed in it."""
+        stayed, after = False, 0
+        while batch := self._local.spooled(SPOOL_BATCH, after=after):
+            self._merge(batch)
+            stayed = self._local.unspool(batch) < len(batch) or stayed
+            after = max(a.id or 0 for a in batch)
+        return stayed
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would
@@ -544,7 +585,11 @@ class PostgresLedger:
     ) -> list[Asset]:
         given = {"email": email, "live_after": live_after, "expires_until": expires_until}
         params = {name: value for name, value in given.items() if value is not None}
-        return self._rows(_schema.select_assets(*params), params)
+        # The spool first: a merge meanwhile moves a row to the server, never out of sight.
+        spooled = self._local.spooled_assets(
+            email=email, live_after=live_after, expires_until=expires_until
+        )
+        return with_spooled(self._rows(_schema.select_assets(*params), params), spooled)
 
     def prune(
         self,
@@ -570,10 +615,15 @@ class PostgresLedger:
             yield from batch
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
+        """The shared ledger's rows in id order, then this machine's spooled uploads it does
+        not hold yet (a spooled revocation of a row it holds revokes it here)."""
         params = {"email": email, "live_after": live_after}
+        mine = self._local.spooled_assets(email=email, live_after=live_after)  # first
+        spooled = {upload_key(a): a for a in mine}
         read = functools.partial(self._rows, _schema.SELECT_EXPORT_BATCH)
         for batch in in_id_order(read, params):
-            yield from batch
+            yield from (with_revocation(a, spooled.pop(upload_key(a), None)) for a in batch)
+        yield from spooled.values()
 
     def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
         batch = list(assets)
@@ -583,24 +633,23 @@ class PostgresLedger:
             return self._merge(batch)
 
     def _merge(self, assets: list[Asset]) -> list[MergeOutcome]:
-        outcomes: list[MergeOutcome] = []
         with self._session() as conn, conn.transaction():
-            for asset in assets:
-                params = upload_params(asset)
-                if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
-                    outcomes.append("added")
-                    continue
-                held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
-                outcome = merge_outcome(held, asset)
-                if outcome == "revoked":
-                    revoke = {"id": held[0], "revoked_at": asset.revoked_at}
-                    conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
-                outcomes.append(outcome)
-        return outcomes
+            return _merged(conn, assets)
 
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
     ) -> list[Asset]:
+        """The live rows of one content or one ref revoked, in the shared ledger and in this
+        machine's spool. The spool first, at once, whether or not the server answers: this
+        machine never hands a spooled upload out again, and a merge carries the revocation
+        (one that read the row before stays from unspooling it: UNSPOOL). The server's
+        transaction then also merges those revoked uploads in, so a merge racing it can never
+        leave them live there: whichever commits second finds the row and keeps it revoked."""
+        spooled = self._local.revoke_spooled(
+            sha256=sha256, asset_ref=asset_ref, email=email, at=at
+        )
+        if spooled:
+            self._spool_waiting = True  # should the server not answer now
         params: dict[str, Any] = {"email": email, "now": at}
         if sha256 is not None:
             query, params["sha256"] = _schema.SELECT_BY_CONTENT, sha256
@@ -611,9 +660,15 @@ class PostgresLedger:
             rows = [asset_from_row(r) for r in held]
             for asset in rows:
                 conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+            _merged(conn, spooled)
         # After the commit, by the machine clock: later than any read that could have missed it.
         seen_ns = _hit.machine_ns()
+        if spooled:
+            with contextlib.suppress(LedgerError):  # else the next merge finds them there
+                self._local.unspool(spooled)
         revoked = [replace(a, revoked_at=at) for a in rows]
+        keys = {upload_key(a) for a in revoked}
+        revoked += [a for a in spooled if upload_key(a) not in keys]
         for asset in revoked:  # this machine's mirror learns it at once, as news
             self.remember(asset.sha256, asset.email, asset, at, seen_ns)
         return revoked
@@ -714,6 +769,47 @@ class AdvisoryLocks:
         self._session = None
         self._session_guard = threading.Lock()
         self._local.forget_inherited()
+
+
+def _merged(conn: Any, assets: list[Asset]) -> list[MergeOutcome]:
+    """Merge uploads into the shared ledger within ``conn``'s transaction (as an import: each
+    ``added``, ``revoked`` or ``skipped``)."""
+    outcomes: list[MergeOutcome] = []
+    for asset in assets:
+        params = upload_params(asset)
+        if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
+            outcomes.append("added")
+            continue
+        held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
+        outcome = merge_outcome(held, asset)
+        if outcome == "revoked":
+            revoke = {"id": held[0], "revoked_at": asset.revoked_at}
+            conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def upload_key(asset: Asset) -> tuple[str, str, str]:
+    """What makes two rows the same upload (``ux_uploads_upload``)."""
+    return (asset.asset_ref, asset.sha256, asset.email)
+
+
+def with_revocation(held: Asset, spooled: Asset | None) -> Asset:
+    """A row of the shared ledger, revoked if this machine's spool holds it revoked (a forget
+    made here that a merge has not carried there yet)."""
+    if spooled is None or spooled.revoked_at is None or held.revoked_at is not None:
+        return held
+    return replace(held, revoked_at=spooled.revoked_at)
+
+
+def with_spooled(rows: list[Asset], spooled: list[Asset]) -> list[Asset]:
+    """A listing of the shared ledger (sorted by expiry) with this machine's spooled uploads
+    it does not hold yet, still sorted by expiry (the shared ledger's rows first on a tie)."""
+    if not spooled:
+        return rows
+    mine = {upload_key(a): a for a in spooled}
+    listed = [with_revocation(a, mine.pop(upload_key(a), None)) for a in rows]
+    return sorted(listed + list(mine.values()), key=lambda a: a.expires_at)
 
 
 def next_delay(delay: float) -> float:

@@ -155,20 +155,25 @@ class AsyncSessions:
     async def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
     ) -> Asset | None:
-        """As ``PostgresLedger.newest``: the mirror (a local file, read in a worker thread)
-        unless ``fresh``, else the server, whose answer is then mirrored."""
+        """As ``PostgresLedger.newest``: what this machine knows (its mirror and spool, a
+        local file read in a worker thread) unless ``fresh``, else the server, whose answer is
+        then mirrored and weighed against the spool."""
         ledger = self._ledger
         moment = datetime.now(UTC) if now is None else now
         if not fresh:
-            mirrored = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
-            if mirrored is not None:
-                return mirrored
+            known = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
+            if known is not None:
+                return known
+        spooled = None  # the spool before the server, as PostgresLedger.newest
+        if fresh:
+            spooled = await asyncio.to_thread(ledger.spooled_newest, sha256, email, moment)
         began = _hit.machine_ns()
         params = _postgres.newest_params(sha256, email, moment)
         rows = await self._rows(_schema.SELECT_NEWEST, params)
-        newest = rows[0] if rows else None
-        await asyncio.to_thread(ledger.remember, sha256, email, newest, moment, began)
-        return newest
+        answer = rows[0] if rows else None
+        return await asyncio.to_thread(
+            ledger.answered, sha256, email, answer, spooled, moment, began
+        )
 
     async def record(self, asset: Asset) -> Asset:
         """As ``PostgresLedger.record``: retried for RECORD_RETRY_S, then spooled."""

@@ -149,8 +149,8 @@ class Ledger(LedgerFile):
             raise self._unreadable(exc) from None
 
     def mirrored(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
-        """As a mirror of a shared ledger: the newest credible, unrevoked row of a key read
-        recently enough (``mirrored_row``)."""
+        """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
+        machine knows (``mirrored_row``: read recently enough, or spooled)."""
         return self._one(self.mirrored_row(sha256, email, now=now))
 
     def _one(self, row: tuple[Any, ...] | None) -> Asset | None:
@@ -190,15 +190,46 @@ class Ledger(LedgerFile):
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
         return
 
-    def spooled(self, limit: int) -> list[Asset]:
-        """As a shared ledger's local file: the oldest uploads waiting to be recorded there."""
+    def spooled(self, limit: int, *, after: int = 0) -> list[Asset]:
+        """As a shared ledger's local file: the oldest uploads waiting to be recorded there
+        (after the row id ``after``)."""
         with self._reading() as conn:
-            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, {"limit": limit}))
+            params = {"limit": limit, "after": after}
+            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, params))
 
-    def unspool(self, assets: Iterable[Asset]) -> None:
-        """As a shared ledger's local file: these spooled uploads are recorded there now."""
+    def unspool(self, assets: Iterable[Asset]) -> int:
+        """As a shared ledger's local file: these spooled uploads are recorded there now, as
+        they were read. Returns how many left the spool (a row another process merged, the
+        mirror took over, or a forget revoked since it was read stays: see UNSPOOL)."""
         with self.write() as conn:
-            conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            done = conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            return max(done.rowcount, 0)
+
+    def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """As a shared ledger's local file: the spool's newest credible, unrevoked upload of a
+        key (as ``newest``), to weigh against the shared ledger's answer."""
+        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
+        with self._reading() as conn:
+            return self._one(conn.execute(_schema.SELECT_SPOOLED_NEWEST, params).fetchone())
+
+    def spooled_assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]:
+        """As a shared ledger's local file: the spooled uploads ``assets`` would list."""
+        return self._listed(
+            email=email, live_after=live_after, expires_until=expires_until, spooled=True
+        )
+
+    def revoke_spooled(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]:
+        """As a shared ledger's local file: ``revoke`` among the spooled uploads (the merge then
+        carries the revocation to the shared ledger)."""
+        return self._revoked(sha256, asset_ref, email, at, spooled=True)
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
@@ -214,14 +245,25 @@ class Ledger(LedgerFile):
         live_after: datetime | None = None,
         expires_until: datetime | None = None,
     ) -> list[Asset]:
+        return self._listed(email=email, live_after=live_after, expires_until=expires_until)
+
+    def _listed(
+        self,
+        *,
+        email: str | None,
+        live_after: datetime | None,
+        expires_until: datetime | None,
+        spooled: bool = False,
+    ) -> list[Asset]:
         given = {
             "email": email,
             "live_after": _db_time_or_none(live_after),
             "expires_until": _db_time_or_none(expires_until),
         }
         params = {name: value for name, value in given.items() if value is not None}
+        sql = _schema.select_assets(*(["spooled"] if spooled else []), *params)
         with self._reading() as conn:
-            return self._decoded(conn.execute(_schema.select_assets(*params), params))
+            return self._decoded(conn.execute(sql, params))
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
         """Every row (of ``email``, live after ``live_after`` when given), in id order, read
@@ -240,12 +282,23 @@ class Ledger(LedgerFile):
     ) -> list[Asset]:
         """Mark the live rows (expiring after ``at``, not yet revoked) of one content or one
         ref, maybe of one account, revoked at ``at``, in one transaction; returns them."""
+        return self._revoked(sha256, asset_ref, email, at)
+
+    def _revoked(
+        self,
+        sha256: str | None,
+        asset_ref: str | None,
+        email: str | None,
+        at: datetime,
+        *,
+        spooled: bool = False,
+    ) -> list[Asset]:
         stamp = _schema.to_db_time(at)
         if sha256 is not None:
-            query = _schema.SELECT_BY_CONTENT
+            query = _schema.SELECT_SPOOLED_BY_CONTENT if spooled else _schema.SELECT_BY_CONTENT
             params = {"sha256": sha256, "email": email, "now": stamp}
         else:
-            query = _schema.SELECT_BY_REF
+            query = _schema.SELECT_SPOOLED_BY_REF if spooled else _schema.SELECT_BY_REF
             params = {"asset_ref": asset_ref, "email": email, "now": stamp}
         with self.write() as conn:
             rows = self._decoded(conn.execute(query, params))
@@ -387,6 +440,7 @@ def _spooled_key(asset: Asset) -> dict[str, Any]:
         "sha256": asset.sha256,
         "email": asset.email,
         "uploaded_at": _schema.to_db_time(asset.uploaded_at),
+        "revoked_at": _db_time_or_none(asset.revoked_at),
     }
 
 

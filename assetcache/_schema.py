@@ -28,7 +28,7 @@ REVISIONS: Final = (
     "0004_source_host",
     "0005_mirrored_at",
     "0006_unique_upload",
-    "0007_mirror_machine_clock",
+    "0008_mirror_machine_clock",
 )
 HEAD: Final = REVISIONS[-1]
 

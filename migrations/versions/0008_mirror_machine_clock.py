@@ -5,16 +5,16 @@ however the wall clock jumped meanwhile (``mirrored_at`` alone was the wall cloc
 Always NULL in a ledger proper; rows mirrored before it are NULL too, so never answers again:
 they are read from the shared ledger once more.
 
-Revision ID: 0007_mirror_machine_clock
-Revises: 0006_unique_upload
+Revision ID: 0008_mirror_machine_clock
+Revises: 0007_upload_leases
 Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_mirror_machine_clock"
-down_revision = "0006_unique_upload"
+revision = "0008_mirror_machine_clock"
+down_revision = "0007_upload_leases"
 branch_labels = None
 depends_on = None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import time
 from datetime import UTC, datetime, timedelta
 
 from . import _schema
@@ -66,8 +67,12 @@ RETENTION: Final = timedelta(days=30)
 #: The margin ``resolve`` and ``assetcache ref`` ask for unless told otherwise.
 DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
 #: How long a row read from a shared ledger answers lookups from this machine's mirror: the
-#: bound on how late a forget made on another machine reaches this one (see _postgres.py).
+#: bound on how late a forget made on another machine reaches this one (see _postgres.py),
+#: kept by both clocks (``mirror_window``).
 MIRROR_TTL: Final = timedelta(minutes=5)
+MIRROR_TTL_NS: Final = MIRROR_TTL // timedelta(microseconds=1) * 1000
+#: The machine clock: time since boot, counting suspend where the system can (Linux).
+_BOOT_CLOCK: Final = getattr(time, "CLOCK_BOOTTIME", None)
 #: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
 #: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
 #: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
@@ -245,9 +250,28 @@ def lookup_margin(min_remaining: timedelta | None) -> timedelta:
 # -- the console script's hit ------------------------------------------------------------
 
 
-def mirror_since(now: datetime) -> datetime:
-    """The oldest read of a shared ledger that this machine's mirror still answers from."""
-    return now - MIRROR_TTL
+def machine_ns() -> int:
+    """This machine's clock for its mirror of a shared ledger: nanoseconds since boot. Nobody
+    sets it (NTP, an administrator or a resumed VM may move the wall clock either way, this
+    never jumps), and every process of the machine reads the same one."""
+    if _BOOT_CLOCK is not None:
+        return time.clock_gettime_ns(_BOOT_CLOCK)
+    return time.monotonic_ns()
+
+
+def mirror_window(now: datetime) -> dict[str, str | int]:
+    """The reads of a shared ledger this machine's mirror still answers from at ``now`` (the
+    parameters of ``_schema.SELECT_MIRRORED``, with ``credible_bounds``' ``:now``): those made
+    within MIRROR_TTL by the wall clock (``now``; a stamp later than it, made while the clock
+    ran ahead, is no answer) and by the machine clock (``machine_ns``: however the wall clock
+    jumped since, in either direction, a row read more than MIRROR_TTL ago is read again).
+    ``PostgresLedger`` and the console script's lean ``ref`` both answer by it."""
+    ticks = machine_ns()
+    return {
+        "seen_after": _schema.to_db_time(now - MIRROR_TTL),
+        "seen_after_ns": ticks - MIRROR_TTL_NS,
+        "now_ns": ticks,
+    }
 
 
 def cached_ref(
@@ -264,8 +288,9 @@ def cached_ref(
     (the file must be hashed, or no live ref is known). ``email`` is normalised.
 
     ``mirror``: ``ledger`` is a shared ledger's machine file (``_engine.machine_file``), which
-    answers only from rows read within MIRROR_TTL, as ``PostgresLedger.newest`` does; whatever
-    must be asked of the server (a miss, a row too short-lived) is the full cache's to ask."""
+    answers from what this machine knows as ``PostgresLedger.newest`` does (rows read within
+    ``mirror_window``, and its spool); whatever must be asked of the server (a miss, a row too
+    short-lived) is the full cache's to ask."""
     recorded = recordable_path(path)
     sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
     if sha256 is None:
@@ -277,7 +302,7 @@ def cached_ref(
         elif fresh:
             return None  # only the server can say: the full cache asks it
         else:
-            found = ledger.mirrored_row(sha256, email, now=now, seen_after=mirror_since(now))
+            found = ledger.mirrored_row(sha256, email, now=now)
         return None if found is None else StoredRow(found)
 
     row = live_row(newest, email, now, margin)

@@ -20,7 +20,7 @@ from _thread import allocate_lock
 from _weakrefset import WeakSet
 from datetime import UTC, datetime
 
-from . import _schema
+from . import _hit, _schema
 from ._errors import LedgerError
 from ._hit import RETENTION
 from ._owner import make_private_dirs, require_own
@@ -543,13 +543,13 @@ class LedgerFile:
             row: Row | None = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
         return row
 
-    def mirrored_row(
-        self, sha256: str, email: str, *, now: datetime, seen_after: datetime
-    ) -> Row | None:
-        """As a shared ledger's mirror: the newest credible row of a key, if it was read from
-        the shared ledger at ``seen_after`` or later (columns as ``newest_row``)."""
-        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
-        params["seen_after"] = _schema.to_db_time(seen_after)
+    def mirrored_row(self, sha256: str, email: str, *, now: datetime) -> Row | None:
+        """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
+        machine knows at ``now``: read from the shared ledger within ``_hit.mirror_window``, or
+        spooled here (columns as ``newest_row``)."""
+        params: dict[str, str | int] = {"sha256": sha256, "email": email}
+        params.update(credible_bounds(now))
+        params.update(_hit.mirror_window(now))
         with self._reading() as conn:
             row: Row | None = conn.execute(_schema.SELECT_MIRRORED, params).fetchone()
         return row

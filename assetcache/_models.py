@@ -63,6 +63,8 @@ class UploadRow(SQLModel, table=True):
     host: str | None = Field(default=None, max_length=255)
     #: Only in a machine's mirror of a shared ledger: when the row was last read from it.
     mirrored_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Only in a machine's mirror: this machine's clock since boot (ns) at that read.
+    mirrored_ns: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class FileStatRow(SQLModel, table=True):

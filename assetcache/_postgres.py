@@ -25,13 +25,22 @@ serve both engines; what differs is here:
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (keyed by the URL without its password), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
-  the shared ledger, each with the time it was read. A lookup answers from the mirror when the
-  key's row was read within ``MIRROR_TTL``, without opening a session or importing psycopg
-  (which alone costs more than a whole SQLite hit). Why that is safe: a mirrored row passes the
-  same checks as any row (live, credible, unrevoked, with ``min_remaining`` left), and the
-  shared ledger never shortens a row's life; the only news the mirror can miss is a ``forget``
-  made on another machine, which reaches this one within ``MIRROR_TTL``. A forget made here
-  updates the mirror at once.
+  the shared ledger, each stamped when its read began by the wall clock and by the machine
+  clock (``_hit.machine_ns``: since boot, never set). A lookup answers from the mirror when the
+  key's row was read within ``MIRROR_TTL`` by both (``_hit.mirror_window``), without opening a
+  session or importing psycopg (which alone costs more than a whole SQLite hit). Why that is
+  safe: a mirrored row passes the same checks as any row (live, credible, unrevoked, with
+  ``min_remaining`` left), and the shared ledger never shortens a row's life; the only news the
+  mirror can miss is a ``forget`` made on another machine, which reaches this one within
+  ``MIRROR_TTL`` of real time: a row stamped before the read's snapshot answers no longer than
+  that after it, however the wall clock jumped (a stamp "in the future" answers nothing). Two
+  reads of a key are ordered by the machine clock alone (``Ledger.mirror``): an answer read now
+  replaces the mirror's, unless a read that began later has written. A forget made here
+  updates the mirror at once, stamped after its commit.
+- **The spool**: uploads the shared ledger could not record (``record``) wait in the same file
+  for a session to merge them; until then they are this machine's knowledge: ``newest`` weighs
+  them against the server's answer, ``revoke`` revokes them there and writes them to the shared
+  ledger revoked, ``assets`` and ``export`` list them.
 
 - **asyncio**: ``_postgres_async.AsyncSessions`` is this ledger through psycopg's
   ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it.
@@ -39,7 +48,7 @@ serve both engines; what differs is here:
   this client's clock (``_deadline``): a statement waiting past ``SESSION_DEADLINE_S`` has its
   session cut. A pooled session a restart dropped is asked again once (``StaleSession``).
 - **A paid upload is never lost**: recording retries for RECORD_RETRY_S, then spools the row in
-  the local file until a session can merge it.
+  the local file until a session can merge it (see the spool above).
 
 The URL's password is a secret like the API token: it is kept in a ``Secret``, never in a
 message, a repr or ``path`` (which shows the URL with ``***``).
@@ -499,17 +508,45 @@ class PostgresLedger:
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
     ) -> Asset | None:
-        """From this machine's mirror when it read the key recently (unless ``fresh``), else
-        from the server (then mirrored)."""
+        """From what this machine knows (its mirror, when it read the key recently, and its
+        spool) unless ``fresh``; else from the server (then mirrored), weighed against the
+        spool: an upload this machine paid for is an answer whether or not merged yet."""
         moment = datetime.now(UTC) if now is None else now
-        if not fresh and (mirrored := self.from_mirror(sha256, email, moment)) is not None:
-            return mirrored
+        if not fresh and (known := self.from_mirror(sha256, email, moment)) is not None:
+            return known
+        # The spool before the server: a merge moves a row from the spool to the server, never
+        # out of sight of a read that looks there first. (Not fresh, ``from_mirror`` has just
+        # looked at the spool and found no candidate.)
+        spooled = self.spooled_newest(sha256, email, moment) if fresh else None
+        began = _hit.machine_ns()
         rows = self._rows(_schema.SELECT_NEWEST, newest_params(sha256, email, moment))
-        self.remember(sha256, email, rows[0] if rows else None, moment)
-        return rows[0] if rows else None
+        return self.answered(sha256, email, rows[0] if rows else None, spooled, moment, began)
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
-        return self._local.mirrored(sha256, email, now=now, seen_after=_hit.mirror_since(now))
+        """What this machine knows of a key: its mirror's row, if read within the mirror's
+        window (``_hit.mirror_window``), or its spool's, whichever expires later."""
+        return self._local.mirrored(sha256, email, now=now)
+
+    def spooled_newest(self, sha256: str, email: str, now: datetime) -> Asset | None:
+        """The spool's candidate for a key: its newest credible, unrevoked upload."""
+        return self._local.spooled_newest(sha256, email, now=now)
+
+    def answered(
+        self,
+        sha256: str,
+        email: str,
+        answer: Asset | None,
+        spooled: Asset | None,
+        seen_at: datetime,
+        seen_ns: int,
+    ) -> Asset | None:
+        """After the server answered a read that began at ``seen_at`` (``seen_ns`` by the
+        machine clock): mirror its answer, and return it or the spool's candidate, whichever
+        expires later (the server's on a tie)."""
+        self.remember(sha256, email, answer, seen_at, seen_ns)
+        if spooled is not None and (answer is None or spooled.expires_at > answer.expires_at):
+            return spooled
+        return answer
 
     def async_side(self) -> AsyncSessions:
         return self.async_sessions()
@@ -523,9 +560,12 @@ class PostgresLedger:
                 self._async = AsyncSessions(self)
             return self._async
 
-    def remember(self, sha256: str, email: str, asset: Asset | None, seen_at: datetime) -> None:
+    def remember(
+        self, sha256: str, email: str, asset: Asset | None, seen_at: datetime, seen_ns: int
+    ) -> None:
+        """Mirror what the shared ledger held for a key at a moment (``Ledger.mirror``)."""
         with contextlib.suppress(LedgerError):  # a mirror that cannot be written only costs speed
-            self._local.mirror(sha256, email, asset, seen_at=seen_at)
+            self._local.mirror(sha256, email, asset, seen_at=seen_at, seen_ns=seen_ns)
 
     def record(self, asset: Asset) -> Asset:
         """Insert the row and release the key's lease in one transaction; the answer (see
@@ -536,6 +576,7 @@ class PostgresLedger:
         deadline = time.monotonic() + RECORD_RETRY_S
         delay = 0.2
         while True:
+            began = _hit.machine_ns()
             try:
                 with self._session() as conn, conn.transaction():
                     written = _write_upload(conn, asset, lease)
@@ -545,7 +586,7 @@ class PostgresLedger:
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
-            return self.recorded(written)
+            return self.recorded(written, began)
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:
         """Whether to stop retrying and spool: past the budget, or closed (closed by its owner
@@ -553,16 +594,18 @@ class PostgresLedger:
         record does, instead of retrying for RECORD_RETRY_S)."""
         return self._closed or time.monotonic() + delay > deadline
 
-    def recorded(self, written: Written) -> Asset:
+    def recorded(self, written: Written, began: int) -> Asset:
         """After the row is in: mirror the key as the ledger now answers it, and return this
         resolver's answer. That is its own upload, unless its lease was taken over while it
         uploaded (it was stopped, or cut off): then its row is history, revoked at once, and
-        the answer is the taker's row when there is one (every resolver gets the same ref)."""
+        the answer is the taker's row when there is one (every resolver gets the same ref).
+        Stamped no later than the server took it: since the upload by the wall clock (the
+        cache's clock, like every other time here), since the statement (``began``) by the
+        machine clock. A ref the server handed out again after a forget stays revoked."""
         asset, row, answer = written
         recorded = replace(asset, id=row[0], revoked_at=None)
         held = recorded if row[1] is None else replace(recorded, revoked_at=row[1])
-        # Known since it was uploaded: the cache's clock, like every other time here.
-        self.remember(asset.sha256, asset.email, answer or held, asset.uploaded_at)
+        self.remember(asset.sha256, asset.email, answer or held, asset.uploaded_at, began)
         return answer or recorded
 
     def spool(self, asset: Asset, failure: LedgerError) -> Asset:
@@ -584,15 +627,26 @@ class PostgresLedger:
 
     def _merge_spool(self) -> None:
         """Merge into the shared ledger what this machine spooled (a chore: a failure leaves
-        the spool for the next session)."""
+        the spool for the next session). A row a forget revoked between the merge's read and
+        its write was sent live, and stays spooled (UNSPOOL): a second walk carries the
+        revocation at once. Never more than two walks: whatever stays after them (only a
+        spool written to all along) is the next session's."""
         self._spool_waiting = False  # first: the merge's own sessions must not merge again
         try:
-            while batch := self._local.spooled(SPOOL_BATCH):
-                self._merge(batch)
-                self._local.unspool(batch)
+            if self._merge_walk():
+                self._spool_waiting = self._merge_walk()
         except LedgerError:
             self._spool_waiting = True
             self._spool_retry_at = time.monotonic() + SPOOL_RETRY_S
+
+    def _merge_walk(self) -> bool:
+        """One walk through the spool, batch by batch; whether a merged row stayed in it."""
+        stayed, after = False, 0
+        while batch := self._local.spooled(SPOOL_BATCH, after=after):
+            self._merge(batch)
+            stayed = self._local.unspool(batch) < len(batch) or stayed
+            after = max(a.id or 0 for a in batch)
+        return stayed
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         """Nothing: a cache hit never writes to a shared ledger (every machine's hits would
@@ -613,7 +667,11 @@ class PostgresLedger:
     ) -> list[Asset]:
         given = {"email": email, "live_after": live_after, "expires_until": expires_until}
         params = {name: value for name, value in given.items() if value is not None}
-        return self._rows(_schema.select_assets(*params), params)
+        # The spool first: a merge meanwhile moves a row to the server, never out of sight.
+        spooled = self._local.spooled_assets(
+            email=email, live_after=live_after, expires_until=expires_until
+        )
+        return with_spooled(self._rows(_schema.select_assets(*params), params), spooled)
 
     def prune(
         self,
@@ -639,10 +697,15 @@ class PostgresLedger:
             yield from batch
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
+        """The shared ledger's rows in id order, then this machine's spooled uploads it does
+        not hold yet (a spooled revocation of a row it holds revokes it here)."""
         params = {"email": email, "live_after": live_after}
+        mine = self._local.spooled_assets(email=email, live_after=live_after)  # first
+        spooled = {upload_key(a): a for a in mine}
         read = functools.partial(self._rows, _schema.SELECT_EXPORT_BATCH)
         for batch in in_id_order(read, params):
-            yield from batch
+            yield from (with_revocation(a, spooled.pop(upload_key(a), None)) for a in batch)
+        yield from spooled.values()
 
     def merge(self, assets: Iterable[Asset]) -> list[MergeOutcome]:
         batch = list(assets)
@@ -652,24 +715,23 @@ class PostgresLedger:
             return self._merge(batch)
 
     def _merge(self, assets: list[Asset]) -> list[MergeOutcome]:
-        outcomes: list[MergeOutcome] = []
         with self._session() as conn, conn.transaction():
-            for asset in assets:
-                params = upload_params(asset)
-                if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
-                    outcomes.append("added")
-                    continue
-                held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
-                outcome = merge_outcome(held, asset)
-                if outcome == "revoked":
-                    revoke = {"id": held[0], "revoked_at": asset.revoked_at}
-                    conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
-                outcomes.append(outcome)
-        return outcomes
+            return _merged(conn, assets)
 
     def revoke(
         self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
     ) -> list[Asset]:
+        """The live rows of one content or one ref revoked, in the shared ledger and in this
+        machine's spool. The spool first, at once, whether or not the server answers: this
+        machine never hands a spooled upload out again, and a merge carries the revocation
+        (one that read the row before stays from unspooling it: UNSPOOL). The server's
+        transaction then also merges those revoked uploads in, so a merge racing it can never
+        leave them live there: whichever commits second finds the row and keeps it revoked."""
+        spooled = self._local.revoke_spooled(
+            sha256=sha256, asset_ref=asset_ref, email=email, at=at
+        )
+        if spooled:
+            self._spool_waiting = True  # should the server not answer now
         params: dict[str, Any] = {"email": email, "now": at}
         if sha256 is not None:
             query, params["sha256"] = _schema.SELECT_BY_CONTENT, sha256
@@ -680,9 +742,17 @@ class PostgresLedger:
             rows = [asset_from_row(r) for r in held]
             for asset in rows:
                 conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+            _merged(conn, spooled)
+        # After the commit, by the machine clock: later than any read that could have missed it.
+        seen_ns = _hit.machine_ns()
+        if spooled:
+            with contextlib.suppress(LedgerError):  # else the next merge finds them there
+                self._local.unspool(spooled)
         revoked = [replace(a, revoked_at=at) for a in rows]
+        keys = {upload_key(a) for a in revoked}
+        revoked += [a for a in spooled if upload_key(a) not in keys]
         for asset in revoked:  # this machine's mirror learns it at once, as news
-            self.remember(asset.sha256, asset.email, asset, at)
+            self.remember(asset.sha256, asset.email, asset, at, seen_ns)
         return revoked
 
 
@@ -713,6 +783,47 @@ def superseded(asset: Asset) -> Asset:
     """The row of an upload whose lease was taken over meanwhile: kept (it was paid for) but
     revoked from the start, so it is nobody else's answer."""
     return replace(asset, revoked_at=asset.uploaded_at)
+
+
+def _merged(conn: Any, assets: list[Asset]) -> list[MergeOutcome]:
+    """Merge uploads into the shared ledger within ``conn``'s transaction (as an import: each
+    ``added``, ``revoked`` or ``skipped``)."""
+    outcomes: list[MergeOutcome] = []
+    for asset in assets:
+        params = upload_params(asset)
+        if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
+            outcomes.append("added")
+            continue
+        held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
+        outcome = merge_outcome(held, asset)
+        if outcome == "revoked":
+            revoke = {"id": held[0], "revoked_at": asset.revoked_at}
+            conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def upload_key(asset: Asset) -> tuple[str, str, str]:
+    """What makes two rows the same upload (``ux_uploads_upload``)."""
+    return (asset.asset_ref, asset.sha256, asset.email)
+
+
+def with_revocation(held: Asset, spooled: Asset | None) -> Asset:
+    """A row of the shared ledger, revoked if this machine's spool holds it revoked (a forget
+    made here that a merge has not carried there yet)."""
+    if spooled is None or spooled.revoked_at is None or held.revoked_at is not None:
+        return held
+    return replace(held, revoked_at=spooled.revoked_at)
+
+
+def with_spooled(rows: list[Asset], spooled: list[Asset]) -> list[Asset]:
+    """A listing of the shared ledger (sorted by expiry) with this machine's spooled uploads
+    it does not hold yet, still sorted by expiry (the shared ledger's rows first on a tie)."""
+    if not spooled:
+        return rows
+    mine = {upload_key(a): a for a in spooled}
+    listed = [with_revocation(a, mine.pop(upload_key(a), None)) for a in rows]
+    return sorted(listed + list(mine.values()), key=lambda a: a.expires_at)
 
 
 def next_delay(delay: float) -> float:

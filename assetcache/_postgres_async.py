@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _leases, _postgres, _schema
+from . import _hit, _leases, _postgres, _schema
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
@@ -195,19 +195,25 @@ class AsyncSessions:
     async def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
     ) -> Asset | None:
-        """As ``PostgresLedger.newest``: the mirror (a local file, read in a worker thread)
-        unless ``fresh``, else the server, whose answer is then mirrored."""
+        """As ``PostgresLedger.newest``: what this machine knows (its mirror and spool, a
+        local file read in a worker thread) unless ``fresh``, else the server, whose answer is
+        then mirrored and weighed against the spool."""
         ledger = self._ledger
         moment = datetime.now(UTC) if now is None else now
         if not fresh:
-            mirrored = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
-            if mirrored is not None:
-                return mirrored
+            known = await asyncio.to_thread(ledger.from_mirror, sha256, email, moment)
+            if known is not None:
+                return known
+        spooled = None  # the spool before the server, as PostgresLedger.newest
+        if fresh:
+            spooled = await asyncio.to_thread(ledger.spooled_newest, sha256, email, moment)
+        began = _hit.machine_ns()
         params = _postgres.newest_params(sha256, email, moment)
         rows = await self._rows(_schema.SELECT_NEWEST, params)
-        newest = rows[0] if rows else None
-        await asyncio.to_thread(ledger.remember, sha256, email, newest, moment)
-        return newest
+        answer = rows[0] if rows else None
+        return await asyncio.to_thread(
+            ledger.answered, sha256, email, answer, spooled, moment, began
+        )
 
     async def record(self, asset: Asset) -> Asset:
         """As ``PostgresLedger.record``: the lease released with the row, retried for
@@ -216,6 +222,7 @@ class AsyncSessions:
         deadline = time.monotonic() + _postgres.RECORD_RETRY_S
         delay = 0.2
         while True:
+            began = _hit.machine_ns()
             try:
                 async with self.session() as conn, conn.transaction():
                     written = await _write_upload(conn, asset, lease)
@@ -225,7 +232,7 @@ class AsyncSessions:
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
                 continue
-            return await asyncio.to_thread(self._ledger.recorded, written)
+            return await asyncio.to_thread(self._ledger.recorded, written, began)
 
     # -- single flight (see _leases) -----------------------------------------------------
 

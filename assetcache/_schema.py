@@ -29,6 +29,7 @@ REVISIONS: Final = (
     "0005_mirrored_at",
     "0006_unique_upload",
     "0007_upload_leases",
+    "0008_mirror_machine_clock",
 )
 HEAD: Final = REVISIONS[-1]
 
@@ -49,7 +50,7 @@ UPLOAD_COLUMNS: Final = (
     "host",
 )
 #: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
-MIRROR_ONLY_COLUMNS: Final = ("mirrored_at",)
+MIRROR_ONLY_COLUMNS: Final = ("mirrored_at", "mirrored_ns")
 FILE_STATS: Final = "file_stats"
 #: A shared ledger's single-flight claims (see _leases.py; PostgreSQL only at run time).
 UPLOAD_LEASES: Final = "upload_leases"
@@ -96,6 +97,9 @@ MERGE_UPLOAD: Final = f"{INSERT_UPLOAD} ON CONFLICT (asset_ref, sha256, email) D
 
 UPDATE_SOURCE: Final = f"UPDATE {UPLOADS} SET source = :source, host = :host WHERE id = :id"
 
+#: What makes a row of a shared ledger's machine file a spooled upload (see the spool below).
+_SPOOLED: Final = " AND mirrored_at IS NULL"
+
 # forget: the live rows of one content (sha256 and maybe email), or of one ref.
 # The content case seeks ix_uploads_key, the ref case ux_uploads_upload (asset_ref leads it).
 _NOT_REVOKED: Final = (
@@ -104,6 +108,9 @@ _NOT_REVOKED: Final = (
 )
 SELECT_BY_CONTENT: Final = f"{_NOT_REVOKED} AND sha256 = :sha256 ORDER BY id"
 SELECT_BY_REF: Final = f"{_NOT_REVOKED} AND asset_ref = :asset_ref ORDER BY id"
+# The same, among the uploads a shared ledger's machine file holds in its spool (below).
+SELECT_SPOOLED_BY_CONTENT: Final = SELECT_BY_CONTENT.replace(" ORDER BY", _SPOOLED + " ORDER BY")
+SELECT_SPOOLED_BY_REF: Final = SELECT_BY_REF.replace(" ORDER BY", _SPOOLED + " ORDER BY")
 REVOKE_UPLOAD: Final = f"UPDATE {UPLOADS} SET revoked_at = :revoked_at WHERE id = :id"
 
 SELECT_STAT: Final = f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
@@ -119,6 +126,7 @@ _ASSET_FILTERS: Final = {
     "email": "email = :email",
     "live_after": "expires_at > :live_after",
     "expires_until": "expires_at <= :expires_until",
+    "spooled": _SPOOLED[len(" AND ") :],  # a shared ledger's machine file: its spool alone
 }
 
 
@@ -147,39 +155,68 @@ SELECT_PRUNE_BATCH: Final = (
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
-# A machine's mirror of a shared ledger (see _postgres.py): the newest row of a key, if it was
-# read from the shared ledger since :seen_after (and not "after now": a clock that ran ahead
-# must not stretch the bound); replacing a key's rows with what was read, unless what the
-# mirror holds was read later (a forget here leaves a revoked row as that later news).
+# A shared ledger's machine file (see _postgres.py) holds two kinds of rows beside its stat cache.
+#
+# The MIRROR: what the shared ledger answered for a key, each row stamped when its read began by
+# two clocks: the wall clock (mirrored_at, the cache's clock) and this machine's clock since
+# boot (mirrored_ns, _hit.machine_ns), which nobody sets. A mirrored row answers only while it
+# was read within MIRROR_TTL by both (_hit.mirror_window): neither a wall clock that ran ahead
+# while it read (a stamp "in the future") nor one set back since can stretch that bound.
+# The SPOOL: uploads paid for while the shared ledger could not record them
+# (``mirrored_at IS NULL``: never read from the shared ledger), kept until a session can
+# merge them in. They are this machine's knowledge, answers whether or not merged yet.
+#
+# What this machine knows of a key: the newest credible row, mirrored within the window or
+# spooled.
 SELECT_MIRRORED: Final = SELECT_NEWEST.replace(
     "AND revoked_at IS NULL",
-    "AND revoked_at IS NULL AND mirrored_at >= :seen_after AND mirrored_at <= :now",
+    "AND revoked_at IS NULL AND (mirrored_at IS NULL OR (mirrored_at >= :seen_after "
+    "AND mirrored_at <= :now AND mirrored_ns >= :seen_after_ns AND mirrored_ns <= :now_ns))",
 )
+# The spool's own candidate for a key, to weigh against the shared ledger's answer.
+SELECT_SPOOLED_NEWEST: Final = SELECT_NEWEST.replace(
+    "AND revoked_at IS NULL", "AND revoked_at IS NULL" + _SPOOLED
+)
+# A read replaces the key's mirrored rows unless the mirror holds a later read of it: one
+# that began later by the machine clock (:seen_ns is when this read began; a stamp beyond the
+# clock now was made before a reboot, and orders nothing). The wall clock orders nothing: a
+# stamp it put "in the future" is no news, and gives way to the next answer read.
 SELECT_MIRROR_NEWS: Final = (
     f"SELECT 1 FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
-    "AND mirrored_at > :mirrored_at LIMIT 1"
+    "AND mirrored_ns > :seen_ns AND mirrored_ns <= :now_ns LIMIT 1"
+)
+# A read that found nothing keeps the key's mirrored rows as tombstones stamped with that read:
+# never answers, they mark it as news for a slower read that began before it.
+MARK_MIRRORED: Final = (
+    f"UPDATE {UPLOADS} SET revoked_at = COALESCE(revoked_at, :mirrored_at), "
+    "mirrored_at = :mirrored_at, mirrored_ns = :mirrored_ns "
+    "WHERE sha256 = :sha256 AND email = :email AND mirrored_at IS NOT NULL"
 )
 DELETE_MIRRORED: Final = (
     f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
     "AND mirrored_at IS NOT NULL"
 )
-# A spooled row (below) that the shared ledger now answers with is in it: it becomes mirrored.
+# A spooled row that the shared ledger now answers with is in it: it becomes mirrored. Unless
+# it holds a revocation made here (a forget while it was spooled): that must reach the shared
+# ledger, so it stays spooled for the merge to carry (the mirror skips it meanwhile).
 INSERT_MIRRORED: Final = (
-    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:])}, mirrored_at) "
-    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:])}, :mirrored_at) "
+    f"INSERT INTO {UPLOADS} ({', '.join(UPLOAD_COLUMNS[1:] + MIRROR_ONLY_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in UPLOAD_COLUMNS[1:] + MIRROR_ONLY_COLUMNS)}) "
     "ON CONFLICT (asset_ref, sha256, email) DO UPDATE SET mirrored_at = excluded.mirrored_at, "
-    "revoked_at = excluded.revoked_at"
+    "mirrored_ns = excluded.mirrored_ns, revoked_at = excluded.revoked_at "
+    "WHERE uploads.revoked_at IS NULL"
 )
-# The spool: uploads paid for while the shared ledger could not record them, kept in the
-# machine's local file (``mirrored_at IS NULL``: never read from the shared ledger) until a
-# session can merge them in.
-SELECT_SPOOLED: Final = f"{_UPLOAD_SELECT} WHERE mirrored_at IS NULL ORDER BY id LIMIT :limit"
-# A merged upload leaves the spool only if its row is still that spooled upload: another process
-# of the machine may have merged and deleted it since it was read, and SQLite gives a freed id
-# to the next row (a newer spooled upload, merged nowhere yet); the mirror may have taken it over.
+SELECT_SPOOLED: Final = (
+    f"{_UPLOAD_SELECT} WHERE mirrored_at IS NULL AND id > :after ORDER BY id LIMIT :limit"
+)
+# A merged upload leaves the spool only if its row is still that spooled upload, as merged:
+# another process of the machine may have merged and deleted it since it was read, and SQLite
+# gives a freed id to the next row (a newer spooled upload, merged nowhere yet); the mirror may
+# have taken it over; a forget may have revoked it since (the next merge carries that).
 UNSPOOL: Final = (
     f"DELETE FROM {UPLOADS} WHERE id = :id AND mirrored_at IS NULL AND asset_ref = :asset_ref "
-    "AND sha256 = :sha256 AND email = :email AND uploaded_at = :uploaded_at"
+    "AND sha256 = :sha256 AND email = :email AND uploaded_at = :uploaded_at "
+    "AND revoked_at IS :revoked_at"
 )
 
 # Export streams the ledger in id order, a batch per read, so a huge ledger never sits in memory.

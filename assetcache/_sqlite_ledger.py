@@ -53,7 +53,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import _schema
+from . import _hit, _schema
 from ._asset import Asset
 from ._engine import BATCH_ROWS, in_id_order
 from ._errors import LedgerError
@@ -148,43 +148,88 @@ class Ledger(LedgerFile):
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
-    def mirrored(
-        self, sha256: str, email: str, *, now: datetime, seen_after: datetime
-    ) -> Asset | None:
-        """As a mirror of a shared ledger: the newest credible row of a key, if it was read
-        from the shared ledger at ``seen_after`` or later."""
-        row = self.mirrored_row(sha256, email, now=now, seen_after=seen_after)
+    def mirrored(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
+        machine knows (``mirrored_row``: read recently enough, or spooled)."""
+        return self._one(self.mirrored_row(sha256, email, now=now))
+
+    def _one(self, row: tuple[Any, ...] | None) -> Asset | None:
         try:
             return None if row is None else asset_from_row(row)
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
-    def mirror(self, sha256: str, email: str, asset: Asset | None, *, seen_at: datetime) -> None:
-        """As a mirror: what the shared ledger answered for a key, read at ``seen_at`` (a revoked
-        row is kept, as news that outranks anything read before it)."""
-        stamp = _schema.to_db_time(seen_at)
+    def mirror(
+        self,
+        sha256: str,
+        email: str,
+        asset: Asset | None,
+        *,
+        seen_at: datetime,
+        seen_ns: int,
+    ) -> None:
+        """As a mirror: what the shared ledger answered for a key, by a read that began at
+        ``seen_at`` by the wall clock and ``seen_ns`` by the machine clock (``_hit.machine_ns``),
+        replaces what the mirror held of it, unless the mirror holds a read that began later by
+        the machine clock (a revoked row is kept that way, as news outranking any read that
+        began before it; so are the rows of a read that found nothing, as tombstones). The wall
+        clock orders nothing: it may have been set since."""
         key = {"sha256": sha256, "email": email}
+        stamps = {"mirrored_at": _schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
         with self.write() as conn:
-            if conn.execute(_schema.SELECT_MIRROR_NEWS, {**key, "mirrored_at": stamp}).fetchone():
-                return  # the mirror already holds later news of this key
+            news = {**key, "seen_ns": seen_ns, "now_ns": _hit.machine_ns()}
+            if conn.execute(_schema.SELECT_MIRROR_NEWS, news).fetchone():
+                return  # the mirror already holds a later read of this key
+            if asset is None:  # nothing to answer: what the mirror held marks this read
+                conn.execute(_schema.MARK_MIRRORED, {**key, **stamps})
+                return
             conn.execute(_schema.DELETE_MIRRORED, key)
-            if asset is not None:
-                params = {**_upload_params(asset), "mirrored_at": stamp}
-                conn.execute(_schema.INSERT_MIRRORED, params)
+            conn.execute(_schema.INSERT_MIRRORED, {**_upload_params(asset), **stamps})
 
     def async_side(self) -> None:
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
         return
 
-    def spooled(self, limit: int) -> list[Asset]:
-        """As a shared ledger's local file: the oldest uploads waiting to be recorded there."""
+    def spooled(self, limit: int, *, after: int = 0) -> list[Asset]:
+        """As a shared ledger's local file: the oldest uploads waiting to be recorded there
+        (after the row id ``after``)."""
         with self._reading() as conn:
-            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, {"limit": limit}))
+            params = {"limit": limit, "after": after}
+            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, params))
 
-    def unspool(self, assets: Iterable[Asset]) -> None:
-        """As a shared ledger's local file: these spooled uploads are recorded there now."""
+    def unspool(self, assets: Iterable[Asset]) -> int:
+        """As a shared ledger's local file: these spooled uploads are recorded there now, as
+        they were read. Returns how many left the spool (a row another process merged, the
+        mirror took over, or a forget revoked since it was read stays: see UNSPOOL)."""
         with self.write() as conn:
-            conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            done = conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            return max(done.rowcount, 0)
+
+    def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """As a shared ledger's local file: the spool's newest credible, unrevoked upload of a
+        key (as ``newest``), to weigh against the shared ledger's answer."""
+        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
+        with self._reading() as conn:
+            return self._one(conn.execute(_schema.SELECT_SPOOLED_NEWEST, params).fetchone())
+
+    def spooled_assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]:
+        """As a shared ledger's local file: the spooled uploads ``assets`` would list."""
+        return self._listed(
+            email=email, live_after=live_after, expires_until=expires_until, spooled=True
+        )
+
+    def revoke_spooled(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]:
+        """As a shared ledger's local file: ``revoke`` among the spooled uploads (the merge then
+        carries the revocation to the shared ledger)."""
+        return self._revoked(sha256, asset_ref, email, at, spooled=True)
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
@@ -200,14 +245,25 @@ class Ledger(LedgerFile):
         live_after: datetime | None = None,
         expires_until: datetime | None = None,
     ) -> list[Asset]:
+        return self._listed(email=email, live_after=live_after, expires_until=expires_until)
+
+    def _listed(
+        self,
+        *,
+        email: str | None,
+        live_after: datetime | None,
+        expires_until: datetime | None,
+        spooled: bool = False,
+    ) -> list[Asset]:
         given = {
             "email": email,
             "live_after": _db_time_or_none(live_after),
             "expires_until": _db_time_or_none(expires_until),
         }
         params = {name: value for name, value in given.items() if value is not None}
+        sql = _schema.select_assets(*(["spooled"] if spooled else []), *params)
         with self._reading() as conn:
-            return self._decoded(conn.execute(_schema.select_assets(*params), params))
+            return self._decoded(conn.execute(sql, params))
 
     def export(self, *, email: str | None, live_after: datetime | None) -> Iterator[Asset]:
         """Every row (of ``email``, live after ``live_after`` when given), in id order, read
@@ -226,12 +282,23 @@ class Ledger(LedgerFile):
     ) -> list[Asset]:
         """Mark the live rows (expiring after ``at``, not yet revoked) of one content or one
         ref, maybe of one account, revoked at ``at``, in one transaction; returns them."""
+        return self._revoked(sha256, asset_ref, email, at)
+
+    def _revoked(
+        self,
+        sha256: str | None,
+        asset_ref: str | None,
+        email: str | None,
+        at: datetime,
+        *,
+        spooled: bool = False,
+    ) -> list[Asset]:
         stamp = _schema.to_db_time(at)
         if sha256 is not None:
-            query = _schema.SELECT_BY_CONTENT
+            query = _schema.SELECT_SPOOLED_BY_CONTENT if spooled else _schema.SELECT_BY_CONTENT
             params = {"sha256": sha256, "email": email, "now": stamp}
         else:
-            query = _schema.SELECT_BY_REF
+            query = _schema.SELECT_SPOOLED_BY_REF if spooled else _schema.SELECT_BY_REF
             params = {"asset_ref": asset_ref, "email": email, "now": stamp}
         with self.write() as conn:
             rows = self._decoded(conn.execute(query, params))
@@ -373,6 +440,7 @@ def _spooled_key(asset: Asset) -> dict[str, Any]:
         "sha256": asset.sha256,
         "email": asset.email,
         "uploaded_at": _schema.to_db_time(asset.uploaded_at),
+        "revoked_at": _db_time_or_none(asset.revoked_at),
     }
 
 

@@ -285,6 +285,8 @@ def test_every_command_works_on_a_postgresql_ledger_and_never_shows_its_password
 def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_forget(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from assetcache import _hit
+
     from .conftest import Clock
 
     clock = Clock()
@@ -299,11 +301,13 @@ def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_fo
         clock.advance(timedelta(minutes=20))  # corrected: well past the 5-minute bound
         assert here.lookup(png("a"), email=EMAIL) is None
 
-        # A read of the server that finishes after a forget made here must not undo it.
+        # A read of the server that began before a forget made here and finishes after it
+        # must not undo it.
         second = here.resolve(png("b"), email=EMAIL)
         engine = here._core.ledger
+        began = _hit.machine_ns()
         engine.revoke(sha256=second.sha256, asset_ref=None, email=None, at=clock.now)
-        engine.remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1))
+        engine.remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1), began)
         assert here.lookup(png("b"), email=EMAIL) is None
         here.close()
     assert uploaded.asset_ref

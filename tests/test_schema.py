@@ -80,6 +80,17 @@ def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
         _schema.select_assets("live_after", "expires_until"): {"live_after": t, "expires_until": t},
         _schema.select_assets("email", "live_after"): {"email": "e", "live_after": t},
         _schema.SELECT_STAT: {"path": "/p"},
+        # A shared ledger's machine file: the lean hit (mirror or spool), the spool's candidate.
+        _schema.SELECT_MIRRORED: {
+            "sha256": "x",
+            "email": "e",
+            "now": t,
+            "latest": t,
+            "seen_after": t,
+            "seen_after_ns": 0,
+            "now_ns": 1,
+        },
+        _schema.SELECT_SPOOLED_NEWEST: {"sha256": "x", "email": "e", "now": t, "latest": t},
         _schema.SELECT_PRUNE_BATCH: {
             "after": 0,
             "email": None,

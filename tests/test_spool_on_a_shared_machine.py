@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset
+from assetcache import Asset, _hit
 from assetcache._sqlite_ledger import Ledger
 
 from .conftest import EMAIL
@@ -56,9 +56,40 @@ def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
     try:
         spooled = local.record(_upload("first"))
         read = local.spooled(10)
-        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW)
+        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW, seen_ns=_hit.machine_ns())
         local.unspool(read)
-        assert local.mirrored(spooled.sha256, EMAIL, now=NOW, seen_after=NOW) is not None
+        assert local.mirrored(spooled.sha256, EMAIL, now=NOW) is not None
+    finally:
+        local.close()
+
+
+def test_unspooling_leaves_a_row_a_forget_revoked_since_it_was_read(tmp_path: Path) -> None:
+    """A merge read the spool, then a forget revoked a row here: the merge sent it live, so
+    unspooling must leave it, revoked, for the next merge to carry the revocation."""
+    local = Ledger(str(tmp_path / "shared-local.db"))
+    try:
+        spooled = local.record(_upload("first"))
+        read = local.spooled(10)
+        found = {"sha256": spooled.sha256, "asset_ref": None, "email": None, "at": NOW}
+        assert len(local.revoke_spooled(**found)) == 1  # type: ignore[arg-type]
+        assert local.unspool(read) == 0
+        assert [a.revoked_at for a in local.spooled(10)] == [NOW]
+    finally:
+        local.close()
+
+
+def test_the_mirror_leaves_a_spooled_upload_revoked_here_to_the_merge(tmp_path: Path) -> None:
+    """The shared ledger answers with an upload this machine spooled and then revoked (it was
+    recorded there after all): the mirror must not take the row over, live, from the spool,
+    or the revocation would never reach the shared ledger."""
+    local = Ledger(str(tmp_path / "shared-local.db"))
+    try:
+        spooled = local.record(_upload("first"))
+        local.revoke_spooled(sha256=spooled.sha256, asset_ref=None, email=None, at=NOW)
+        live = _upload("first")
+        local.mirror(spooled.sha256, EMAIL, live, seen_at=NOW, seen_ns=_hit.machine_ns())
+        assert [a.revoked_at for a in local.spooled(10)] == [NOW]
+        assert local.mirrored(spooled.sha256, EMAIL, now=NOW) is None
     finally:
         local.close()
 

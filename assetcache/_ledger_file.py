@@ -46,6 +46,16 @@ _COMPANIONS: Final = ("-wal", "-shm", "-journal")
 _INHERITED: list[sqlite3.Connection] = []
 #: Every open ledger, for the fork hooks below.
 _OPEN_LEDGERS: WeakSet[LedgerFile] = WeakSet()
+#: The descriptor each ledger file open in this process was checked on, by (device, inode):
+#: ``[users, descriptor, ...]``, users being the LedgerFiles open on it. Closing ANY
+#: descriptor of a file drops EVERY POSIX lock this process holds on it, SQLite's included
+#: (SQLite's documented hazard), and a process whose lock is gone still reads and writes the
+#: file while the others cannot see it: the next to close it thinks itself the last, and
+#: checkpoints and deletes the WAL and -shm under it (lost writes, "disk I/O error", a damaged
+#: file). So one descriptor per file, shared by every LedgerFile on it, closed only once the
+#: last of them and all their connections are closed. Guarded by _FILES_GUARD.
+_FILES: dict[tuple[int, int], list[int]] = {}
+_FILES_GUARD = allocate_lock()
 
 
 class FileStat:
@@ -192,14 +202,15 @@ class LedgerFile:
         self._closed = False
         self._in_use = 0  # connections checked out now
         self._broken_by_fork = False
+        self._file_key: tuple[int, int] | None = None  # its entry in _FILES, until released
         fd = self._open_file()
         try:
             self._ensure_schema(fd)
         except BaseException:
-            self.close()  # a refused file keeps no connection, nor the -wal/-shm it made
+            # A refused file keeps no connection, nor the -wal/-shm it made, nor (unless
+            # another LedgerFile here uses it) the descriptor.
+            self.close()
             raise
-        finally:
-            os.close(fd)
         _OPEN_LEDGERS.add(self)
 
     def __repr__(self) -> str:
@@ -249,17 +260,19 @@ class LedgerFile:
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
     def _open_file(self) -> int:
-        """A descriptor of the ledger file, created private if absent, else checked unchanged.
+        """A descriptor of the ledger file, created private if absent, else checked unchanged;
+        held (see _FILES) until this LedgerFile is closed.
 
         Nothing existing is changed here: the file may turn out not to be a ledger.
         """
         self._check_folder()
-        fd = self._open_or_create()
+        with _FILES_GUARD:  # so no other thread closes the file's descriptor meanwhile
+            fd = self._open_or_create()
         try:
             for suffix in _COMPANIONS:
                 self._check_companion(self.path + suffix)
         except BaseException:
-            os.close(fd)
+            self._release_file()
             raise
         return fd
 
@@ -288,6 +301,8 @@ class LedgerFile:
             )
 
     def _open_or_create(self) -> int:
+        """Under _FILES_GUARD: the file's held descriptor, opening (or creating) it if this
+        process holds none, checked and counted as used by this LedgerFile."""
         while True:
             try:
                 st = os.lstat(self.path)
@@ -295,12 +310,59 @@ class LedgerFile:
                 fd = self._create_file()
                 if fd is None:
                     continue  # another process created it meanwhile: check it like any other
+                self._hold(fd)
                 return fd
             except OSError as exc:
                 raise self._fail("cannot be opened", exc) from None
             # Before opening: opening a device or a FIFO can itself act (rewind a tape, block).
             self._check_kind(st)
-            return self._open_existing()
+            held = _FILES.get((st.st_dev, st.st_ino))
+            if held is None:
+                fd = self._open_existing()
+            else:
+                # Open here already, with connections maybe: opening (and one day closing)
+                # another descriptor would drop their locks, so check the held one. It keeps
+                # the inode alive, so its number is this very file's.
+                fd = held[1]
+                self._check_file(fd)
+            self._hold(fd)
+            return fd
+
+    def _hold(self, fd: int) -> None:
+        """Under _FILES_GUARD: count this LedgerFile as a user of ``fd``'s file."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        entry = _FILES.get(key)
+        if entry is None:
+            _FILES[key] = [1, fd]
+        else:
+            entry[0] += 1
+            if fd not in entry[1:]:
+                # The path was swapped for a file held here between the lstat and the open
+                # (someone renaming in our own folder): this one cannot be closed before the
+                # others either.
+                entry.append(fd)
+        self._file_key = key
+
+    def _release_file(self) -> None:
+        """This LedgerFile no longer uses its file (it is closed, and so are its connections):
+        the last user closes the held descriptor, now that no lock here can be dropped."""
+        with _FILES_GUARD:
+            key, self._file_key = self._file_key, None
+            if key is None:
+                return
+            entry = _FILES[key]
+            entry[0] -= 1
+            if entry[0]:
+                return
+            del _FILES[key]
+            # Closed under the guard: a thread opening the file now waits, so no connection of
+            # its can exist yet to lose its lock.
+            for fd in entry[1:]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    continue  # gone already: nothing more to release
 
     def _create_file(self) -> int | None:
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
@@ -343,6 +405,7 @@ class LedgerFile:
         try:
             self._check_file(fd)
         except BaseException:
+            # Safe to close: no LedgerFile here holds this file, so no connection of ours has it.
             os.close(fd)
             raise
         return fd
@@ -510,6 +573,9 @@ class LedgerFile:
         except BaseException:
             with self._guard:
                 self._in_use -= 1
+                release = self._closed and not self._in_use
+            if release:
+                self._release_file()
             raise
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
@@ -518,16 +584,25 @@ class LedgerFile:
             keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
             if keep:
                 self._idle.append(conn)
+            release = self._closed and not self._in_use
         if not keep:
-            conn.close()
+            try:
+                conn.close()
+            finally:
+                if release:  # the last connection of a closed ledger: now its descriptor
+                    self._release_file()
 
     def close(self) -> None:
-        """Close idle connections now; those in use close when their block ends."""
+        """Close idle connections now; those in use close when their block ends (and then
+        the file's descriptor, if no other LedgerFile here uses it)."""
         with self._guard:
             self._closed = True
             connections, self._idle = self._idle, []
+            release = not self._in_use
         for conn in connections:
             _close_quietly(conn)
+        if release:
+            self._release_file()
 
     # -- what a cache hit reads (and the hints it may write) -----------------------------
 
@@ -674,18 +749,21 @@ _FORKING: list[LedgerFile] = []
 
 
 def _before_fork() -> None:
+    _FILES_GUARD.acquire()  # so the child's _FILES is not caught halfway through a change
     _FORKING[:] = list(_OPEN_LEDGERS)
     for ledger in _FORKING:
         ledger._before_fork()
 
 
 def _after_fork_in_parent() -> None:
+    _FILES_GUARD.release()
     for ledger in _FORKING:
         ledger._after_fork_in_parent()
     _FORKING.clear()
 
 
 def _after_fork_in_child() -> None:
+    _FILES_GUARD.release()  # held by the thread that forked, which is this one
     for ledger in _FORKING:
         ledger._after_fork_in_child()
     _FORKING.clear()

@@ -28,6 +28,11 @@ SQLite choices, each for a reason:
   be a ledger (``alembic_version`` at a known revision) or empty are its mode tightened, WAL
   switched on and migrations run. The fast path stays one connection and the one version
   read: that connection then serves the lookups.
+- The descriptor those checks are made on stays open while this process has the file open
+  (one per file, shared by every ``LedgerFile`` on it; ``_ledger_file._FILES``): closing any
+  descriptor of a file drops every POSIX lock the process holds on it, SQLite's included, and
+  another process would then believe itself the last user and delete the WAL and -shm under
+  this one's connections.
 - The ledger and what SQLite keeps beside it (``-wal``, ``-shm``, ``-journal``) must be the
   user's own and writable by nobody else: SQLite would replay another user's journal or WAL
   into the database, and another user's ledger may hold planted rows.

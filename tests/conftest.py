@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -455,3 +456,45 @@ def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
 # ============================================================================================
 # End of the PostgreSQL block.
 # ============================================================================================
+
+
+# ============================================================================================
+# A real browser, for the HTML report: Debian's chromium driven by Playwright. Skipped only
+# when chromium or Playwright is missing, unless ASSETCACHE_REQUIRE_BROWSER=1 (CI sets it,
+# after installing chromium): then that is a failure.
+# ============================================================================================
+
+REQUIRE_BROWSER_VAR = "ASSETCACHE_REQUIRE_BROWSER"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def browser_unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_BROWSER_VAR, "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"the browser test must run here ({REQUIRE_BROWSER_VAR}): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless chromium (Playwright's ``Browser``), closed after the test."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        browser_unavailable("no chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browser_unavailable("Playwright is not installed (the test extra brings it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -2,15 +2,14 @@
 renders, the emulator's thumbnails load (and a dead CDN link falls back to the local file), the
 copy button copies, and a hostile file name or ref stays text.
 
-Skipped only when chromium or Playwright is missing, unless ASSETCACHE_REQUIRE_BROWSER=1 (CI
-sets it, after installing chromium): then that is a failure.
+The page runs under its own Content-Security-Policy here, as it does for its readers (that
+policy lets nothing else run: tests/test_report_allows_only_its_own_script.py). The ``browser``
+fixture (conftest) skips only when chromium or Playwright is missing, unless
+ASSETCACHE_REQUIRE_BROWSER=1 (CI sets it, after installing chromium): then that is a failure.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,6 @@ from .conftest import EMAIL
 pytestmark = pytest.mark.slow
 
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">'\"&<b>x.png"  # no "/": one name
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("ASSETCACHE_REQUIRE_BROWSER", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"the browser test must run here: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        _unavailable("no chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("Playwright is not installed (the test extra brings it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_the_report_renders_loads_thumbnails_copies_and_escapes(
@@ -82,15 +49,17 @@ def test_the_report_renders_loads_thumbnails_copies_and_escapes(
         html = page.read_text().replace(dead, emu.base_url + "/media/no-such-upload")
         page.write_text(html)
 
-        context = browser.new_context(bypass_csp=True)  # for the test's own probes
+        context = browser.new_context()  # the page under its own policy
         context.grant_permissions(["clipboard-read", "clipboard-write"])
         tab = context.new_page()
         dialogs: list[str] = []
         tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         tab.goto(page.as_uri())
         tab.wait_for_load_state("load")
+        # Predicates as functions: a string would be eval()ed, which the page's policy forbids.
         tab.wait_for_function(
-            "[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000
+            "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=10_000,
         )
 
         assert tab.title() == "assetcache report"  # the hostile name set no title
@@ -109,7 +78,9 @@ def test_the_report_renders_loads_thumbnails_copies_and_escapes(
         button = tab.locator("button.copy").first
         ref = button.get_attribute("data-ref")
         button.click()
-        tab.wait_for_function("document.querySelector('button.copy').textContent === 'copied'")
+        tab.wait_for_function(
+            "() => document.querySelector('button.copy').textContent === 'copied'"
+        )
         assert tab.evaluate("navigator.clipboard.readText()") == ref
         assert ref in {a.asset_ref for a in assets}
         assert dialogs == []

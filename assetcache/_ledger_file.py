@@ -132,8 +132,9 @@ class FileStat:
 def ledger_path(location: str) -> str:
     """The real filesystem path for a ledger location (a path or a ``sqlite:///`` URL).
 
-    Symlinks are resolved, so every name of one ledger gives one path, and so one lock folder
-    (``<path>.locks``) and one single flight.
+    Symlinks are resolved, so every name of one ledger gives one path, and so one WAL (SQLite
+    keeps it beside the name it is given), one lock folder (``<path>.locks``) and one single
+    flight. Hard links cannot be resolved so: a hard-linked ledger is refused when opened.
     """
     if "://" not in location:
         return _real(location)
@@ -381,6 +382,19 @@ class LedgerFile:
 
     def _check_kind(self, st: os.stat_result) -> None:
         if stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                # SQLite keeps the WAL (and its index, -shm) beside the name it opens: processes
+                # using two names of one file each see their own, so one's rows are invisible to
+                # the other (its re-check uploads again) and are lost at the next checkpoint.
+                # Symlinks are resolved to one name; hard links have no name to prefer.
+                raise self._fail(
+                    f"has {st.st_nlink} names (hard links), and SQLite keeps its write-ahead log "
+                    "beside each name, so processes using different names would not see each "
+                    "other's uploads (rows lost, images uploaded again)",
+                    hint="; keep one name: remove the other links (a symbolic link is fine). A "
+                    "backup made with hard links (cp -l, rsync --link-dest) is this same file, "
+                    "not a copy: back the ledger up with assetcache export instead",
+                )
             return
         if stat.S_ISDIR(st.st_mode):
             raise self._fail("is a directory; give a file path")

@@ -36,8 +36,13 @@ SQLite choices, each for a reason:
 - The ledger and what SQLite keeps beside it (``-wal``, ``-shm``, ``-journal``) must be the
   user's own and writable by nobody else: SQLite would replay another user's journal or WAL
   into the database, and another user's ledger may hold planted rows.
-- The path is resolved (symlinks followed) before anything else: a ledger reached through two
-  names must have one lock folder, or two processes would upload the same content.
+- The path is resolved (symlinks followed) before anything else: SQLite keeps the WAL beside
+  the name it is given, and the lock folder is named after it too, so every name must come to
+  one path, or two processes would each see their own WAL (rows lost, uploads paid twice). A
+  hard-linked ledger has several paths that nothing can bring to one: it is refused.
+- No descriptor of the ledger is closed while SQLite has it open in this process: SQLite's
+  locks are POSIX locks, which closing any descriptor of the file drops (see
+  ``LedgerFile._open_file``).
 - No connection is open across ``fork``: an at-fork hook closes the idle ones first (SQLite's
   per-process lock bookkeeping is inherited, so a child with an inherited open connection would
   take no real locks), and a child forked while another thread had one checked out refuses

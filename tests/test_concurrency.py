@@ -201,6 +201,79 @@ def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
 
 
 
+#: ``assetcache ARGS...`` through the console script's entry (its lean cache-hit path first),
+#: started at the time.time() in $START so that every process races.
+CLI_AT_START = (
+    "import os, sys, time; sys.path.insert(0, os.environ['ROOT']); "
+    "time.sleep(max(0, float(os.environ['START']) - time.time())); "
+    "from assetcache._entry import main; sys.argv[0] = 'assetcache'; main()"
+)
+
+
+def cli(env: dict[str, str], *args: str | Path) -> subprocess.Popen[str]:
+    """``assetcache ARGS... --email EMAIL`` as CLI_AT_START runs it, with ``env``."""
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI_AT_START, *map(str, args), "--email", EMAIL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_new_ledger_opened_through_two_names_at_once_one_upload(tmp_path: Path) -> None:
+    # The lean path opens and closes the ledger before the cache opens it again: that close
+    # used to drop SQLite's locks on the file, letting another process delete the WAL under
+    # this one (the re-check then missed the row just recorded: two uploads, or a row lost).
+    uploads = []
+    for run in range(5):
+        folder = tmp_path / f"run{run}"
+        (folder / "real").mkdir(parents=True, mode=0o700)
+        real = folder / "real" / "ledger.db"
+        (folder / "link.db").symlink_to(real)
+        image = write(folder / "a.png", png("one image"))
+        with Emulator(latency=0.2, retry_after=0) as slow:
+            env = dict(
+                os.environ,
+                ROOT=ROOT,
+                START=str(time.time() + 1.5),
+                USEAPI_TOKEN=slow.token,
+                ASSETCACHE_BASE_URL=slow.base_url,
+            )
+            procs = [cli(env, "--db", name, "ref", image) for name in (real, folder / "link.db") * 2]
+            refs = set()
+            for proc in procs:
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                refs.add(out)
+            uploads.append(len(slow.uploads))
+        assert len(refs) == 1
+        with sqlite3.connect(real) as conn:
+            assert conn.execute("SELECT count(*) FROM uploads").fetchone() == (1,)
+        conn.close()
+    assert uploads == [1] * 5
+
+
+def test_two_hard_links_of_one_ledger_are_refused_not_raced(emu: Emulator, tmp_path: Path) -> None:
+    # Each name had its own WAL: 2 processes x the same 8 images made 16 uploads, 8 rows lost.
+    (tmp_path / "one").mkdir(mode=0o700)
+    (tmp_path / "two").mkdir(mode=0o700)
+    first = tmp_path / "one" / "ledger.db"
+    Ledger(str(first)).close()
+    second = tmp_path / "two" / "same.db"
+    os.link(first, second)
+    files = [write(tmp_path / f"h{i}.png", png(f"hard {i}")) for i in range(8)]
+    start = time.time() + 1.5
+    procs = [spawn(emu, name, files, 0, start) for name in (first, second)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert len(lines) == 8 and all("has 2 names (hard links)" in r["error"] for r in lines)
+    assert emu.uploads == []
+    assert integrity(first) == "ok"
+
+
 def test_migration_lock_is_not_a_key_stripe(tmp_path: Path) -> None:
     # A key whose stripe matched the old "migrate" key deadlocked a forced first upload.
     locks = KeyLocks(str(tmp_path / "new.db") + ".locks")

@@ -1,5 +1,6 @@
 """One ledger reached by several names (a symlinked file, a symlinked folder, a URL) is one
-ledger: one real path, one lock folder, one single flight, so one upload per content."""
+ledger: one real path, one WAL, one lock folder, one single flight, so one upload per content.
+A hard-linked ledger has several real paths, so it is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assetcache import AssetCache
+from assetcache import AssetCache, LedgerError
+from assetcache._ledger_file import LedgerFile
 from assetcache._sqlite_ledger import Ledger, ledger_path
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
@@ -84,3 +86,50 @@ def test_two_names_one_upload(names: list[str], luma: FakeLuma, clock: Clock) ->
         cache.close()
     assert len(refs) == len(caches) and len(set(refs)) == 1
     assert luma.uploads == 1
+
+
+#: Another process that opens the ledger, reads it and closes: SQLite's last connection to a
+#: file (no other process holding a SHARED lock on it) checkpoints and deletes the WAL.
+READ_AND_CLOSE = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+    "c.execute('SELECT count(*) FROM uploads').fetchone(); c.close()"
+)
+
+
+def test_opening_a_ledger_again_keeps_sqlites_locks_on_it(names: list[str]) -> None:
+    # SQLite's locks are POSIX locks: closing any descriptor of the file in this process drops
+    # them all, and another process then checkpoints and deletes the WAL under our open
+    # connection (lost rows; a re-check that misses a recorded upload).
+    ledger = Ledger(names[0])
+    try:
+        assert ledger.newest("ab" * 32, "me@example.com") is None  # a pooled connection
+        for name in names:  # every name, while this process has the file open
+            LedgerFile(name).close()
+            Ledger(name).close()
+        subprocess.run([sys.executable, "-c", READ_AND_CLOSE, names[0]], check=True, timeout=60)
+        assert os.path.exists(names[0] + "-wal"), "another process deleted the WAL under us"
+    finally:
+        ledger.close()
+
+
+def test_a_hard_linked_ledger_is_refused(names: list[str], tmp_path: Path, luma: FakeLuma) -> None:
+    # SQLite keeps the WAL beside the name it opens: through two hard links, two processes
+    # each saw their own WAL (16 uploads of 8 images, and 8 of the rows lost), whatever locks.
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    hard_link = tmp_path / "elsewhere" / "hard-link.db"
+    os.link(names[0], hard_link)
+    before = Path(names[0]).read_bytes()
+    for name in [*names, str(hard_link)]:
+        with pytest.raises(LedgerError, match="has 2 names") as info:
+            LedgerFile(name)
+        assert "remove the other links" in str(info.value)
+        with (
+            AssetCache(token=TOKEN, db=name, transport=luma.transport, retry=FAST_RETRY) as cache,
+            pytest.raises(LedgerError, match="hard links"),
+        ):
+            cache.resolve(png("same"), email=EMAIL)
+    assert luma.uploads == 0
+    assert Path(names[0]).read_bytes() == before
+    assert not os.path.exists(f"{hard_link}-wal")
+    hard_link.unlink()  # one name again
+    Ledger(names[0]).close()

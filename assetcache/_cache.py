@@ -187,6 +187,7 @@ class _Core:
         base_url: str | None,
         min_remaining: timedelta,
         clock: Clock | None,
+        upload_s: float,
     ) -> None:
         self._token = _config.resolve_secret(token)
         self.location = _config.resolve_db(db)
@@ -197,6 +198,7 @@ class _Core:
         self._ledger: LedgerEngine | None = None
         self._open_lock = threading.Lock()
         self._pid = os.getpid()
+        self._upload_s = upload_s  # this cache's budget per upload (RetryPolicy.max_elapsed)
 
     def token(self) -> _config.Secret:
         """The usable token, still wrapped: no frame of ours holds it as plain text."""
@@ -225,7 +227,11 @@ class _Core:
         if self._ledger is None:
             with self._open_lock:
                 if self._ledger is None:
-                    self._ledger = open_engine(self.location)
+                    from ._locks import wait_for
+
+                    # Waiting for another resolver's upload: see _locks.wait_for.
+                    wait = wait_for(self._upload_s)
+                    self._ledger = open_engine(self.location, lock_wait_s=wait)
         return self._ledger
 
     @property
@@ -569,7 +575,12 @@ class _Facade:
         clock: Clock | None = None,
     ) -> None:
         self._core = _Core(
-            token=token, db=db, base_url=base_url, min_remaining=min_remaining, clock=clock
+            token=token,
+            db=db,
+            base_url=base_url,
+            min_remaining=min_remaining,
+            clock=clock,
+            upload_s=(retry or RetryPolicy()).max_elapsed,
         )
         self._transport = transport
         self._retry = retry

@@ -156,12 +156,16 @@ def machine_file(location: str) -> str:
     return os.path.join(cache_dir(), f"shared-{digest}.db")
 
 
-def open_engine(location: str) -> LedgerEngine:
-    """Open (and migrate) the ledger at ``location`` with the engine its scheme names."""
+def open_engine(location: str, *, lock_wait_s: float | None = None) -> LedgerEngine:
+    """Open (and migrate) the ledger at ``location`` with the engine its scheme names.
+
+    ``lock_wait_s``: how long single-flight waiters wait for a holder at least (the engine's
+    own bound otherwise: ``_locks.LOCK_WAIT_S`` on this machine, ``_leases.LOCK_WAIT_S`` for a
+    shared ledger's leases)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
         from ._postgres import PostgresLedger  # imports psycopg only when it must ask the server
 
-        return PostgresLedger(location)
+        return PostgresLedger(location, lock_wait_s=lock_wait_s)
     from ._sqlite_ledger import Ledger
 
-    return Ledger(location)
+    return Ledger(location, lock_wait_s=lock_wait_s)

@@ -183,8 +183,11 @@ class KeyTurns:
 class LeaseLocks:
     """The shared ledger's KeyLock: an in-process turn per key, then the key's lease."""
 
-    def __init__(self, ledger: PostgresLedger) -> None:
+    def __init__(self, ledger: PostgresLedger, *, wait_s: float | None = None) -> None:
         self._ledger = ledger
+        #: How long waiters poll: LOCK_WAIT_S, or longer when this process's uploads may take
+        #: longer (its RetryPolicy), since other processes likely share that policy.
+        self._wait_s = max(LOCK_WAIT_S, wait_s or 0.0)
         self._turns = KeyTurns()
         #: The leases this process holds now, by key: recording an upload releases its lease
         #: in the same transaction (and learns whether it was taken over meanwhile).
@@ -222,10 +225,10 @@ class LeaseLocks:
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         lease = Lease.of(key)
-        with self._turns.hold(key, LOCK_WAIT_S, lambda: self._timed_out(lease)):
+        with self._turns.hold(key, self._wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
             while not self._claim(lease):
-                if time.monotonic() - began > LOCK_WAIT_S:
+                if time.monotonic() - began > self._wait_s:
                     raise self._timed_out(lease)
                 time.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)
@@ -260,10 +263,10 @@ class LeaseLocks:
 
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key)
-        async with self._turns.ahold(key, LOCK_WAIT_S, lambda: self._timed_out(lease)):
+        async with self._turns.ahold(key, self._wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
             while not await sessions.claim(lease):
-                if time.monotonic() - began > LOCK_WAIT_S:
+                if time.monotonic() - began > self._wait_s:
                     raise await asyncio.to_thread(self._timed_out, lease)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)
@@ -284,7 +287,7 @@ class LeaseLocks:
         holder = self.holder_of(lease)
         who = f" ({holder[0]}, lease renewed until {holder[1]:.0f} s from now)" if holder else ""
         return self._ledger.fail(
-            f"another process{who} has held this image's upload lease for {LOCK_WAIT_S:.0f} s",
+            f"another process{who} has held this image's upload lease for {self._wait_s:.0f} s",
             hint="; retry later",
         )
 

@@ -467,8 +467,9 @@ class LedgerFile:
         with contextlib.ExitStack() as held:
             # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
             # _migrate still serialises the migration itself.
+            migrating = os.path.join(self.path + ".locks", "migrate.lock")
             with contextlib.suppress(OSError):
-                held.enter_context(file_lock(os.path.join(self.path + ".locks", "migrate.lock")))
+                held.enter_context(file_lock(migrating, ledger=self.path))
             if self._schema_version() != _schema.HEAD:
                 self._migrate()
         if self._schema_version() != _schema.HEAD:

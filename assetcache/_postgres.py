@@ -189,7 +189,7 @@ def _conninfo(url: str) -> str:
 class PostgresLedger:
     """A ledger in a PostgreSQL database. Thread-safe: one session, taken in turns."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_wait_s: float | None = None) -> None:
         self.path = without_password(url)
         self._secret = Secret(_conninfo(url))
         self._conn: Any = None  # the process's one session, while it is open
@@ -203,7 +203,8 @@ class PostgresLedger:
         self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
         # This machine's stat cache, mirror and spool.
         self._local = Ledger(machine_file(url))
-        self.locks = LeaseLocks(self)
+        # Waiters for a lease allow for the longest upload this process's policy allows.
+        self.locks = LeaseLocks(self, wait_s=lock_wait_s)
         self._async: AsyncSessions | None = None
 
     def __repr__(self) -> str:

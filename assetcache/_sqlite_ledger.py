@@ -116,10 +116,11 @@ def _migrations_dir() -> Path:
 class Ledger(LedgerFile):
     """An opened, current ledger. Thread-safe: each thread gets its own SQLite connection."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, lock_wait_s: float | None = None) -> None:
         super().__init__(location)
-        #: Single flight for this ledger: one lock folder per real path (see _locks.py).
-        self.locks = KeyLocks(self.path + ".locks")
+        #: Single flight for this ledger: a lock folder beside its real path (see _locks.py);
+        #: waiters give up after ``lock_wait_s`` (default: _locks.LOCK_WAIT_S).
+        self.locks = KeyLocks(self.path + ".locks", ledger=self.path, wait_s=lock_wait_s)
 
     def forget_inherited(self) -> None:
         super().forget_inherited()

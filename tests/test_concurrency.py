@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import itertools
 import json
 import os
 import random
@@ -19,7 +22,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, RetryPolicy
+from assetcache import (
+    Asset,
+    AssetCache,
+    AsyncAssetCache,
+    Emulator,
+    LedgerError,
+    RetryPolicy,
+    _locks,
+)
 from assetcache._locks import KeyLocks
 from assetcache._schema import HEAD
 from assetcache._sqlite_ledger import Ledger
@@ -202,10 +213,13 @@ def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
 
 
 #: ``assetcache ARGS...`` through the console script's entry (its lean cache-hit path first),
-#: started at the time.time() in $START so that every process races.
+#: started at the time.time() in $START so that every process races; $LOCK_WAIT_S, when set,
+#: shortens how long it waits for another resolver's upload.
 CLI_AT_START = (
     "import os, sys, time; sys.path.insert(0, os.environ['ROOT']); "
-    "time.sleep(max(0, float(os.environ['START']) - time.time())); "
+    "time.sleep(max(0, float(os.environ.get('START', '0')) - time.time())); "
+    "from assetcache import _locks; "
+    "[setattr(_locks, 'LOCK_WAIT_S', float(v)) for v in [os.environ.get('LOCK_WAIT_S')] if v]; "
     "from assetcache._entry import main; sys.argv[0] = 'assetcache'; main()"
 )
 
@@ -252,6 +266,100 @@ def test_a_new_ledger_opened_through_two_names_at_once_one_upload(tmp_path: Path
             assert conn.execute("SELECT count(*) FROM uploads").fetchone() == (1,)
         conn.close()
     assert uploads == [1] * 5
+
+
+def old_stripe(data: bytes) -> int:
+    """Which of the 4096 lock files resolving ``data`` on EMAIL took when keys shared stripes."""
+    key = f"{hashlib.sha256(data).hexdigest()}:{EMAIL}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 4096
+
+
+def on_the_same_old_stripe(data: bytes) -> bytes:
+    """Another image whose key shared ``data``'s stripe (about 4096 tries)."""
+    return next(
+        other
+        for other in (png(f"neighbour {i}") for i in itertools.count())
+        if old_stripe(other) == old_stripe(data)
+    )
+
+
+@contextlib.contextmanager
+def stopped_mid_upload(emu: Emulator, db: Path | str, path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A worker resolving ``path``, stopped (SIGSTOP) while it holds the key, mid-upload;
+    resumed (SIGCONT) on the way out."""
+    holder = spawn(emu, db, [path], 0)
+    try:
+        deadline = time.monotonic() + 30
+        while emu.request_count == 0:
+            assert time.monotonic() < deadline, "the holder never sent its upload"
+            assert holder.poll() is None, holder.communicate()
+            time.sleep(0.01)
+        holder.send_signal(signal.SIGSTOP)
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGCONT)
+
+
+def test_a_stopped_uploader_fails_its_waiters_in_time_and_blocks_no_other_image(
+    db: Path, tmp_path: Path
+) -> None:
+    held = write(tmp_path / "held.png", png("held"))
+    neighbour = write(tmp_path / "neighbour.png", on_the_same_old_stripe(png("held")))
+    with Emulator(latency=1.0, retry_after=0) as slow:
+        env = dict(
+            os.environ,
+            ROOT=ROOT,
+            USEAPI_TOKEN=slow.token,
+            ASSETCACHE_BASE_URL=slow.base_url,
+            LOCK_WAIT_S="1",
+        )
+        with stopped_mid_upload(slow, db, held) as holder:
+            waiter = cli(env, "--db", db, "ref", held)
+            out, err = waiter.communicate(timeout=60)  # it would wait for ever on a regression
+            assert (waiter.returncode, out) == (1, ""), err
+            assert f"held by pid {holder.pid} (" in err and "worker.py" in err
+            assert "which is stopped" in err and f"kill -CONT {holder.pid}" in err
+            # Another image uploads while the holder is still stopped: it never waited for it.
+            other = cli(env, "--db", db, "ref", neighbour)
+            out, err = other.communicate(timeout=60)
+            assert other.returncode == 0, err
+            assert out.strip()
+        (result,) = results(holder)  # resumed: it finishes its upload
+        again = cli(env, "--db", db, "ref", held)
+        out, err = again.communicate(timeout=60)
+        assert again.returncode == 0, err
+        assert out.strip() == result["ref"]
+        assert sorted(u.sha256 for u in slow.uploads) == sorted(
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in (held, neighbour)
+        )
+
+
+def test_a_stopped_uploader_fails_async_waiters_in_time_too(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_locks, "LOCK_WAIT_S", 1.0, raising=False)  # (absent before)
+    held = write(tmp_path / "held.png", png("held"))
+    neighbour = on_the_same_old_stripe(png("held"))
+
+    async def resolve_both(emu: Emulator) -> tuple[LedgerError, Asset]:
+        async with AsyncAssetCache(
+            token=emu.token, db=db, base_url=emu.base_url, retry=FAST
+        ) as cache:
+            with pytest.raises(LedgerError) as info:
+                # bounded here too: a regression would poll for ever
+                await asyncio.wait_for(cache.resolve(held, email=EMAIL), 60)
+            other = await asyncio.wait_for(cache.resolve(neighbour, email=EMAIL), 60)
+        return info.value, other
+
+    with Emulator(latency=1.0, retry_after=0) as slow:
+        with stopped_mid_upload(slow, db, held) as holder:
+            error, other = asyncio.run(resolve_both(slow))
+            assert f"held by pid {holder.pid} (" in str(error) and "which is stopped" in str(error)
+            assert other.reused is False
+        (result,) = results(holder)
+        with AssetCache(db=db) as cache:
+            assert cache.require(held, email=EMAIL).asset_ref == result["ref"]
+        assert len(slow.uploads) == 2
 
 
 def test_two_hard_links_of_one_ledger_are_refused_not_raced(emu: Emulator, tmp_path: Path) -> None:

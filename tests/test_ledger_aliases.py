@@ -4,6 +4,9 @@ A hard-linked ledger has several real paths, so it is refused."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path

@@ -68,9 +68,9 @@ def ledger(tmp_path: Path, clock: Clock) -> Path:
 
 
 def lock_file_for(locks_dir: Path, data: bytes) -> Path:
-    """The stripe lock file that resolving ``data`` on EMAIL takes."""
+    """The lock file that resolving ``data`` on EMAIL takes."""
     key = f"{hashlib.sha256(data).hexdigest()}:{EMAIL}"
-    return locks_dir / f"{KeyLocks(str(locks_dir))._stripe(key):04x}.lock"
+    return Path(KeyLocks(str(locks_dir)).slot(key).path)
 
 
 def state(path: Path) -> tuple[int, int, bytes]:
@@ -190,7 +190,7 @@ def test_a_symlink_planted_in_the_lock_folder_is_not_followed(tmp_path: Path, vi
     victim = tmp_path / "victim"
     if via == "key":
         key_locks = KeyLocks(str(locks))
-        planted = locks / f"{key_locks._stripe('k'):04x}.lock"
+        planted = Path(key_locks.slot("k").path)
         held = key_locks.hold("k")
     else:
         planted = locks / "migrate.lock"
@@ -205,7 +205,7 @@ def test_a_fifo_planted_in_the_lock_folder_is_refused(tmp_path: Path) -> None:
     locks = tmp_path / "l.db.locks"
     locks.mkdir(mode=0o700)
     key_locks = KeyLocks(str(locks))
-    os.mkfifo(locks / f"{key_locks._stripe('k'):04x}.lock", 0o600)
+    os.mkfifo(key_locks.slot("k").path, 0o600)
     with pytest.raises(LedgerError, match="not a regular file"), key_locks.hold("k"):
         pass
 
@@ -224,7 +224,7 @@ def test_a_lock_file_of_another_user_is_refused(tmp_path: Path) -> None:
     locks = tmp_path / "l.db.locks"
     locks.mkdir(mode=0o700)
     key_locks = KeyLocks(str(locks))
-    planted = locks / f"{key_locks._stripe('k'):04x}.lock"
+    planted = Path(key_locks.slot("k").path)
     planted.write_bytes(b"")
     os.chown(planted, NOBODY, NOBODY)
     with pytest.raises(LedgerError, match="owned by uid 65534"), key_locks.hold("k"):
@@ -236,8 +236,8 @@ def test_a_stranger_holding_the_flocks_cannot_stall_uploads(
     ledger: Path, luma: FakeLuma, clock: Clock
 ) -> None:
     # A stranger made the lock folder first (a shared folder like /tmp is refused outright, see
-    # below; here it was planted however it was) and holds the flock of the stripe our upload
-    # needs, for as long as they like.
+    # below; here it was planted however it was) and locks the lock file our upload needs, for
+    # as long as they like.
     locks = Path(f"{ledger}.locks")
     locks.mkdir(mode=0o755)
     os.chown(locks, NOBODY, NOBODY)

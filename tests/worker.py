@@ -1,7 +1,8 @@
 """A resolver process for the concurrency tests: ``python tests/worker.py DB BASE_URL EMAIL
 SEED FILE...`` resolves the files in an order shuffled by SEED and prints one JSON line per
 file. The token comes from USEAPI_TOKEN, as in real use. An optional START env var (a
-time.time() value) makes many workers begin at the same moment."""
+time.time() value) makes many workers begin at the same moment; LOCK_WAIT_S, when set,
+shortens how long a resolver waits for another's upload (_locks.LOCK_WAIT_S)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import random
 import sys
 import time
 
-from assetcache import AssetCache, AssetCacheError, RetryPolicy
+from assetcache import AssetCache, AssetCacheError, RetryPolicy, _locks
 
 
 def main() -> int:
     db, base_url, email, seed, *files = sys.argv[1:]
     random.Random(int(seed)).shuffle(files)
     policy = RetryPolicy(attempts=8, max_elapsed=60, initial=0.05, max_backoff=0.5, jitter=0.05)
+    if os.environ.get("LOCK_WAIT_S"):
+        _locks.LOCK_WAIT_S = float(os.environ["LOCK_WAIT_S"])
     start = float(os.environ.get("START", "0"))
     if start:
         time.sleep(max(0.0, start - time.time()))

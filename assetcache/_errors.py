@@ -15,7 +15,8 @@
     │   ├── ServerError .......... 5xx, connection errors, timeouts
     │   └── ProtocolError ........ an answer that is not the documented one
     └── LedgerError .............. the ledger (or its lock folder) cannot be used: opened, migrated,
-                                   read or written, or another user controls it
+                                   read or written, or another user controls it; or an image's
+                                   upload lock stayed held past the waiting deadline
 
 Every message says what happened and what to do about it. No message, and no repr, ever
 contains the API token: the exceptions are built from status codes, emails and paths only.

@@ -15,7 +15,10 @@ through any pooler, and a waiter can name the holder.
 
 The bounds, all on the server's clock (no machine's clock matters):
 
-- a holder killed (``kill -9``), stopped (``SIGSTOP``, a debugger, a paused VM) or cut off
+- a holder of this machine killed (``kill -9``) is taken over within ``_DEAD_CHECK_S``: its
+  token names its host, pid and pid namespace, and a waiter of the same machine that finds that
+  process gone takes the key from that exact token;
+- a holder of another machine killed, stopped (``SIGSTOP``, a debugger, a paused VM) or cut off
   stops renewing; its key is taken over at most ``LEASE_S`` (20 s) after its last renewal,
   plus one poll;
 - a holder that comes back after that records its upload as its own row, but marked revoked at
@@ -58,6 +61,9 @@ _POLL_MIN_S: Final = 0.01
 #: The slowest poll: a waiter learns of a finished upload within this (plus the statement).
 _POLL_MAX_S: Final = 0.25
 
+#: How often a waiter looks whether the key's holder is a dead process of this machine.
+_DEAD_CHECK_S: Final = 0.5
+
 _LEASES: Final = "upload_leases"
 #: Take the key if it is free, expired, or already ours (a claim repeated after a lost answer).
 CLAIM: Final = (
@@ -76,6 +82,12 @@ RENEW: Final = (
 RELEASE: Final = (
     f"DELETE FROM {_LEASES} WHERE sha256 = %(sha256)s AND email = %(email)s "
     "AND holder = %(holder)s"
+)
+#: Take the key from a holder known to be dead (its exact token: never a later claim's).
+TAKE_FROM: Final = (
+    f"UPDATE {_LEASES} SET holder = %(holder)s, "
+    "expires_at = clock_timestamp() + %(lease_s)s * interval '1 second' "
+    "WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(dead)s RETURNING holder"
 )
 HELD_BY: Final = (
     f"SELECT holder, extract(epoch FROM expires_at - clock_timestamp()) FROM {_LEASES} "
@@ -107,15 +119,44 @@ class Lease:
 
 
 def _holder_token() -> str:
-    """Who holds a lease, as a waiter that gave up will name it: host, pid, and a nonce."""
+    """Who holds a lease: host, pid and pid namespace (so that a waiter of the same machine
+    can tell a dead holder), and a nonce (so that no two claims share a token)."""
+    return f"{_this_process()} {uuid.uuid4().hex[:16]}"
+
+
+def _this_process() -> str:
     import socket
 
-    return f"{socket.gethostname()[:120]} pid {os.getpid()} {uuid.uuid4().hex[:16]}"
+    try:  # containers on one host may share a hostname, never a pid namespace
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()[:120]} pid {os.getpid()} ns {namespace}"
 
 
 def holder_named(holder: str) -> str:
-    """``host pid N nonce`` -> ``host pid N``."""
-    return holder.rsplit(" ", 1)[0]
+    """``host pid N ns M nonce`` -> ``host pid N``."""
+    return holder.rsplit(" ", 3)[0]
+
+
+def is_dead_here(holder: str) -> bool:
+    """Whether ``holder`` was a process of this machine (host and pid namespace) that no longer
+    exists: killed with SIGKILL, it never released its lease, and nobody need wait out LEASE_S.
+    A pid reused since makes it look alive: then the lease expires as usual."""
+    parts = holder.rsplit(" ", 5)  # host, "pid", N, "ns", M, nonce
+    if len(parts) != 6 or not parts[2].isdigit():
+        return False
+    host, _, pid, _, namespace, _ = parts
+    mine = _this_process().rsplit(" ", 4)
+    if (host, namespace) != (mine[0], mine[4]):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive (another user's), or unknowable
+    return False
 
 
 class KeyTurns:
@@ -206,6 +247,17 @@ class LeaseLocks:
         with contextlib.suppress(LedgerError):  # unreleased, it expires within LEASE_S
             self._ledger.run(lambda conn: conn.execute(RELEASE, lease.params))
 
+    def _took_from_dead(self, lease: Lease) -> bool:
+        """Whether the key was held by a dead process of this machine, and is now ours."""
+
+        def take(conn: Any) -> bool:
+            row = conn.execute(HELD_BY, lease.params).fetchone()
+            if row is None or not is_dead_here(str(row[0])):
+                return False
+            return conn.execute(TAKE_FROM, {**lease.params, "dead": row[0]}).fetchone() is not None
+
+        return self._ledger.run(take)
+
     def renew(self, lease: Lease) -> bool:
         """Whether the lease is still ours (renewed); a failure to ask counts as yes: the
         next renewal may reach the server, and recording finds out for certain."""
@@ -227,8 +279,14 @@ class LeaseLocks:
         lease = Lease.of(key)
         with self._turns.hold(key, self._wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
+            check_at = began
             while not self._claim(lease):
-                if time.monotonic() - began > self._wait_s:
+                now = time.monotonic()
+                if now >= check_at:
+                    if self._took_from_dead(lease):
+                        break
+                    check_at = now + _DEAD_CHECK_S
+                if now - began > self._wait_s:
                     raise self._timed_out(lease)
                 time.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)
@@ -265,8 +323,14 @@ class LeaseLocks:
         lease = Lease.of(key)
         async with self._turns.ahold(key, self._wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
+            check_at = began
             while not await sessions.claim(lease):
-                if time.monotonic() - began > self._wait_s:
+                now = time.monotonic()
+                if now >= check_at:
+                    if await sessions.claim(lease, from_dead=True):
+                        break
+                    check_at = now + _DEAD_CHECK_S
+                if now - began > self._wait_s:
                     raise await asyncio.to_thread(self._timed_out, lease)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)

@@ -236,14 +236,14 @@ class AsyncSessions:
 
     # -- single flight (see _leases) -----------------------------------------------------
 
-    async def claim(self, lease: Lease) -> bool:
-        """The lease's claim statement. A caller cancelled while it is in flight must not cut
-        it short: the server may already have given us the key, which nobody would then
-        release for LEASE_S. So it finishes in a task of its own, and a key it took for a
-        cancelled caller is given back."""
-        return await finished_anyway(
-            self._claim(lease), after_cancel=functools.partial(self._give_back, lease)
-        )
+    async def claim(self, lease: Lease, *, from_dead: bool = False) -> bool:
+        """The lease's claim statement (or, ``from_dead``, taking the key from a dead process
+        of this machine: ``LeaseLocks._took_from_dead``). A caller cancelled while it is in
+        flight must not cut it short: the server may already have given us the key, which
+        nobody would then release for LEASE_S. So it finishes in a task of its own, and a key
+        it took for a cancelled caller is given back."""
+        work = self._take_from_dead(lease) if from_dead else self._claim(lease)
+        return await finished_anyway(work, after_cancel=functools.partial(self._give_back, lease))
 
     async def _claim(self, lease: Lease) -> bool:
         async def claim(conn: Any) -> bool:
@@ -251,6 +251,16 @@ class AsyncSessions:
             return await cursor.fetchone() is not None
 
         return await self._run(claim)
+
+    async def _take_from_dead(self, lease: Lease) -> bool:
+        async def take(conn: Any) -> bool:
+            row = await (await conn.execute(_leases.HELD_BY, lease.params)).fetchone()
+            if row is None or not _leases.is_dead_here(str(row[0])):
+                return False
+            params = {**lease.params, "dead": row[0]}
+            return await (await conn.execute(_leases.TAKE_FROM, params)).fetchone() is not None
+
+        return await self._run(take)
 
     def _give_back(self, lease: Lease, attempt: asyncio.Future[bool]) -> None:
         if attempt.cancelled() or attempt.exception() is not None or not attempt.result():

@@ -134,11 +134,14 @@ def scheme_of(location: str) -> str:
 
 
 def shown_location(location: str) -> str:
-    """How a ledger is named to people: the real path, or the URL with its password masked."""
-    from ._ledger_file import ledger_path, without_password
-
+    """How a ledger is named to people: the real path, or (a shared ledger) the target libpq
+    connects to, with its password masked (``_pgurl.shown``)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        return without_password(location)
+        from ._pgurl import shown
+
+        return shown(location)
+    from ._ledger_file import ledger_path
+
     return ledger_path(location)
 
 

@@ -63,13 +63,14 @@ from ._deadline import WATCHDOG
 from ._engine import in_id_order, machine_file
 from ._errors import LedgerError
 from ._locks import KeyLocks
+from ._pgurl import Secrets
+from ._pgurl import hint as url_hint
 from ._sqlite_ledger import (
     FileStat,
     Ledger,
     MergeOutcome,
     asset_from_row,
     merge_outcome,
-    passwords_in,
     without_password,
 )
 
@@ -186,9 +187,9 @@ class PostgresLedger:
 
     def _fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
         detail = f" ({_one_line(exc)})" if exc is not None else ""
-        # libpq quotes what it cannot parse, password and all: scrub it, as written and decoded.
-        for password in passwords_in(self._secret.reveal()):
-            detail = detail.replace(password, "***")
+        # libpq quotes what it cannot parse, password and all, and a host holding a piece of a
+        # password split at a raw "@": scrub each, as written and decoded (see _pgurl.Secrets).
+        detail = Secrets(self._secret.reveal()).mask(detail)
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
     def driver(self) -> Any:
@@ -211,7 +212,9 @@ class PostgresLedger:
         )
 
     def unreachable(self, problem: BaseException) -> LedgerError:
-        return self._fail("cannot be reached", problem, _hint(problem))
+        return self._fail(
+            "cannot be reached", problem, _hint(problem) + url_hint(self._secret.reveal())
+        )
 
     def connect(self, *, options: str | None = None) -> Any:
         """A new autocommit session with client-side binding, or LedgerError."""

@@ -21,7 +21,7 @@ serve both engines; what differs is here:
   the network. Needs a session-level pooler mode: PgBouncer in transaction pooling would hand
   the lock's session to someone else (use session pooling, or connect directly).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
-  dir (keyed by the URL without its password), never in the shared database.
+  dir (named for the database the URL connects to), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
   the shared ledger, each with the time it was read. A lookup answers from the mirror when the
   key's row was read within ``MIRROR_TTL``, without opening a session or importing psycopg
@@ -60,14 +60,14 @@ from . import _hit, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
-from ._engine import in_id_order, machine_file
+from ._engine import in_id_order
 from ._errors import LedgerError
 from ._locks import KeyLocks
+from ._machine_file import open_machine_file
 from ._pgurl import Secrets
 from ._pgurl import hint as url_hint
 from ._sqlite_ledger import (
     FileStat,
-    Ledger,
     MergeOutcome,
     asset_from_row,
     merge_outcome,
@@ -176,7 +176,7 @@ class PostgresLedger:
         self._spool_waiting = True
         self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
         # This machine's stat cache, mirror, spool and lock folder.
-        self._local = Ledger(machine_file(url))
+        self._local = open_machine_file(url)
         self.locks = AdvisoryLocks(self, self._local.locks)
         self._async: AsyncSessions | None = None
 

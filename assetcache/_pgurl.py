@@ -111,6 +111,13 @@ def parse(url: str, *, lenient: bool = False) -> dict[str, str]:
         p = end
     if p < len(rest):  # at "?"
         _parse_query(rest[p + 1 :], options, lenient)
+    for key, value in options.items():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # psycopg could not decode it
+                part = key if key in KEYWORDS else "query"
+                raise ConninfoError(f"the URL's {part} is not UTF-8 once percent-decoded") from None
     return options
 
 
@@ -219,10 +226,9 @@ def _decode(raw: str, part: str, lenient: bool = False) -> str:
             raise ConninfoError(f"the URL's {part} holds %00, which PostgreSQL cannot take")
         out.append(int(pair, 16))
         i += 3
-    try:
-        return out.decode()
-    except UnicodeDecodeError:
-        raise ConninfoError(f"the URL's {part} is not UTF-8 once percent-decoded") from None
+    # Bytes that are not UTF-8 are kept as surrogates: libpq keeps bytes, and a later part may
+    # replace this one (?port= over :port); ``parse`` refuses what is left of them.
+    return out.decode("utf-8", "surrogateescape")
 
 
 def _lenient_decode(raw: str) -> str:
@@ -340,7 +346,11 @@ class Secrets:
             refused = False
         except ConninfoError:
             refused = True
-        wide = _wide_password(rest, at, refused)
+        # So may one whose user info libpq did not see, with a port that is no number (a raw
+        # "/" in the password: "user:pass/word@host" is host "user", port "pass").
+        netloc = rest[: min([len(rest)] + [i for c in "/?," if (i := rest.find(c)) >= 0])]
+        odd_port = at < 0 and ":" in netloc and not netloc.rpartition(":")[2].isdigit()
+        wide = _wide_password(rest, at, refused or odd_port)
         if wide:
             split.add(wide)
         # libpq took the query for user info (an "@" in it, and no "/" before): its secrets
@@ -409,7 +419,10 @@ def _wide_password(rest: str, at: int, unparsed: bool) -> str:
     if last < 0:
         return ""
     colon = rest.find(":", 0, last)
-    return rest[colon + 1 : last] if colon >= 0 else ""
+    if colon < 0 or (at >= 0 and colon > at and any(c in rest[colon:last] for c in "/?")):
+        # No password, or (user info without one) a port and path before an "@" in the query.
+        return ""
+    return rest[colon + 1 : last]
 
 
 def _query_secrets(rest: str) -> Iterable[tuple[str, str]]:
@@ -481,8 +494,10 @@ def shown(url: str) -> str:
     ports = options.get("port")
     host_list = [] if hosts is None else [value(h) for h in hosts.split(",")]
     port_list = [] if ports is None else [value(p) for p in ports.split(",")]
+    # In the netloc, libpq reads a port per host (an empty one for each comma): only a port
+    # list of that shape reads back the same there.
     in_netloc = all(_plain_host(h) for h in host_list) and (
-        ports is None or (ports != "" and len(port_list) == len(host_list))
+        len(host_list) <= 1 if ports is None else ports != "" and len(port_list) == len(host_list)
     )
     if in_netloc:
         for i, host in enumerate(host_list):
@@ -523,8 +538,16 @@ def _quote(text: str, safe: str) -> str:
         if ch.isascii() and (ch.isalnum() or ch in safe):
             out.append(ch)
         else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+            out.extend(f"%{b:02X}" for b in _bytes(ch))
     return "".join(out).replace("%2A%2A%2A", MASK)
+
+
+def _bytes(ch: str) -> bytes:
+    """A character as libpq had it: a byte that was not UTF-8 is back to that byte."""
+    try:
+        return ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return ch.encode("utf-8", "surrogatepass")
 
 
 def _plain_host(host: str) -> bool:
@@ -539,10 +562,11 @@ def _plain_host(host: str) -> bool:
 def _masked_as_written(url: str, secrets: Secrets) -> str:
     """A URL libpq cannot read, as written, with what may be its secrets masked."""
     scheme, _, rest = url.partition("://")
+    rest = secrets.mask(rest)  # first: a secret as written is then found whole
     at = rest.rfind("@")
     if at >= 0 and (colon := rest.find(":", 0, at)) >= 0:
         rest = f"{rest[:colon]}:***{rest[at:]}"
-    return f"{scheme}://{secrets.mask(rest)}"
+    return f"{scheme}://{rest}"
 
 
 def hint(url: str) -> str:

@@ -128,6 +128,7 @@ SOMETIMES_RANDOM = st.one_of(
 @example("postgresql://h/d?a=b&")
 @example("postgresql://h/d?&a=b")
 @example("postgresql://u:p\x00w@h/d")
+@example("postgresql://u@h:%FF?port=5432")  # libpq keeps bytes: a later part replaces them
 def test_urls_are_read_as_libpq_reads_them(url: str) -> None:
     expected = libpq(url)
     assert ours(url) == expected
@@ -159,6 +160,8 @@ PASSWORD_CHARS = st.sampled_from(string.ascii_letters + string.digits + "@/?#:[]
 
 
 @settings(max_examples=600, deadline=None)
+@example(password="/?sslmode=", raw=True, host="127.0.0.1", tail="/db")  # a query, to libpq
+@example(password="Qx7@Zk9secret", raw=True, host="127.0.0.1", tail="/db")
 @given(
     password=st.text(PASSWORD_CHARS, min_size=1, max_size=24),
     raw=st.booleans(),
@@ -177,6 +180,27 @@ def test_no_piece_of_a_password_shows(password: str, raw: bool, host: str, tail:
             continue
         assert piece not in text, (url, text)
         assert piece not in Secrets(url).mask(f"could not translate host name {url!r}: {text}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    password=st.text(PASSWORD_CHARS, min_size=1, max_size=24),
+    raw=st.booleans(),
+    key=st.sampled_from(["password", "pass%77ord", "sslpassword"]),
+    before=st.sampled_from(["", "sslmode=disable&"]),
+    after=st.sampled_from(["", "&sslmode=disable", "&application_name=x"]),
+)
+def test_no_piece_of_a_query_secret_shows(
+    password: str, raw: bool, key: str, before: str, after: str
+) -> None:
+    written = password if raw else quote(password, safe="")
+    url = f"postgresql://ann@db.internal:5432/db?{before}{key}={written}{after}"
+    text = shown(url)
+    public = f"postgresql ann db.internal 5432 {before} {key} {after} invalid URI query parameter"
+    for piece in fragments(password):
+        if piece not in public:
+            assert piece not in text, (url, text)
+            assert piece not in Secrets(url).mask(f"invalid URI query parameter: {url!r}")
 
 
 @pytest.mark.parametrize(
@@ -206,21 +230,28 @@ def test_path_shows_the_target_libpq_connects_to(url: str, expected: str) -> Non
 
 @settings(max_examples=500, deadline=None)
 @given(urls())
+@example("postgresql://0000000000%2C0")  # one host holding a comma: libpq splits it anyway
+@example("postgresql://db.internal/d?port=")
+@example("postgresql://db.internal/d?user=")
+@example("postgresql://h1,h2,h3?%FF?host=x")  # a key that is not UTF-8, kept by lenient reading
+@example("postgresql://:00000@0000?,db.internal/00000?host=true")  # a key holding the password
 def test_what_is_shown_reads_back_as_the_same_target(url: str) -> None:
     """Built from the parsed parts, the shown URL names the same target to libpq: the same
     parameters, secrets as ***."""
-    expected = ours(url, lenient=True)
+    parsed = ours(url, lenient=True)
     secrets = Secrets(url)
-    if expected is None or secrets.misencoded:
+    if parsed is None or secrets.misencoded:
         return
-    for key in list(expected):
-        if key in _pgurl.SECRET_KEYWORDS or key.lower() in _pgurl.SECRET_KEYWORDS:
+    expected = {}
+    for key, value in parsed.items():
+        if key.lower() in _pgurl.SECRET_KEYWORDS:
             expected[key] = "***"
-        elif key not in ("host", "port"):
-            expected[key] = secrets.mask_value(expected[key])
-    for key in ("host", "port"):
-        if key in expected:
-            expected[key] = ",".join(secrets.mask_value(v) for v in expected[key].split(","))
+        elif key in ("host", "port"):
+            expected[key] = ",".join(secrets.mask_value(v) for v in value.split(","))
+        elif key in ("user", "dbname"):
+            expected[key] = secrets.mask_value(value)
+        else:  # an unknown key (lenient reading) may hold a secret too
+            expected[secrets.mask_value(key)] = secrets.mask_value(value)
     assert ours(shown(url), lenient=True) == expected
 
 

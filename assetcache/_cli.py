@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, _config, _fill
+from . import __version__, _config, _fill, _pgurl
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
 from ._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
 from ._durations import format_duration, parse_duration, relative
@@ -130,22 +130,35 @@ class _App:
             self._cache.close()
 
 
-class _RedactToken(logging.Filter):
-    """Defence in depth: even if a token reached a log record, it would be printed masked."""
+class _Redact(logging.Filter):
+    """Defence in depth: even if the token, or a piece of the ledger URL's password, reached a
+    log record (psycopg's debug lines name the host it tries, which holds the rest of a
+    password with a raw "@"), it would be printed masked."""
+
+    def __init__(self, db: str | None) -> None:
+        super().__init__()
+        location = _config.resolve_db(db)
+        self._secrets = _pgurl.Secrets(location) if _pgurl.is_postgres(location) else None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
         token = os.environ.get(_config.ENV_TOKEN)
-        if token and token in (message := record.getMessage()):
-            record.msg, record.args = message.replace(token, "***"), None
+        if token:
+            masked = masked.replace(token, "***")
+        if self._secrets is not None:
+            masked = self._secrets.mask(masked)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, db: str | None) -> None:
     if not verbose:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    handler.addFilter(_RedactToken())
+    handler.addFilter(_Redact(db))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
@@ -292,7 +305,7 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     app = _App(db=db, verbose=verbose, **options)
     ctx.obj = app
     ctx.call_on_close(app.close)
-    _setup_logging(verbose)
+    _setup_logging(verbose, db)
 
 
 # -- upload -----------------------------------------------------------------------------
@@ -988,7 +1001,9 @@ def path(ctx: click.Context) -> None:
     configured = _config.resolve_db(_app(ctx).db)
     location = shown_location(configured)  # a URL's password is masked
     if scheme_of(configured) in POSTGRES_SCHEMES:
-        click.echo(f"{shown(location)}  (shared PostgreSQL ledger)")
+        # The target libpq connects to, built from the URL's parts; and what to do when a
+        # password with a raw "@" or "/" made libpq read part of it as the host.
+        click.echo(f"{shown(location)}  (shared PostgreSQL ledger{_pgurl.hint(configured)})")
         return
     if not os.path.exists(location):
         click.echo(f"{shown(location)}  (not created yet)")

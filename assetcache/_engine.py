@@ -135,24 +135,36 @@ def scheme_of(location: str) -> str:
 
 
 def shown_location(location: str) -> str:
-    """How a ledger is named to people: the real path, or the URL with its password masked."""
-    from ._ledger_file import ledger_path, without_password
-
+    """How a ledger is named to people: the real path, or (a shared ledger) the target libpq
+    connects to, with its password masked (``_pgurl.shown``)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        return without_password(location)
+        from ._pgurl import shown
+
+        return shown(location)
+    from ._ledger_file import ledger_path
+
     return ledger_path(location)
 
 
 def machine_file(location: str) -> str:
     """This machine's SQLite file for a shared ledger: its stat cache, mirror, spool and lock
-    folder. Named by a digest of the URL without its password, in the user cache dir."""
+    folder, in the user cache dir. Named for the database the URL connects to (host and port
+    of each server libpq tries, database, user: ``_pgurl.identity``), so every spelling of one
+    database shares one file, one mirror and one lock folder. The console script calls this on
+    every hit: it parses the URL itself (no psycopg) and creates nothing."""
     import hashlib
     import os
 
     from ._config import cache_dir
-    from ._ledger_file import without_password
+    from ._pgurl import ConninfoError, identity
 
-    digest = hashlib.sha256(without_password(location).encode()).hexdigest()[:16]
+    try:
+        name = identity(location)
+    except ConninfoError:  # no libpq reads it: no database to name; as older versions did
+        from ._machine_file import legacy_machine_file
+
+        return legacy_machine_file(location)
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return os.path.join(cache_dir(), f"shared-{digest}.db")
 
 

@@ -158,14 +158,21 @@ def ledger_path(location: str) -> str:
 
 
 def without_password(url: str) -> str:
-    """A URL as it may be shown: a password in it (``user:secret@host``, or libpq's
+    """A URL as it may be shown: for PostgreSQL, the target libpq connects to with every piece
+    of its password masked (``_pgurl.shown``); in any other URL a password (``user:secret@host``,
     ``?password=secret``) becomes ``***``."""
     from urllib.parse import unquote
 
+    from ._pgurl import is_postgres
+
+    if is_postgres(url):
+        from ._pgurl import shown
+
+        return shown(url)
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    # libpq ends the user info at the last "@", whatever comes before it ("?" and "/" included).
+    # The user info taken to the last "@", so that no piece of a password with "@" shows.
     credentials, at, rest = rest.rpartition("@")
     if at:
         user, colon, _ = credentials.partition(":")

@@ -23,7 +23,7 @@ serve both engines; what differs is here:
   backoff within ``SESSION_DEADLINE_S`` (logged at ``-v``), then named for what it is.
 - **Single flight across machines**: a lease row per key on the server's clock (``_leases``).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
-  dir (keyed by the URL without its password), never in the shared database.
+  dir (named for the database the URL connects to), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
   the shared ledger, each stamped when its read began by the wall clock and by the machine
   clock (``_hit.machine_ns``: since boot, never set). A lookup answers from the mirror when the
@@ -70,16 +70,17 @@ from . import _hit, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
-from ._engine import in_id_order, machine_file
+from ._engine import in_id_order
 from ._errors import LedgerError
 from ._leases import RELEASE, Lease, LeaseLocks
+from ._machine_file import open_machine_file
+from ._pgurl import Secrets
+from ._pgurl import hint as url_hint
 from ._sqlite_ledger import (
     FileStat,
-    Ledger,
     MergeOutcome,
     asset_from_row,
     merge_outcome,
-    passwords_in,
     without_password,
 )
 
@@ -202,7 +203,7 @@ class PostgresLedger:
         self._spool_waiting = True
         self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
         # This machine's stat cache, mirror and spool.
-        self._local = Ledger(machine_file(url))
+        self._local = open_machine_file(url)
         # Waiters for a lease allow for the longest upload this process's policy allows.
         self.locks = LeaseLocks(self, wait_s=lock_wait_s)
         self._async: AsyncSessions | None = None
@@ -214,9 +215,9 @@ class PostgresLedger:
 
     def fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
         detail = f" ({_one_line(exc)})" if exc is not None else ""
-        # libpq quotes what it cannot parse, password and all: scrub it, as written and decoded.
-        for password in passwords_in(self._secret.reveal()):
-            detail = detail.replace(password, "***")
+        # libpq quotes what it cannot parse, password and all, and a host holding a piece of a
+        # password split at a raw "@": scrub each, as written and decoded (see _pgurl.Secrets).
+        detail = Secrets(self._secret.reveal()).mask(detail)
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
     def driver(self) -> Any:
@@ -254,7 +255,8 @@ class PostgresLedger:
                 if reason == _NO_SLOT_REASON
                 else "; wait until the server has started, then retry",
             )
-        return self.fail("cannot be reached", problem, _hint(problem))
+        hint = _hint(problem) + url_hint(self._secret.reveal())
+        return self.fail("cannot be reached", problem, hint)
 
     def connect(self) -> Any:
         """A new autocommit session with client-side binding, or LedgerError. A server out of

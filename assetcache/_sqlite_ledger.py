@@ -89,20 +89,6 @@ PRUNE_BATCH: Final = BATCH_ROWS
 _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
 
 
-def passwords_in(url: str) -> list[str]:
-    """The password a URL carries, as written and decoded, to scrub from a driver's messages."""
-    from urllib.parse import unquote
-
-    _, _, rest = url.partition("://")
-    credentials, at, after = rest.rpartition("@")
-    found = [credentials.partition(":")[2]] if at and ":" in credentials else []
-    for field in after.partition("?")[2].split("&"):
-        key, _, value = field.partition("=")
-        if unquote(key).lower() == "password":
-            found.append(value)
-    return [p for raw in found for p in {raw, unquote(raw)} if p]
-
-
 def _migrations_dir() -> Path:
     from pathlib import Path
 

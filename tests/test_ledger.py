@@ -149,13 +149,15 @@ def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None
     [
         ("postgresql://a:b@h/d", "postgresql://a:***@h/d"),
         ("postgresql://a@h/d", "postgresql://a@h/d"),
+        # PostgreSQL: the target libpq connects to, built from its parts (tests/test_pgurl.py)
         ("postgresql:///d?host=/run/pg&password=s3cret&sslmode=disable",
-         "postgresql:///d?host=/run/pg&password=***&sslmode=disable"),
-        ("postgres://a:p%40ss@[::1]:5433/d?PASSWORD=x", "postgres://a:***@[::1]:5433/d?password=***"),
+         "postgresql://:***@/d?host=/run/pg&sslmode=disable"),
+        ("postgres://a:p%40ss@[::1]:5433/d?PASSWORD=x", "postgresql://a:***@[::1]:5433/d?PASSWORD=***"),
         ("/plain/path.db", "/plain/path.db"),
         ("postgresql://alice:Tr0ub4dor?SECRETPW@host/t3", "postgresql://alice:***@host/t3"),
-        ("postgresql://alice:SECRET/PW@host/t3", "postgresql://alice:***@host/t3"),
-        ("postgresql:///d?pass%77ord=SECRET", "postgresql:///d?password=***"),
+        ("postgresql://alice:SECRET/PW@host/t3", "postgresql://alice:***/***@host/t3"),
+        ("postgresql:///d?pass%77ord=SECRET", "postgresql://:***@/d"),
+        ("mysql://root:Qx7@Zk9secret@h/x?password=s3cret", "mysql://root:***@h/x?password=***"),
     ],
 )  # fmt: skip
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:

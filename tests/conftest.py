@@ -451,7 +451,8 @@ def through_pgbouncer(item: pytest.Item) -> bool:
     """Whether this test's PostgreSQL runs also go through PgBouncer (see the block above)."""
     if item.get_closest_marker("through_pgbouncer"):
         return True
-    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    found = getattr(item, "module", None)
+    module = found.__name__.rsplit(".", 1)[-1] if found is not None else ""
     chosen = {m.strip() for m in os.environ.get(THROUGH_PGBOUNCER_VAR, "").split(",")}
     if "wanted" in chosen:
         chosen |= WANTED_THROUGH_PGBOUNCER
@@ -595,6 +596,17 @@ def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
     yield make
     for server in made:
         server.close()
+
+
+#: What the farm tests (tests/test_farm.py) measured: printed at the end of the run.
+FARM_REPORTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FARM_REPORTS:
+        terminalreporter.section("farm reports")
+        for text in FARM_REPORTS:
+            terminalreporter.write_line(text)
 
 
 # ============================================================================================

@@ -37,8 +37,10 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -54,6 +56,7 @@ __all__ = [
     "PgBouncerUnavailable",
     "PostgresServer",
     "PostgresUnavailable",
+    "RefusingProxy",
     "database_url",
     "find_bin_dir",
     "find_pgbouncer",
@@ -1034,3 +1037,160 @@ class PgBouncer(_Databases):
         with self.log_path.open("rb") as log:
             log.seek(since)
             return f"listening on 127.0.0.1:{self.port}".encode() in log.read()
+
+
+# --------------------------------------------------------------------------------------------
+# A server that refuses sessions for a while
+# --------------------------------------------------------------------------------------------
+
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+_REFUSALS = {
+    "57P03": "the database system is starting up",
+    "53300": "sorry, too many clients already",
+}
+
+
+class RefusingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server that, for ``seconds`` from the first
+    session it is asked for, refuses every new session as a server that cannot take one does:
+    after the client's startup packet, a FATAL ErrorResponse with ``sqlstate`` (57P03, "the
+    database system is starting up", as while a restarted server recovers; or 53300, "sorry,
+    too many clients already"), then the connection closes. After that it forwards sessions
+    to the server untouched.
+
+        with RefusingProxy(server.port, sqlstate="57P03", seconds=2) as proxy:
+            url = proxy.through(server.url)
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        sqlstate: str = "57P03",
+        seconds: float = 2.0,
+        message: str | None = None,
+        target_host: str = "127.0.0.1",
+    ) -> None:
+        self.target = (target_host, target_port)
+        self.sqlstate = sqlstate
+        self.message = message or _REFUSALS.get(sqlstate, "cannot connect now")
+        self.seconds = seconds
+        #: How many sessions it refused; how many it let through.
+        self.refused = 0
+        self.forwarded = 0
+        self._listener: socket.socket | None = None
+        self._until = 0.0
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("the proxy has no port before start()")
+        return int(self._listener.getsockname()[1])
+
+    def through(self, url: str) -> str:
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
+
+    def start(self) -> RefusingProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self._listener = listener
+        threading.Thread(target=self._accept, name="refusing-proxy", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        if self._listener is not None:
+            self._listener.close()
+
+    def __enter__(self) -> RefusingProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            with self._lock:
+                self._sockets.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            with self._lock:
+                if not self._until:  # the first session asked for starts the clock
+                    self._until = time.monotonic() + self.seconds
+            if time.monotonic() < self._until:
+                self._refuse(client)
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.append(upstream)
+                self.forwarded += 1
+            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+            _pipe(client, upstream)
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.close()
+
+    def _refuse(self, client: socket.socket) -> None:
+        while True:
+            (length,) = struct.unpack("!I", _read_exactly(client, 4))
+            body = _read_exactly(client, length - 4)
+            if length == 8 and struct.unpack("!I", body)[0] in (_SSL_REQUEST, _GSSENC_REQUEST):
+                client.sendall(b"N")  # no TLS, no GSS encryption: the startup packet follows
+                continue
+            break
+        fields = b"".join(
+            code + text.encode() + b"\0"
+            for code, text in (
+                (b"S", "FATAL"), (b"V", "FATAL"), (b"C", self.sqlstate), (b"M", self.message)
+            )
+        ) + b"\0"  # fmt: skip
+        client.sendall(b"E" + struct.pack("!I", len(fields) + 4) + fields)
+        with self._lock:
+            self.refused += 1
+        client.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the client went away")
+        data += chunk
+    return data
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

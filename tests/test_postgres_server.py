@@ -33,6 +33,7 @@ from .postgres_server import (
     PgBouncerUnavailable,
     PostgresServer,
     PostgresUnavailable,
+    RefusingProxy,
     find_bin_dir,
     process_alive,
     sweep_stale_dirs,
@@ -467,3 +468,21 @@ def test_pgbouncer_dies_with_the_process_that_started_it() -> None:
     while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(process_alive(pid) for pid in pids)
+
+
+def test_a_refusing_proxy_refuses_as_the_server_would_then_lets_sessions_through(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    for sqlstate, said in (("57P03", "starting up"), ("53300", "too many clients")):
+        with RefusingProxy(port, sqlstate=sqlstate, seconds=1.0) as proxy:
+            url = proxy.through(postgres_url)
+            with pytest.raises(psycopg.OperationalError, match=said) as refused:
+                psycopg.connect(url, connect_timeout=5)
+            assert refused.value.sqlstate in (sqlstate, None)  # libpq may not say it
+            time.sleep(1.1)
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert (proxy.refused, proxy.forwarded) == (1, 1)

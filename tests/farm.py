@@ -142,9 +142,11 @@ class Peaks:
 class SessionWatch:
     """Polls the server's pg_stat_activity (and a PgBouncer's SHOW POOLS) in a thread.
 
-    ``admin_url`` should be a superuser's: its session then sits in the slots PostgreSQL
-    reserves for superusers (``superuser_reserved_connections``) once the farm has taken the
-    rest, and it is connected before the farm starts so that it is never refused.
+    ``admin_url`` should be a superuser's, so that its session is never refused: it may use
+    the slots PostgreSQL reserves for superusers (``superuser_reserved_connections``). It is
+    connected before the farm starts, and PostgreSQL counts slots rather than assigning them,
+    so it takes one slot the farm's ordinary role could have had: on a server with
+    max_connections=20 (3 reserved) the farm gets 16, one fewer than it would unwatched.
     """
 
     def __init__(

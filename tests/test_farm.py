@@ -3,9 +3,9 @@ connection slots, behind a transaction pooler, and no connection cliff.
 
 - 100 real processes (not threads) over 5 simulated machines (each its own HOME and cache
   dir), all started at once, each running ``assetcache upload --jobs 4 --json`` on the same
-  20 images, against a server with ``max_connections=20`` (17 for the farm's ordinary role:
-  3 are reserved for superusers, where the session watching pg_stat_activity sits): directly,
-  and again through PgBouncer in transaction pooling mode with a pool of 10. Every process
+  20 images, against a server with ``max_connections=20`` (16 for the farm's ordinary role: 3
+  are reserved for superusers, and the superuser's session watching pg_stat_activity takes
+  one): directly, and again through PgBouncer in transaction pooling mode with a pool of 10. Every process
   exits 0, the emulator sees exactly 20 uploads, every process prints the same 20 refs, and
   the server never holds more client sessions than it allows (through PgBouncer: than the
   pool). The peaks are printed at the end of the run ("farm reports").
@@ -75,7 +75,7 @@ class FarmServer:
             most, reserved = admin.execute(
                 "SELECT current_setting('max_connections')::int,"
                 " current_setting('superuser_reserved_connections')::int"
-                " + current_setting('reserved_connections')::int"
+                " + coalesce(current_setting('reserved_connections', true), '0')::int"
             ).fetchone()  # type: ignore[misc]
         return int(most) - int(reserved)
 

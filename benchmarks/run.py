@@ -1,7 +1,8 @@
 """assetcache benchmarks: each figure is a ratio against a floor measured in the same run.
 
-    python benchmarks/run.py            # everything (about five minutes)
+    python benchmarks/run.py            # everything (about eight minutes)
     python benchmarks/run.py --quick    # fewer repetitions, 100k-row ledger instead of 1M
+    python benchmarks/run.py --farm     # only the render farm on one PostgreSQL (issue #17)
 
 A floor is a minimal script doing the same unavoidable work (start Python, stat the file, one
 indexed select; or sha256sum; or the emulator's own latency), so the ratios say how much
@@ -504,6 +505,7 @@ def bench_postgres(tmp: Path, repeat: int, rows: int) -> list[Row]:
                 f"{ours * 1000:.0f} ms vs {floor * 1000:.0f} ms (answered by the mirror)",
             )
         )
+        out.append(pooled_cli_hit(server, tmp, emu, lite_env, path, repeat))
         shared = server.create_database("bench_machines")
         files = 40
         procs = [
@@ -532,6 +534,115 @@ def bench_postgres(tmp: Path, repeat: int, rows: int) -> list[Row]:
             )
         )
         out.append(pg_lookup_at_scale(server, rows, repeat))
+    return out
+
+
+def pooled_cli_hit(
+    server: Any, tmp: Path, emu: Emulator, lite_env: dict[str, str], path: Path, repeat: int
+) -> Row:
+    """The same hit on a shared ledger reached through PgBouncer (transaction pooling)."""
+    from tests.postgres_server import PgBouncer, PostgresUnavailable
+
+    name = "CLI `ref` hit, PostgreSQL ledger through PgBouncer vs SQLite"
+    try:
+        bouncer = PgBouncer(server).start()
+    except PostgresUnavailable as exc:
+        return Row(name, float("nan"), "<= 1.5x", False, f"no PgBouncer: {exc}")
+    with bouncer:
+        url = bouncer.create_database("bench_pooled_hit")
+        env = dict(lite_env, ASSETCACHE_DB=url)
+        try:
+            cli("ref", str(path), env=env)  # the miss (a hit for the ledger: no upload)
+        except subprocess.CalledProcessError as exc:
+            return Row(name, float("nan"), "<= 1.5x", False, f"failed: {exc.stderr.strip()}")
+        ours, floor = paired(
+            lambda: cli("ref", str(path), env=env),
+            lambda: cli("ref", str(path), env=lite_env),
+            repeat,
+        )
+    return Row(
+        name,
+        ours / floor,
+        "<= 1.5x",
+        ours <= 1.5 * floor,
+        f"{ours * 1000:.0f} ms vs {floor * 1000:.0f} ms (answered by the mirror)",
+    )
+
+
+# -- 7. a render farm on one PostgreSQL (issue #17) ----------------------------------------
+
+#: The farm's server: few slots, as a small managed PostgreSQL has; PgBouncer's pool on it.
+FARM_MAX_CONNECTIONS = 20
+FARM_POOL = 10
+
+
+def bench_farm(tmp: Path) -> list[Row]:
+    """100 processes on 5 machines x the same 20 files at 300 ms, each running the wheel's
+    ``assetcache upload --jobs 4 --json``, all started at once, against a server with
+    max_connections=20: directly, then through PgBouncer (transaction pooling, a pool of 10).
+    Timing is per process (spawn to exit, Python's start included), from outside: the CLI
+    prints no per-file timing."""
+    from tests.farm import FarmSpec, SessionWatch, run_farm
+    from tests.postgres_server import PgBouncer, PostgresServer, PostgresUnavailable
+
+    spec = FarmSpec(processes=100, machines=5, images=20, jobs=4)
+    out: list[Row] = []
+    for route in ("directly", "through PgBouncer"):
+        name = (
+            f"farm {route}: {spec.processes} processes x {spec.images} files, 300 ms,"
+            f" max_connections={FARM_MAX_CONNECTIONS}: uploads / distinct files"
+        )
+        settings = {"max_connections": FARM_MAX_CONNECTIONS}
+        with PostgresServer(settings=settings) as server, Emulator(latency=0.3) as emu:
+            server.create_role("farm", "farm-bench-password")
+            server.create_database("farm", owner="farm")
+            url = server.url_as("farm", "farm-bench-password", "farm")
+            bouncer = None
+            if route != "directly":
+                try:
+                    bouncer = PgBouncer(
+                        server, pool_size=FARM_POOL, users={"farm": "farm-bench-password"}
+                    ).start()
+                except PostgresUnavailable as exc:
+                    out.append(Row(name, float("nan"), "= 1.00", False, f"no PgBouncer: {exc}"))
+                    continue
+                url = bouncer.through(url)
+            try:
+                result = run_farm(
+                    url,
+                    emu,
+                    tmp / f"farm-{len(out)}",
+                    spec,
+                    command=entry_point(),
+                    base_env=env_for(tmp / "unused.db"),
+                    watch=SessionWatch(server.url, database="farm", user="farm", bouncer=bouncer),
+                    server_log=server.log_path,
+                )
+            finally:
+                if bouncer is not None:
+                    bouncer.close()
+        limit = FARM_POOL if bouncer is not None else FARM_MAX_CONNECTIONS - 3
+        failures = len(result.failed)
+        ok = (
+            failures == 0
+            and result.uploads == spec.images
+            and len(result.answers) == 1
+            and result.peaks.sessions <= limit
+        )
+        first = f"; first failure: {result.failed[0].why()[:200]}" if failures else ""
+        out.append(
+            Row(
+                name,
+                result.uploads / spec.images,
+                "= 1.00",
+                ok,
+                f"{failures} failed, {result.uploads} uploads, {len(result.answers)} distinct"
+                f" answers; peak {result.peaks.sessions} server sessions (limit {limit}),"
+                f" {result.refused} refused; per process p50 {result.percentile(0.5):.1f} s,"
+                f" p99 {result.percentile(0.99):.1f} s; {result.seconds:.1f} s in all,"
+                f" {result.cpu_seconds:.0f} s CPU{first}",
+            )
+        )
     return out
 
 
@@ -606,6 +717,12 @@ def main() -> int:
         "--no-postgres", action="store_true", help="skip the shared-ledger figures"
     )
     parser.add_argument("--only-postgres", action="store_true", help="only those")
+    parser.add_argument(
+        "--farm",
+        action="store_true",
+        help="only the render farm rows (100 processes on one PostgreSQL, direct and pooled)",
+    )
+    parser.add_argument("--no-farm", action="store_true", help="skip the render farm rows")
     args = parser.parse_args()
     repeat = 5 if args.quick else 15
     rows = 100_000 if args.quick else 1_000_000
@@ -615,15 +732,17 @@ def main() -> int:
         tmp = Path(name)
         VENV_BIN = install_wheel(tmp, postgres=not args.no_postgres)
         os.environ["HOME"] = str(tmp)  # never the real user dir
-        if not args.only_postgres:
+        if not (args.only_postgres or args.farm):
             with Emulator() as emu:
                 results += bench_cli_hit(tmp, emu, repeat)
                 results += bench_stat_cache(tmp, emu, repeat)
             results += bench_hashing(tmp, repeat)
             results += bench_batches(tmp)
             results += bench_scale(tmp, rows, max(3, repeat // 3))
-        if not args.no_postgres:
+        if not (args.no_postgres or args.farm):
             results += bench_postgres(tmp, repeat, rows)
+        if args.farm or not (args.no_postgres or args.no_farm):
+            results += bench_farm(tmp)
     print(f"\nassetcache benchmarks on {machine()}\n")
     width = max(len(r.name) for r in results)
     print(f"{'benchmark'.ljust(width)}  {'ratio':>7}  {'goal':<16} ok   notes")

@@ -216,22 +216,34 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str:
-    """The ledger engine under test: "sqlite", or both for tests marked ``both_engines``."""
+    """The ledger engine under test: "sqlite", or both for tests marked ``both_engines``
+    ("sqlite", "postgres"), and a third, "pgbouncer" (PostgreSQL through PgBouncer in
+    transaction pooling mode), for those that also run through PgBouncer (see
+    ``through_pgbouncer``). Anything not "sqlite" is a PostgreSQL ledger."""
     return str(getattr(request, "param", "sqlite"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Engine-neutral behaviour runs against both engines by parametrizing, not by copying.
+    bouncer = through_pgbouncer(metafunc.definition)
     if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
         "both_engines"
     ):
-        metafunc.parametrize("engine", ["sqlite", "postgres"], indirect=True)
+        engines = ["sqlite", "postgres", *(["pgbouncer"] if bouncer else [])]
+        metafunc.parametrize("engine", engines, indirect=True)
+    elif "postgres_route" in metafunc.fixturenames and bouncer:
+        # Tests that take postgres_url run once directly and once through PgBouncer.
+        metafunc.parametrize("postgres_route", ["direct", "pgbouncer"], indirect=True)
 
 
 @pytest.fixture
 def ledger_location(db: Path, engine: str, request: pytest.FixtureRequest) -> str:
-    """Where the ``engine`` under test keeps this test's ledger: a file, or a new database."""
-    return str(db) if engine == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    """Where the ``engine`` under test keeps this test's ledger: a file, or a new database
+    (reached directly, or through PgBouncer)."""
+    if engine == "sqlite":
+        return str(db)
+    fixture = "pgbouncer_url" if engine == "pgbouncer" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
 
 
 @pytest.fixture
@@ -246,7 +258,7 @@ def make_cache(
     """AssetCache, or AsyncAssetCache behind the same blocking interface (see ``flavour``),
     over the ``engine``'s ledger."""
     made: list[AssetCache | BlockingAsyncCache] = []
-    ledger: Path | str = db if engine == "sqlite" else request.getfixturevalue("postgres_url")
+    ledger: Path | str = db if engine == "sqlite" else request.getfixturevalue("ledger_location")
 
     def make(**kwargs: object) -> AssetCache:
         options = _cache_options(luma, clock, ledger, **kwargs)
@@ -367,10 +379,29 @@ def fill(directory: Path) -> None:
 #     server and an administrator's URL, able to CREATE DATABASE) if set, else a private server
 #     started on first use (about a second) and stopped at the end of the session.
 # postgres_url: a fresh, empty database on it per test, dropped (WITH (FORCE)) afterwards.
-# make_postgres_server: a private server of the test's own, to stop, kill and restart.
+# make_postgres_server: a private server of the test's own, to stop, kill and restart; with
+#     settings={"max_connections": 20}, one with that few connection slots (a farm's server).
+#
+# PgBouncer (Debian's package), in transaction pooling mode, in front of those servers:
+# pgbouncer (session): in front of postgres_server, started on first use.
+# pgbouncer_url: like postgres_url, a fresh database per test, but reached THROUGH pgbouncer.
+# make_pgbouncer: a private PgBouncer in front of a server of the test's own (pool_size=10 by
+#     default), for farms and for stopping.
 #
 # When no server can be had the test is skipped, with the reason, unless
-# $ASSETCACHE_REQUIRE_POSTGRES=1 (as CI sets it): then it fails, with the reason.
+# $ASSETCACHE_REQUIRE_POSTGRES=1 (as CI sets it): then it fails, with the reason. Likewise for
+# PgBouncer with $ASSETCACHE_REQUIRE_PGBOUNCER=1 (CI sets it too).
+#
+# Through PgBouncer: the PostgreSQL tests of a module also run through PgBouncer when
+#   - the module's name is in THROUGH_PGBOUNCER below (the switch: add a module once the
+#     engine supports a transaction pooler for what it tests), or
+#   - the module or test is marked ``through_pgbouncer``, or
+#   - $ASSETCACHE_TEST_THROUGH_PGBOUNCER names it (a comma-separated list of module names),
+#     or says "wanted" (the modules of WANTED_THROUGH_PGBOUNCER) or "all" (every module): to
+#     try the engine out without editing anything.
+# Then tests marked ``both_engines`` get a third engine, "pgbouncer", and tests that take
+# postgres_url run twice, [direct] and [pgbouncer] (postgres_route). Tests on a private
+# server (make_postgres_server) are not rerouted.
 # ============================================================================================
 
 import re  # noqa: E402
@@ -378,19 +409,81 @@ from typing import NoReturn  # noqa: E402
 
 from .postgres_server import (  # noqa: E402
     ExistingServer,
+    PgBouncer,
+    PgBouncerUnavailable,
     PostgresServer,
     PostgresUnavailable,
 )
 
 POSTGRES_URL_VAR = "ASSETCACHE_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_VAR = "ASSETCACHE_REQUIRE_POSTGRES"
+REQUIRE_PGBOUNCER_VAR = "ASSETCACHE_REQUIRE_PGBOUNCER"
+THROUGH_PGBOUNCER_VAR = "ASSETCACHE_TEST_THROUGH_PGBOUNCER"
+
+#: Modules whose PostgreSQL tests also run through PgBouncer (transaction pooling): the switch.
+#: Add a module here once the engine passes it through a pooler
+#: (ASSETCACHE_TEST_THROUGH_PGBOUNCER=that_module shows whether it does).
+THROUGH_PGBOUNCER: frozenset[str] = frozenset()
+
+#: What issue #17 asks to work through PgBouncer in transaction pooling mode: single flight,
+#: migrations, the spool, the mirror and every command. ASSETCACHE_TEST_THROUGH_PGBOUNCER=wanted
+#: runs them all through it; once they pass, THROUGH_PGBOUNCER = WANTED_THROUGH_PGBOUNCER.
+WANTED_THROUGH_PGBOUNCER: frozenset[str] = frozenset(
+    {
+        "test_cache",  # the cache's behaviour, both_engines
+        "test_cli",  # every command, both_engines
+        "test_concurrency",  # single flight: processes and threads, both_engines
+        "test_migrations",  # migrations, including processes opening a new database at once
+        "test_postgres_ledger",  # machines, the mirror, every command, the spool
+        "test_postgres_asyncio",  # the asyncio driver's single flight and recording
+        "test_spool_on_a_shared_machine",  # the spool
+        "test_forget",  # a forget and the mirror, both_engines
+        "test_moving_ledgers",  # export and import, both_engines
+    }
+)
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def through_pgbouncer(item: pytest.Item) -> bool:
+    """Whether this test's PostgreSQL runs also go through PgBouncer (see the block above)."""
+    if item.get_closest_marker("through_pgbouncer"):
+        return True
+    found = getattr(item, "module", None)
+    module = found.__name__.rsplit(".", 1)[-1] if found is not None else ""
+    chosen = {m.strip() for m in os.environ.get(THROUGH_PGBOUNCER_VAR, "").split(",")}
+    if "wanted" in chosen:
+        chosen |= WANTED_THROUGH_PGBOUNCER
+    return module in THROUGH_PGBOUNCER or module in chosen or "all" in chosen
 
 
 def postgres_unavailable(reason: str) -> NoReturn:
     """Skip the test, or fail it when PostgreSQL is required."""
-    if os.environ.get(REQUIRE_POSTGRES_VAR, "").strip().lower() in {"1", "true", "yes"}:
+    if _truthy(REQUIRE_POSTGRES_VAR):
         pytest.fail(f"PostgreSQL is required ({REQUIRE_POSTGRES_VAR}) but {reason}", pytrace=False)
     pytest.skip(f"no PostgreSQL ({reason}); {REQUIRE_POSTGRES_VAR}=1 makes this a failure")
+
+
+def pgbouncer_unavailable(reason: str) -> NoReturn:
+    """Skip the test, or fail it when PgBouncer is required."""
+    if _truthy(REQUIRE_PGBOUNCER_VAR):
+        pytest.fail(f"PgBouncer is required ({REQUIRE_PGBOUNCER_VAR}) but {reason}", pytrace=False)
+    pytest.skip(f"no PgBouncer ({reason}); {REQUIRE_PGBOUNCER_VAR}=1 makes this a failure")
+
+
+def _start_pgbouncer(bouncer: PgBouncer) -> PgBouncer:
+    try:
+        return bouncer.start()
+    except PgBouncerUnavailable as exc:
+        reason = f"cannot start PgBouncer: {exc}"
+    except (PostgresUnavailable, OSError) as exc:  # psycopg missing: PostgreSQL's own problem
+        reason = f"cannot start PgBouncer: {exc}"
+        bouncer.close()
+        postgres_unavailable(reason)
+    bouncer.close()
+    pgbouncer_unavailable(reason)
 
 
 @pytest.fixture(scope="session")
@@ -423,15 +516,66 @@ def postgres_server() -> Iterator[PostgresServer | ExistingServer]:
 
 
 @pytest.fixture
-def postgres_url(
-    postgres_server: PostgresServer | ExistingServer, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """The URL of a new, empty database, for this test alone."""
+def postgres_route(request: pytest.FixtureRequest) -> str:
+    """How postgres_url reaches the server: "direct", or "pgbouncer" for the second run of a
+    test that also runs through PgBouncer (see ``through_pgbouncer``)."""
+    return str(getattr(request, "param", "direct"))
+
+
+def _test_database_name(request: pytest.FixtureRequest) -> str:
     stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
-    name = f"t_{stem}_{uuid.uuid4().hex[:12]}"
+    return f"t_{stem}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: PostgresServer | ExistingServer,
+    postgres_route: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[str]:
+    """The URL of a new, empty database, for this test alone (through PgBouncer on the
+    [pgbouncer] run of a test that has one)."""
+    if postgres_route == "pgbouncer":
+        yield str(request.getfixturevalue("pgbouncer_url"))
+        return
+    name = _test_database_name(request)
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server: PostgresServer | ExistingServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode (a pool of 10) in front of postgres_server."""
+    bouncer = _start_pgbouncer(PgBouncer(postgres_server))
+    try:
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+def pgbouncer_url(pgbouncer: PgBouncer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database, for this test alone, reached through PgBouncer."""
+    name = _test_database_name(request)
+    url = pgbouncer.create_database(name)
+    yield url
+    pgbouncer.drop_database(name)
+
+
+@pytest.fixture
+def make_pgbouncer() -> Iterator[Callable[..., PgBouncer]]:
+    """Start private PgBouncers (``PgBouncer(server, **kwargs)``), all closed after the test."""
+    made: list[PgBouncer] = []
+
+    def make(server: PostgresServer | ExistingServer, **kwargs: Any) -> PgBouncer:
+        bouncer = PgBouncer(server, **kwargs)
+        made.append(bouncer)
+        return _start_pgbouncer(bouncer)
+
+    yield make
+    for bouncer in made:
+        bouncer.close()
 
 
 @pytest.fixture
@@ -440,6 +584,7 @@ def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
     made: list[PostgresServer] = []
 
     def make(**kwargs: Any) -> PostgresServer:
+        # e.g. settings={"max_connections": 20}: a server with that few connection slots.
         server = PostgresServer(**kwargs)
         made.append(server)
         try:
@@ -451,6 +596,17 @@ def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
     yield make
     for server in made:
         server.close()
+
+
+#: What the farm tests (tests/test_farm.py) measured: printed at the end of the run.
+FARM_REPORTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FARM_REPORTS:
+        terminalreporter.section("farm reports")
+        for text in FARM_REPORTS:
+            terminalreporter.write_line(text)
 
 
 # ============================================================================================

@@ -21,11 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REQUIRE_POSTGRES_VAR, postgres_unavailable
+from .conftest import (
+    REQUIRE_PGBOUNCER_VAR,
+    REQUIRE_POSTGRES_VAR,
+    pgbouncer_unavailable,
+    postgres_unavailable,
+)
 from .postgres_server import (
     ExistingServer,
+    PgBouncer,
+    PgBouncerUnavailable,
     PostgresServer,
     PostgresUnavailable,
+    RefusingProxy,
     find_bin_dir,
     process_alive,
     sweep_stale_dirs,
@@ -277,3 +285,204 @@ def test_binaries_nobody_cannot_reach_are_linked_where_it_can(
             assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
     finally:
         shutil.rmtree(hidden)
+
+
+# -- PgBouncer (Debian's package) in front of the server ------------------------------------
+
+
+def test_pgbouncer_pools_a_crowd_into_ten_server_sessions(
+    pgbouncer: PgBouncer, pgbouncer_url: str, postgres_server: PostgresServer | ExistingServer
+) -> None:
+    import threading
+
+    import psycopg
+
+    database = pgbouncer_url.rsplit("/", 1)[1]
+    assert f":{pgbouncer.port}/" in pgbouncer_url and pgbouncer.pool_mode == "transaction"
+    barrier = threading.Barrier(30)
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with psycopg.connect(pgbouncer_url, connect_timeout=10) as conn:
+                barrier.wait(30)  # 30 clients connected at once...
+                for _ in range(3):
+                    with conn.transaction():  # ...each borrowing a server session per transaction
+                        conn.execute("SELECT pg_sleep(0.05)")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    peak_pool = peak_server = 0
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        while any(t.is_alive() for t in threads):
+            peak_pool = max(peak_pool, pgbouncer.server_sessions(database))
+            (sessions,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchone()  # type: ignore[misc]
+            peak_server = max(peak_server, sessions)
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert 1 <= peak_pool <= 10 and 1 <= peak_server <= 10, (peak_pool, peak_server)
+    (pool,) = [p for p in pgbouncer.show("POOLS") if p["database"] == database]
+    assert pool["pool_mode"] == "transaction"
+
+
+def test_pgbouncer_asks_clients_for_the_password(
+    pgbouncer: PgBouncer, pgbouncer_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    for name in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE"):
+        monkeypatch.delenv(name, raising=False)
+    password = pgbouncer_url.split(":")[2].split("@")[0]
+    with pytest.raises(psycopg.OperationalError, match="SASL authentication failed"):
+        psycopg.connect(pgbouncer_url.replace(password, "wrong"), connect_timeout=5)
+    assert "auth_type = scram-sha-256" in (pgbouncer.log_path.parent / "pgbouncer.ini").read_text()
+
+
+def test_transaction_pooling_hands_one_clients_session_state_to_another(
+    make_postgres_server: Callable[..., PostgresServer],
+    make_pgbouncer: Callable[..., PgBouncer],
+) -> None:
+    """Why a session advisory lock is no single flight behind a transaction pooler: with one
+    server session in the pool, a second client takes the "same" lock again, and the first
+    client cannot let it go."""
+    import psycopg
+
+    server = make_postgres_server()
+    bouncer = make_pgbouncer(server, pool_size=1)
+    url = bouncer.create_database("pooled")
+    with psycopg.connect(url, autocommit=True) as a, psycopg.connect(url, autocommit=True) as b:
+        assert a.execute("SELECT pg_try_advisory_lock(17)").fetchone() == (True,)
+        assert b.execute("SELECT pg_try_advisory_lock(17)").fetchone() == (True,)  # "held"!
+        pids = {c.execute("SELECT pg_backend_pid()").fetchone() for c in (a, b)}
+        assert len(pids) == 1  # the same server session served both clients
+
+
+def test_no_pgbouncer_is_a_skip_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_PGBOUNCER_VAR, raising=False)
+    monkeypatch.setenv(REQUIRE_POSTGRES_VAR, "1")  # PostgreSQL's variable is not PgBouncer's
+    with pytest.raises(pytest.skip.Exception, match="the reason"):
+        pgbouncer_unavailable("the reason")
+    monkeypatch.setenv(REQUIRE_PGBOUNCER_VAR, "1")
+    with pytest.raises(pytest.fail.Exception, match="the reason"):
+        pgbouncer_unavailable("the reason")
+
+
+def test_a_missing_or_broken_pgbouncer_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from . import postgres_server
+
+    upstream = ExistingServer("postgresql://postgres:x@127.0.0.1:1/postgres")
+    with monkeypatch.context() as nowhere:
+        nowhere.setenv("PATH", str(tmp_path / "empty"))
+        nowhere.setattr(postgres_server, "PGBOUNCER_PATHS", ())
+        with pytest.raises(PgBouncerUnavailable, match="apt-get install pgbouncer"):
+            PgBouncer(upstream, base_dir=tmp_path / "dirs").start()
+    reachable = Path(tempfile.mkdtemp(prefix="assetcache-fake-bin-", dir="/tmp"))
+    try:  # not under tmp_path: nobody (as whom root runs it) must reach the script
+        reachable.chmod(0o755)
+        broken = reachable / "pgbouncer"
+        broken.write_text("#!/bin/sh\necho 'FATAL no config for you' >&2\nexit 1\n")
+        broken.chmod(0o755)
+        bouncer = PgBouncer(upstream, binary=broken, base_dir=tmp_path / "dirs")
+        with pytest.raises(PgBouncerUnavailable, match="no config for you"), bouncer:
+            pass
+        assert bouncer.pid is None
+    finally:
+        shutil.rmtree(reachable)
+
+
+@pytest.mark.through_pgbouncer
+def test_a_test_marked_through_pgbouncer_runs_directly_and_through_it(
+    postgres_url: str, postgres_route: str, request: pytest.FixtureRequest
+) -> None:
+    import psycopg
+
+    if postgres_route == "pgbouncer":
+        assert f":{request.getfixturevalue('pgbouncer').port}/" in postgres_url
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (
+            postgres_url.rsplit("/", 1)[1],
+        )
+
+
+@pytest.mark.both_engines
+@pytest.mark.through_pgbouncer
+def test_both_engines_and_through_pgbouncer_make_three_engines(
+    engine: str, ledger_location: str, request: pytest.FixtureRequest
+) -> None:
+    if engine == "pgbouncer":
+        assert f":{request.getfixturevalue('pgbouncer').port}/" in ledger_location
+    elif engine == "postgres":
+        assert ledger_location.startswith("postgresql://")
+    else:
+        assert engine == "sqlite" and not ledger_location.startswith("postgresql://")
+
+
+@pytest.mark.slow
+def test_pgbouncer_dies_with_the_process_that_started_it() -> None:
+    code = (
+        "import time\n"
+        "from tests.postgres_server import PgBouncer, PostgresServer, PostgresUnavailable\n"
+        "try:\n"
+        "    server = PostgresServer().start()\n"
+        "    bouncer = PgBouncer(server).start()\n"
+        "except PostgresUnavailable as exc:\n"
+        "    print('unavailable', type(exc).__name__, str(exc).replace(chr(10), ' '), flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "print(server.pid, bouncer.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if line.startswith("unavailable PgBouncer"):
+            pgbouncer_unavailable(line)
+        if line.startswith("unavailable"):
+            postgres_unavailable(line)
+        pids = [int(pid) for pid in line.split()]
+        assert all(process_alive(pid) for pid in pids)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    deadline = time.monotonic() + 20
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(process_alive(pid) for pid in pids)
+
+
+def test_a_refusing_proxy_refuses_as_the_server_would_then_lets_sessions_through(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    port = int(postgres_url.rsplit(":", 1)[1].split("/")[0])
+    for sqlstate, said in (("57P03", "starting up"), ("53300", "too many clients")):
+        with RefusingProxy(port, sqlstate=sqlstate, seconds=1.0) as proxy:
+            url = proxy.through(postgres_url)
+            with pytest.raises(psycopg.OperationalError, match=said) as refused:
+                psycopg.connect(url, connect_timeout=5)
+            assert refused.value.sqlstate in (sqlstate, None)  # libpq may not say it
+            time.sleep(1.1)
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert (proxy.refused, proxy.forwarded) == (1, 1)

@@ -105,9 +105,10 @@ CLIENT_KEEPALIVES: Final = {
 SESSION_DEADLINE_S: Final = 30.0
 #: libpq's bound on establishing a session (TCP, TLS, authentication).
 CONNECT_TIMEOUT_S: Final = 10
-#: A session unused this long is closed: its server slot goes back to the farm. Longer than
-#: _leases.RENEW_S, so a process renewing a lease keeps its session between renewals.
-IDLE_CLOSE_S: Final = 8.0
+#: A session unused this long is closed: its server slot goes back to the farm. A busy process
+#: (resolving, polling a lease every 250 ms at most) keeps it; a long upload's renewals (every
+#: _leases.RENEW_S) open one each, which is cheaper for a farm than a slot held meanwhile.
+IDLE_CLOSE_S: Final = 3.0
 #: How long a thread waits for its turn on the process's session. Each statement on it is
 #: bounded by SESSION_DEADLINE_S; this covers a queue of them.
 SESSION_TURN_S: Final = 4 * SESSION_DEADLINE_S
@@ -259,20 +260,27 @@ class PostgresLedger:
         return self.fail("cannot be reached", problem, hint)
 
     def connect(self) -> Any:
-        """A new autocommit session with client-side binding, or LedgerError. A server out of
-        slots or starting up is asked again with backoff (``slot_wait``)."""
+        """A new autocommit session with client-side binding, or LedgerError."""
+        psycopg = self.driver()
+        return self._connected(
+            lambda: psycopg.connect(
+                self.conninfo(None),
+                autocommit=True,
+                cursor_factory=_watched_cursor(psycopg),
+                connect_timeout=CONNECT_TIMEOUT_S,
+                prepare_threshold=None,  # nothing kept in a server session (poolers)
+            )
+        )
+
+    def _connected(self, open_session: Callable[[], _T]) -> _T:
+        """``open_session()``; a server out of slots or starting up is asked again with
+        backoff (``slot_wait``), anything else is a LedgerError at once."""
         psycopg = self.driver()
         began, delay = time.monotonic(), 0.0
         while True:
             problem: Exception | None = None
             try:
-                return psycopg.connect(
-                    self.conninfo(None),
-                    autocommit=True,
-                    cursor_factory=_watched_cursor(psycopg),
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    prepare_threshold=None,  # nothing kept in a server session (poolers)
-                )
+                return open_session()
             except psycopg.Error as exc:
                 problem = exc
             delay = self.slot_wait(problem, began, delay)
@@ -498,8 +506,13 @@ class PostgresLedger:
             raise self.fail("could not be migrated to the current schema", problem)
 
     def _plain_connection(self) -> Any:
-        return _driver().connect(
-            self._secret.reveal(), connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None
+        """Alembic's session: it waits for a free slot like any other (a farm's first
+        processes all open a new database at once)."""
+        psycopg = self.driver()
+        return self._connected(
+            lambda: psycopg.connect(
+                self._secret.reveal(), connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None
+            )
         )
 
     # -- queries -------------------------------------------------------------------------
@@ -880,7 +893,8 @@ def _refused_for_now(exc: BaseException | None) -> str | None:
 
 def _hint(exc: BaseException | None) -> str:
     text = str(exc)
-    if "password authentication failed" in text:
+    # The server's words, and PgBouncer's (which checks the password itself).
+    if "password authentication failed" in text or "SASL authentication failed" in text:
         return "; check the user and password in the URL"
     if "does not exist" in text:
         return "; create the database first (CREATE DATABASE), or fix its name in the URL"

@@ -420,11 +420,6 @@ REQUIRE_POSTGRES_VAR = "ASSETCACHE_REQUIRE_POSTGRES"
 REQUIRE_PGBOUNCER_VAR = "ASSETCACHE_REQUIRE_PGBOUNCER"
 THROUGH_PGBOUNCER_VAR = "ASSETCACHE_TEST_THROUGH_PGBOUNCER"
 
-#: Modules whose PostgreSQL tests also run through PgBouncer (transaction pooling): the switch.
-#: Add a module here once the engine passes it through a pooler
-#: (ASSETCACHE_TEST_THROUGH_PGBOUNCER=that_module shows whether it does).
-THROUGH_PGBOUNCER: frozenset[str] = frozenset()
-
 #: What issue #17 asks to work through PgBouncer in transaction pooling mode: single flight,
 #: migrations, the spool, the mirror and every command. ASSETCACHE_TEST_THROUGH_PGBOUNCER=wanted
 #: runs them all through it; once they pass, THROUGH_PGBOUNCER = WANTED_THROUGH_PGBOUNCER.
@@ -441,6 +436,10 @@ WANTED_THROUGH_PGBOUNCER: frozenset[str] = frozenset(
         "test_moving_ledgers",  # export and import, both_engines
     }
 )
+
+#: Modules whose PostgreSQL tests also run through PgBouncer (transaction pooling): all of the
+#: above pass through it (ASSETCACHE_TEST_THROUGH_PGBOUNCER=that_module tries another).
+THROUGH_PGBOUNCER: frozenset[str] = WANTED_THROUGH_PGBOUNCER
 
 
 def _truthy(name: str) -> bool:

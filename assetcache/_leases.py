@@ -58,8 +58,10 @@ RENEW_S: Final = 5.0
 #: can take (RetryPolicy's default budget is 180 s), so a live holder always finishes.
 LOCK_WAIT_S: Final = 600.0
 _POLL_MIN_S: Final = 0.01
-#: The slowest poll: a waiter learns of a finished upload within this (plus the statement).
+#: The slowest poll: a waiter learns of a finished upload within this (plus the statement);
+#: slower while the server is short of slots (each poll then costs a session of its own).
 _POLL_MAX_S: Final = 0.25
+_SCARCE_POLL_MAX_S: Final = 1.0
 
 #: How often a waiter looks whether the key's holder is a dead process of this machine.
 _DEAD_CHECK_S: Final = 0.5
@@ -228,7 +230,7 @@ class LeaseLocks:
         self._ledger = ledger
         #: How long waiters poll: LOCK_WAIT_S, or longer when this process's uploads may take
         #: longer (its RetryPolicy), since other processes likely share that policy.
-        self._wait_s = max(LOCK_WAIT_S, wait_s or 0.0)
+        self.wait_s = max(LOCK_WAIT_S, wait_s or 0.0)
         self._turns = KeyTurns()
         #: The leases this process holds now, by key: recording an upload releases its lease
         #: in the same transaction (and learns whether it was taken over meanwhile).
@@ -277,7 +279,7 @@ class LeaseLocks:
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         lease = Lease.of(key)
-        with self._turns.hold(key, self._wait_s, lambda: self._timed_out(lease)):
+        with self._turns.hold(key, self.wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
             check_at = began
             while not self._claim(lease):
@@ -286,10 +288,10 @@ class LeaseLocks:
                     if self._took_from_dead(lease):
                         break
                     check_at = now + _DEAD_CHECK_S
-                if now - began > self._wait_s:
+                if now - began > self.wait_s:
                     raise self._timed_out(lease)
                 time.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX_S)
+                delay = min(delay * 2, self._poll_max())
             self._held[(lease.sha256, lease.email)] = lease
             stop = threading.Event()
             renewer = threading.Thread(
@@ -321,7 +323,7 @@ class LeaseLocks:
 
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key)
-        async with self._turns.ahold(key, self._wait_s, lambda: self._timed_out(lease)):
+        async with self._turns.ahold(key, self.wait_s, lambda: self._timed_out(lease)):
             began, delay = time.monotonic(), _POLL_MIN_S
             check_at = began
             while not await sessions.claim(lease):
@@ -330,10 +332,10 @@ class LeaseLocks:
                     if await sessions.claim(lease, from_dead=True):
                         break
                     check_at = now + _DEAD_CHECK_S
-                if now - began > self._wait_s:
+                if now - began > self.wait_s:
                     raise await asyncio.to_thread(self._timed_out, lease)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX_S)
+                delay = min(delay * 2, self._poll_max())
             self._held[(lease.sha256, lease.email)] = lease
             renewal = asyncio.ensure_future(sessions.keep_renewing(lease))
             try:
@@ -347,11 +349,14 @@ class LeaseLocks:
 
     # -- both ----------------------------------------------------------------------------
 
+    def _poll_max(self) -> float:
+        return _SCARCE_POLL_MAX_S if self._ledger.slots_scarce() else _POLL_MAX_S
+
     def _timed_out(self, lease: Lease) -> LedgerError:
         holder = self.holder_of(lease)
         who = f" ({holder[0]}, lease renewed until {holder[1]:.0f} s from now)" if holder else ""
         return self._ledger.fail(
-            f"another process{who} has held this image's upload lease for {self._wait_s:.0f} s",
+            f"another process{who} has held this image's upload lease for {self.wait_s:.0f} s",
             hint="; retry later",
         )
 

@@ -112,6 +112,8 @@ IDLE_CLOSE_S: Final = 3.0
 #: How long a thread waits for its turn on the process's session. Each statement on it is
 #: bounded by SESSION_DEADLINE_S; this covers a queue of them.
 SESSION_TURN_S: Final = 4 * SESSION_DEADLINE_S
+#: How long after a refusal for lack of slots this process behaves as one of too many.
+SCARCE_S: Final = 60.0
 #: SQLSTATEs of a server that refuses a session for now: no free slot, still starting up.
 _NO_SLOT: Final = "53300"
 _STARTING: Final = "57P03"
@@ -203,6 +205,7 @@ class PostgresLedger:
         # looked at by the first session, and again after each upload spooled.
         self._spool_waiting = True
         self._spool_retry_at = 0.0  # after a failed merge: when to try again (monotonic)
+        self._scarce_until = 0.0  # after the server refused us a slot (monotonic)
         # This machine's stat cache, mirror and spool.
         self._local = open_machine_file(url)
         # Waiters for a lease allow for the longest upload this process's policy allows.
@@ -295,6 +298,8 @@ class PostgresLedger:
         reason = _refused_for_now(problem)
         if reason is None:
             return 0.0
+        if reason == _NO_SLOT_REASON:
+            self._scarce_until = time.monotonic() + SCARCE_S
         import random
 
         delay = min(delay * 2, _SLOT_WAIT_MAX_S) if delay else _SLOT_WAIT_FIRST_S
@@ -367,7 +372,7 @@ class PostgresLedger:
                 self._drop(conn)
                 raise
             else:
-                if self._closed or conn.closed or WATCHDOG.was_cut(conn):
+                if self._closed or conn.closed or WATCHDOG.was_cut(conn) or self.slots_scarce():
                     self._drop(conn)
                 else:
                     closer = functools.partial(self._close_idle, conn)
@@ -376,6 +381,12 @@ class PostgresLedger:
             self._turn.release()
         if failure is not None:
             raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
+
+    def slots_scarce(self) -> bool:
+        """Whether the server refused this process a slot lately: then a session goes back as
+        soon as its statement is done (rather than after IDLE_CLOSE_S), so that a farm larger
+        than the server's slots takes turns on them, and lease waiters poll less often."""
+        return time.monotonic() < self._scarce_until
 
     def _drop(self, conn: Any) -> None:
         """Close ``conn`` (under the caller's turn) and forget it if it is the session."""
@@ -602,7 +613,29 @@ class PostgresLedger:
                 time.sleep(delay)
                 delay = next_delay(delay)
                 continue
-            return self.recorded(written, began)
+            return self.recorded(self.with_takers_answer(written), began)
+
+    def with_takers_answer(self, written: Written) -> Written:
+        """A resolver whose lease was taken over while it uploaded, and that found no live row
+        when it recorded, was quicker than the taker, which is uploading still: wait for the
+        taker's row (while its lease lives), so that every resolver is given one ref. If the
+        taker gives up, this resolver's caller keeps its own ref (its row stays revoked:
+        nobody else's answer)."""
+        asset, row, answer = written
+        if answer is not None or asset.revoked_at is None:
+            return written  # not taken over, or the taker's row is in
+        lease = Lease(asset.sha256, asset.email)
+        began, delay = time.monotonic(), 0.05
+        with contextlib.suppress(LedgerError):  # the own ref stands
+            while time.monotonic() - began < self.locks.wait_s:
+                params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
+                if rows := self._rows(_schema.SELECT_NEWEST, params):
+                    return asset, row, rows[0]
+                if self.locks.holder_of(lease) is None:
+                    break  # the taker is gone without a row
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return written
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:
         """Whether to stop retrying and spool: past the budget, or closed (closed by its owner

@@ -118,6 +118,7 @@ class AsyncSessions:
         with self._guard:
             self._busy.discard(loop)
             keep = keep and not self._ledger.closed and not conn.closed
+            keep = keep and not self._ledger.slots_scarce()
             keep = keep and not WATCHDOG.was_cut(conn)
             if keep:
                 self._sessions[loop] = conn
@@ -232,6 +233,8 @@ class AsyncSessions:
                 await asyncio.sleep(delay)
                 delay = _postgres.next_delay(delay)
                 continue
+            # Rare (a taken-over lease), so the sync side's wait in a worker thread will do.
+            written = await asyncio.to_thread(self._ledger.with_takers_answer, written)
             return await asyncio.to_thread(self._ledger.recorded, written, began)
 
     # -- single flight (see _leases) -----------------------------------------------------

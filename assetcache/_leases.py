@@ -59,7 +59,7 @@ RENEW_S: Final = 5.0
 LOCK_WAIT_S: Final = 600.0
 _POLL_MIN_S: Final = 0.01
 #: The slowest poll: a waiter learns of a finished upload within this (plus the statement);
-#: slower while the server is short of slots (each poll then costs a session of its own).
+#: slower while the server is short of slots (fewer statements from those who only wait).
 _POLL_MAX_S: Final = 0.25
 _SCARCE_POLL_MAX_S: Final = 1.0
 

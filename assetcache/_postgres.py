@@ -372,7 +372,7 @@ class PostgresLedger:
                 self._drop(conn)
                 raise
             else:
-                if self._closed or conn.closed or WATCHDOG.was_cut(conn) or self.slots_scarce():
+                if self._closed or conn.closed or WATCHDOG.was_cut(conn):
                     self._drop(conn)
                 else:
                     closer = functools.partial(self._close_idle, conn)
@@ -383,9 +383,8 @@ class PostgresLedger:
             raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
 
     def slots_scarce(self) -> bool:
-        """Whether the server refused this process a slot lately: then a session goes back as
-        soon as its statement is done (rather than after IDLE_CLOSE_S), so that a farm larger
-        than the server's slots takes turns on them, and lease waiters poll less often."""
+        """Whether the server refused this process a slot lately: then lease waiters poll less
+        often (``_leases``), leaving the server's time to those who record."""
         return time.monotonic() < self._scarce_until
 
     def _drop(self, conn: Any) -> None:

@@ -118,7 +118,6 @@ class AsyncSessions:
         with self._guard:
             self._busy.discard(loop)
             keep = keep and not self._ledger.closed and not conn.closed
-            keep = keep and not self._ledger.slots_scarce()
             keep = keep and not WATCHDOG.was_cut(conn)
             if keep:
                 self._sessions[loop] = conn

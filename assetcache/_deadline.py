@@ -87,6 +87,7 @@ class Watchdog:
 
     def in_use(self, key: object) -> None:
         """``key``'s session is busy again: no idle close is due."""
+        self._start()  # in a forked child, first a guard of its own (the parent's may be held)
         with self._guard:
             self._idle.pop(id(key), None)
 

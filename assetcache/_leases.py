@@ -48,6 +48,7 @@ from ._errors import LedgerError
 
 if TYPE_CHECKING:
     from ._postgres import PostgresLedger
+    from ._postgres_async import AsyncSessions
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.
@@ -127,12 +128,18 @@ def _holder_token() -> str:
 
 
 def _this_process() -> str:
+    """``host pid N ns M``: M names this kernel's boot and this process's pid namespace, so
+    that only a process that shares both can judge whether pid N is alive. Host names say
+    nothing (machines cloned from one image share one; so do the initial pid namespaces of
+    every Linux machine), so they are only for people to read."""
     import socket
 
-    try:  # containers on one host may share a hostname, never a pid namespace
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            booted = boot.read().strip().replace("-", "")
+        namespace = f"{booted}.{os.stat('/proc/self/ns/pid').st_ino}"
+    except (OSError, UnicodeDecodeError):
+        namespace = "0"  # unknowable: no holder is ever judged dead by its pid
     return f"{socket.gethostname()[:120]} pid {os.getpid()} ns {namespace}"
 
 
@@ -148,9 +155,8 @@ def is_dead_here(holder: str) -> bool:
     parts = holder.rsplit(" ", 5)  # host, "pid", N, "ns", M, nonce
     if len(parts) != 6 or not parts[2].isdigit():
         return False
-    host, _, pid, _, namespace, _ = parts
-    mine = _this_process().rsplit(" ", 4)
-    if (host, namespace) != (mine[0], mine[4]):
+    _, _, pid, _, namespace, _ = parts
+    if namespace == "0" or namespace != _this_process().rsplit(" ", 1)[1]:
         return False
     try:
         os.kill(int(pid), 0)
@@ -235,8 +241,11 @@ class LeaseLocks:
         #: The leases this process holds now, by key: recording an upload releases its lease
         #: in the same transaction (and learns whether it was taken over meanwhile).
         self._held: dict[tuple[str, str], Lease] = {}
+        #: Holders (tokens) whose upload is being recorded now, on the asyncio path.
+        self.recording: set[str] = set()
 
     def held(self, sha256: str, email: str) -> Lease | None:
+        """The lease this process holds on the key, if any (taken by the recording)."""
         return self._held.get((sha256, email))
 
     # -- the sync path -------------------------------------------------------------------
@@ -268,43 +277,62 @@ class LeaseLocks:
         except LedgerError:
             return True
 
-    def holder_of(self, lease: Lease) -> tuple[str, float] | None:
-        """Who holds the key now, and for how many more seconds, if anyone."""
-        with contextlib.suppress(LedgerError):
+    def holder_of(self, lease: Lease, *, strict: bool = False) -> tuple[str, float] | None:
+        """Who holds the key now, and for how many more seconds, if anyone (``strict``: a
+        LedgerError if the ledger cannot say, rather than None)."""
+        try:
             row = self._ledger.run(lambda conn: conn.execute(HELD_BY, lease.params).fetchone())
-            if row is not None:
-                return holder_named(str(row[0])), float(row[1])
-        return None
+        except LedgerError:
+            if strict:
+                raise
+            return None
+        return None if row is None else (holder_named(str(row[0])), float(row[1]))
+
+    def holding(self) -> bool:
+        """Whether this process holds any lease now."""
+        return bool(self._held)
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         lease = Lease.of(key)
         with self._turns.hold(key, self.wait_s, lambda: self._timed_out(lease)):
-            began, delay = time.monotonic(), _POLL_MIN_S
-            check_at = began
-            while not self._claim(lease):
-                now = time.monotonic()
-                if now >= check_at:
-                    if self._took_from_dead(lease):
-                        break
-                    check_at = now + _DEAD_CHECK_S
-                if now - began > self.wait_s:
-                    raise self._timed_out(lease)
-                time.sleep(delay)
-                delay = min(delay * 2, self._poll_max())
-            self._held[(lease.sha256, lease.email)] = lease
-            stop = threading.Event()
-            renewer = threading.Thread(
-                target=self._keep_renewing, args=(lease, stop), name="assetcache-lease", daemon=True
-            )
-            renewer.start()
             try:
+                self._claimed(lease)
+            except LedgerError:
+                raise  # the ledger cannot be asked: a claim it granted unseen lapses in LEASE_S
+            except BaseException:
+                self._release(lease)  # an interrupt may have come after the claim was granted
+                raise
+            stop, renewer = threading.Event(), None
+            try:
+                self._held[(lease.sha256, lease.email)] = lease
+                renewer = threading.Thread(
+                    target=self._keep_renewing, args=(lease, stop), name="assetcache-lease"
+                )
+                renewer.daemon = True
+                renewer.start()
                 yield
             finally:
                 stop.set()
-                del self._held[(lease.sha256, lease.email)]
-                renewer.join()
+                self._held.pop((lease.sha256, lease.email), None)
+                if renewer is not None:
+                    renewer.join()
                 self._release(lease)
+
+    def _claimed(self, lease: Lease) -> None:
+        """Poll until the key is ours, or LedgerError past ``wait_s``."""
+        began, delay = time.monotonic(), _POLL_MIN_S
+        check_at = began
+        while not self._claim(lease):
+            now = time.monotonic()
+            if now >= check_at:
+                if self._took_from_dead(lease):
+                    return
+                check_at = now + _DEAD_CHECK_S
+            if now - began > self.wait_s:
+                raise self._timed_out(lease)
+            time.sleep(delay)
+            delay = min(delay * 2, self._poll_max())
 
     def _keep_renewing(self, lease: Lease, stop: threading.Event) -> None:
         while not stop.wait(RENEW_S):
@@ -324,28 +352,47 @@ class LeaseLocks:
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key)
         async with self._turns.ahold(key, self.wait_s, lambda: self._timed_out(lease)):
-            began, delay = time.monotonic(), _POLL_MIN_S
-            check_at = began
-            while not await sessions.claim(lease):
-                now = time.monotonic()
-                if now >= check_at:
-                    if await sessions.claim(lease, from_dead=True):
-                        break
-                    check_at = now + _DEAD_CHECK_S
-                if now - began > self.wait_s:
-                    raise await asyncio.to_thread(self._timed_out, lease)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._poll_max())
-            self._held[(lease.sha256, lease.email)] = lease
-            renewal = asyncio.ensure_future(sessions.keep_renewing(lease))
+            renewal = None
             try:
+                await self._aclaimed(lease, sessions)
+            except (LedgerError, asyncio.CancelledError):
+                raise  # cannot be asked, or claim() gave back what it took for a cancelled caller
+            except BaseException:
+                with contextlib.suppress(LedgerError):
+                    await finished_anyway(sessions.release(lease))
+                raise
+            try:
+                self._held[(lease.sha256, lease.email)] = lease
+                renewal = asyncio.ensure_future(sessions.keep_renewing(lease))
                 yield
             finally:
-                renewal.cancel()
-                del self._held[(lease.sha256, lease.email)]
-                # Released even for a cancelled caller: otherwise the key waits out LEASE_S.
-                with contextlib.suppress(LedgerError, asyncio.CancelledError):
-                    await finished_anyway(sessions.release(lease))
+                if renewal is not None:
+                    renewal.cancel()
+                self._held.pop((lease.sha256, lease.email), None)
+                # A caller cancelled while its upload is being recorded: the recording (which
+                # runs on) releases the lease with the row; released now, another resolver
+                # could claim the key and upload again before the row is in.
+                if lease.holder not in self.recording:
+                    # Released even for a cancelled caller: else the key waits out LEASE_S.
+                    with contextlib.suppress(LedgerError, asyncio.CancelledError):
+                        await finished_anyway(sessions.release(lease))
+
+    async def _aclaimed(self, lease: Lease, sessions: AsyncSessions) -> None:
+        """As ``_claimed``, awaited."""
+        import asyncio
+
+        began, delay = time.monotonic(), _POLL_MIN_S
+        check_at = began
+        while not await sessions.claim(lease):
+            now = time.monotonic()
+            if now >= check_at:
+                if await sessions.claim(lease, from_dead=True):
+                    return
+                check_at = now + _DEAD_CHECK_S
+            if now - began > self.wait_s:
+                raise await asyncio.to_thread(self._timed_out, lease)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._poll_max())
 
     # -- both ----------------------------------------------------------------------------
 

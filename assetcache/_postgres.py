@@ -198,6 +198,7 @@ class PostgresLedger:
         self._secret = Secret(_conninfo(url))
         self._conn: Any = None  # the process's one session, while it is open
         self._turn = threading.Lock()  # held by whoever uses the session
+        self._schema_guard = threading.Lock()
         self._guard = threading.Lock()
         self._closed = False
         self._ready = False  # schema checked (and migrated) by the first session
@@ -285,7 +286,9 @@ class PostgresLedger:
             try:
                 return open_session()
             except psycopg.Error as exc:
-                problem = exc
+                # Without its traceback: the driver's frames hold the conninfo, password and all.
+                problem = exc.with_traceback(None)
+                problem.__context__ = None
             delay = self.slot_wait(problem, began, delay)
             if not delay:
                 # Outside the except block: no traceback keeps a frame holding the password.
@@ -324,8 +327,10 @@ class PostgresLedger:
         a lookup in this process would not find its own paid upload and pay again, and a forget
         of it would miss it and be undone by the merge)."""
         if not self._ready:
-            self._ensure_schema()  # once: concurrent first callers both find it current
-            self._ready = True
+            with self._schema_guard:  # one migration (one Alembic session) per process
+                if not self._ready:
+                    self._ensure_schema()
+                    self._ready = True
         if self._spool_due():
             self._merge_spool()
 
@@ -397,6 +402,11 @@ class PostgresLedger:
     def _close_idle(self, conn: Any) -> None:
         """The watchdog's call once the session sat idle for IDLE_CLOSE_S: close it, unless
         someone is using it right now (they schedule the next idle close when done)."""
+        if self.locks.holding():
+            # A holder's renewals and recording are what every waiter waits for: it keeps
+            # its slot rather than queue for one behind them.
+            WATCHDOG.close_when_idle(conn, IDLE_CLOSE_S, functools.partial(self._close_idle, conn))
+            return
         if self._turn.acquire(blocking=False):
             try:
                 if self._conn is conn:
@@ -447,6 +457,7 @@ class PostgresLedger:
         _INHERITED.append(self._conn)
         self._conn = None
         self._turn = threading.Lock()
+        self._schema_guard = threading.Lock()
         self._guard = threading.Lock()
         if self._async is not None:
             self._async.forget_inherited()
@@ -625,15 +636,19 @@ class PostgresLedger:
             return written  # not taken over, or the taker's row is in
         lease = Lease(asset.sha256, asset.email)
         began, delay = time.monotonic(), 0.05
-        with contextlib.suppress(LedgerError):  # the own ref stands
-            while time.monotonic() - began < self.locks.wait_s:
-                params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
+        while time.monotonic() - began < self.locks.wait_s:
+            params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
+            try:
                 if rows := self._rows(_schema.SELECT_NEWEST, params):
                     return asset, row, rows[0]
-                if self.locks.holder_of(lease) is None:
-                    break  # the taker is gone without a row
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if self.locks.holder_of(lease, strict=True) is None:
+                    # The taker let go: its row is in now, or it gave up.
+                    rows = self._rows(_schema.SELECT_NEWEST, params)
+                    return (asset, row, rows[0]) if rows else written
+            except LedgerError:
+                pass  # ask again: the ledger blinked
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
         return written
 
     def give_up_recording(self, deadline: float, delay: float) -> bool:

@@ -218,7 +218,17 @@ class AsyncSessions:
     async def record(self, asset: Asset) -> Asset:
         """As ``PostgresLedger.record``: the lease released with the row, retried for
         RECORD_RETRY_S, then spooled."""
-        lease = self._ledger.locks.held(asset.sha256, asset.email)
+        locks = self._ledger.locks
+        lease = locks.held(asset.sha256, asset.email)
+        if lease is None:
+            return await self._record(asset, None)
+        locks.recording.add(lease.holder)
+        try:
+            return await self._record(asset, lease)
+        finally:
+            locks.recording.discard(lease.holder)
+
+    async def _record(self, asset: Asset, lease: Lease | None) -> Asset:
         deadline = time.monotonic() + _postgres.RECORD_RETRY_S
         delay = 0.2
         while True:

@@ -161,7 +161,6 @@ def without_password(url: str) -> str:
     """A URL as it may be shown: for PostgreSQL, the target libpq connects to with every piece
     of its password masked (``_pgurl.shown``); in any other URL a password (``user:secret@host``,
     ``?password=secret``) becomes ``***``."""
-    from urllib.parse import unquote
 
     from ._pgurl import is_postgres
 
@@ -169,6 +168,15 @@ def without_password(url: str) -> str:
         from ._pgurl import shown
 
         return shown(url)
+    return masked_userinfo(url)
+
+
+def masked_userinfo(url: str) -> str:
+    """Any URL with a password (``user:secret@host``, ``?password=secret``) as ``***``: the
+    generic rule (and, for a PostgreSQL URL, the one versions before ``_pgurl`` applied, which
+    names their machine files)."""
+    from urllib.parse import unquote
+
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url

@@ -37,6 +37,7 @@ import stat
 from ._config import cache_dir
 from ._engine import machine_file
 from ._errors import LedgerError
+from ._ledger_file import masked_userinfo
 from ._pgurl import ConninfoError, parse, shown
 from ._sqlite_ledger import Ledger
 
@@ -50,29 +51,8 @@ _COMPANIONS = ("-wal", "-shm", "-journal")
 def legacy_machine_file(url: str) -> str:
     """The name this machine's file for ``url`` had before it was named for the database: a
     digest of the URL with its password masked, as that version masked it."""
-    digest = hashlib.sha256(_legacy_without_password(url).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(masked_userinfo(url).encode()).hexdigest()[:16]
     return os.path.join(cache_dir(), f"shared-{digest}.db")
-
-
-def _legacy_without_password(url: str) -> str:
-    """How those versions masked a URL (user info to the last "@"): kept only for the name."""
-    from urllib.parse import unquote
-
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    credentials, at, rest = rest.rpartition("@")
-    if at:
-        user, colon, _ = credentials.partition(":")
-        rest = f"{user}{':***' if colon else ''}@{rest}"
-    rest, question, query = rest.partition("?")
-    if question:
-        fields = [
-            "password=***" if unquote(field).lower().startswith("password=") else field
-            for field in query.split("&")
-        ]
-        query = "&".join(fields)
-    return f"{scheme}://{rest}{question}{query}"
 
 
 def open_machine_file(url: str) -> Ledger:

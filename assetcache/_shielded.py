@@ -1,6 +1,6 @@
 """asyncio work that a cancelled caller must not cut short.
 
-A statement already sent to PostgreSQL (an advisory lock that may be taken), or the row of an
+A statement already sent to PostgreSQL (a lease claim the server may grant), or the row of an
 upload that was paid for: cancelling the caller (``wait_for``, a task group) would cancel the
 work with it. ``finished_anyway`` runs the work in a task of its own and, if the caller is
 cancelled, lets it finish in the background; ``keep_running`` holds such a task until it is

@@ -20,7 +20,9 @@ The bounds, all on the server's clock (no machine's clock matters):
   process gone takes the key from that exact token;
 - a holder of another machine killed, stopped (``SIGSTOP``, a debugger, a paused VM) or cut off
   stops renewing; its key is taken over at most ``LEASE_S`` (20 s) after its last renewal,
-  plus one poll;
+  plus one poll. While the ledger is congested (a busy pooler or server: every statement
+  waits) leases are longer, ``LEASE_S`` plus ``_LATENCY_FACTOR`` times the holder's recent
+  statement latency, at most ``LEASE_MAX_S``: a renewal that must queue still lands in time;
 - a holder that comes back after that records its upload as its own row, but marked revoked at
   once (``PostgresLedger.record``): others were given the taker's ref, and a ref nobody else was
   given must never become anyone's answer. That costs one extra upload;
@@ -28,7 +30,10 @@ The bounds, all on the server's clock (no machine's clock matters):
   restarted, the network blinked) may be taken over the same way, with the same cost.
 
 Threads and asyncio tasks of one process queue on an in-process lock per key first, so a
-process never polls the server for a key it is already uploading. Processes of one machine
+process never polls the server for a key it is already uploading. A holder's statements go before
+its process's waiters' on the process's session (``SessionTurn``), and waiters poll less often
+while statements are slow (``TurnLatency``): under congestion the polls of those who only wait
+must not starve the renewals of the one who uploads. Processes of one machine
 do not take a machine-wide lock: a stopped local holder must be taken over like any other, and
 waiting costs statements, not sessions.
 """
@@ -49,12 +54,18 @@ from ._errors import LedgerError
 if TYPE_CHECKING:
     from ._postgres import PostgresLedger
     from ._postgres_async import AsyncSessions
+    from ._session_turn import TurnLatency
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.
 LEASE_S: Final = 20.0
 #: How often a holder renews: four chances before its lease runs out.
 RENEW_S: Final = 5.0
+#: The longest lease: the takeover bound for a dead holder even on a congested ledger.
+LEASE_MAX_S: Final = 120.0
+#: Under congestion a lease lasts LEASE_S plus this many statement latencies, and a waiter
+#: polls at most once per this many (so that waiters keep a small share of the queue).
+_LATENCY_FACTOR: Final = 4.0
 #: How long a waiter polls for a key held elsewhere before giving up: longer than any upload
 #: can take (RetryPolicy's default budget is 180 s), so a live holder always finishes.
 LOCK_WAIT_S: Final = 600.0
@@ -63,6 +74,8 @@ _POLL_MIN_S: Final = 0.01
 #: slower while the server is short of slots (fewer statements from those who only wait).
 _POLL_MAX_S: Final = 0.25
 _SCARCE_POLL_MAX_S: Final = 1.0
+#: The slowest poll on a congested ledger.
+_CONGESTED_POLL_MAX_S: Final = 2.0
 
 #: How often a waiter looks whether the key's holder is a dead process of this machine.
 _DEAD_CHECK_S: Final = 0.5
@@ -105,11 +118,13 @@ class Lease:
     sha256: str
     email: str
     holder: str = field(default_factory=lambda: _holder_token())
+    #: The congestion its claims and renewals see, which sets how long they last.
+    latency: TurnLatency | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, key: str) -> Lease:
+    def of(cls, key: str, latency: TurnLatency | None = None) -> Lease:
         sha256, _, email = key.partition(":")  # "sha256:email"; a hex digest has no colon
-        return cls(sha256, email)
+        return cls(sha256, email, latency=latency)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -117,8 +132,13 @@ class Lease:
             "sha256": self.sha256,
             "email": self.email,
             "holder": self.holder,
-            "lease_s": LEASE_S,
+            "lease_s": lease_seconds(self.latency.seconds if self.latency else 0.0),
         }
+
+
+def lease_seconds(latency_s: float) -> float:
+    """How long a claim or renewal lasts when statements take ``latency_s``."""
+    return min(LEASE_MAX_S, LEASE_S + _LATENCY_FACTOR * latency_s)
 
 
 def _holder_token() -> str:
@@ -294,7 +314,7 @@ class LeaseLocks:
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        lease = Lease.of(key)
+        lease = Lease.of(key, self._ledger.latency)
         with self._turns.hold(key, self.wait_s, lambda: self._timed_out(lease)):
             try:
                 self._claimed(lease)
@@ -303,21 +323,26 @@ class LeaseLocks:
             except BaseException:
                 self._release(lease)  # an interrupt may have come after the claim was granted
                 raise
-            stop, renewer = threading.Event(), None
-            try:
-                self._held[(lease.sha256, lease.email)] = lease
-                renewer = threading.Thread(
-                    target=self._keep_renewing, args=(lease, stop), name="assetcache-lease"
-                )
-                renewer.daemon = True
-                renewer.start()
-                yield
-            finally:
-                stop.set()
-                self._held.pop((lease.sha256, lease.email), None)
-                if renewer is not None:
-                    renewer.join()
-                self._release(lease)
+            with self._ledger.urgently():  # the holder's recording and release go first
+                yield from self._held_while_renewed(lease)
+
+    def _held_while_renewed(self, lease: Lease) -> Iterator[None]:
+        """Inside ``hold``, once claimed: renewed by a thread until the caller is done."""
+        stop, renewer = threading.Event(), None
+        try:
+            self._held[(lease.sha256, lease.email)] = lease
+            renewer = threading.Thread(
+                target=self._keep_renewing, args=(lease, stop), name="assetcache-lease"
+            )
+            renewer.daemon = True
+            renewer.start()
+            yield
+        finally:
+            stop.set()
+            self._held.pop((lease.sha256, lease.email), None)
+            if renewer is not None:
+                renewer.join()
+            self._release(lease)
 
     def _claimed(self, lease: Lease) -> None:
         """Poll until the key is ours, or LedgerError past ``wait_s``."""
@@ -335,9 +360,10 @@ class LeaseLocks:
             delay = min(delay * 2, self._poll_max())
 
     def _keep_renewing(self, lease: Lease, stop: threading.Event) -> None:
-        while not stop.wait(RENEW_S):
-            if not self.renew(lease):
-                return  # taken over: recording will find out and act on it
+        with self._ledger.urgently():
+            while not stop.wait(RENEW_S):
+                if not self.renew(lease):
+                    return  # taken over: recording will find out and act on it
 
     # -- the asyncio path ----------------------------------------------------------------
 
@@ -350,7 +376,7 @@ class LeaseLocks:
         from ._shielded import finished_anyway
 
         sessions = self._ledger.async_sessions()
-        lease = Lease.of(key)
+        lease = Lease.of(key, self._ledger.latency)
         async with self._turns.ahold(key, self.wait_s, lambda: self._timed_out(lease)):
             renewal = None
             try:
@@ -397,7 +423,11 @@ class LeaseLocks:
     # -- both ----------------------------------------------------------------------------
 
     def _poll_max(self) -> float:
-        return _SCARCE_POLL_MAX_S if self._ledger.slots_scarce() else _POLL_MAX_S
+        """The slowest poll now: slower while the server is short of slots or statements
+        are slow, so that those who only wait leave the queue to those who upload."""
+        usual = _SCARCE_POLL_MAX_S if self._ledger.slots_scarce() else _POLL_MAX_S
+        congested = _LATENCY_FACTOR * self._ledger.latency.seconds
+        return max(usual, min(_CONGESTED_POLL_MAX_S, congested))
 
     def _timed_out(self, lease: Lease) -> LedgerError:
         holder = self.holder_of(lease)

@@ -76,6 +76,7 @@ from ._leases import RELEASE, Lease, LeaseLocks
 from ._machine_file import open_machine_file
 from ._pgurl import Secrets
 from ._pgurl import hint as url_hint
+from ._session_turn import SessionTurn, TurnLatency
 from ._sqlite_ledger import (
     FileStat,
     MergeOutcome,
@@ -197,7 +198,9 @@ class PostgresLedger:
         self.path = without_password(url)
         self._secret = Secret(_conninfo(url))
         self._conn: Any = None  # the process's one session, while it is open
-        self._turn = threading.Lock()  # held by whoever uses the session
+        self._turn = SessionTurn()  # held by whoever uses the session; lease holders first
+        #: How long a turn on the session takes lately (the congestion leases adapt to).
+        self.latency = TurnLatency()
         self._schema_guard = threading.Lock()
         self._guard = threading.Lock()
         self._closed = False
@@ -354,6 +357,15 @@ class PostgresLedger:
     @contextlib.contextmanager
     def _raw_session(self) -> Iterator[Any]:
         """The process's one session, for this thread's turn (opened if need be)."""
+        with self.latency.timing(), self._turn_on_session() as conn:
+            yield conn
+
+    def urgently(self) -> contextlib.AbstractContextManager[None]:
+        """This thread's statements go before those of threads that only wait (a holder's)."""
+        return self._turn.urgent()
+
+    @contextlib.contextmanager
+    def _turn_on_session(self) -> Iterator[Any]:
         if not self._turn.acquire(timeout=SESSION_TURN_S):
             raise self.fail(
                 f"was busy: this process's session stayed in use for {SESSION_TURN_S:.0f} s",
@@ -456,7 +468,7 @@ class PostgresLedger:
         """In a forked child: the parent's sockets are shared, so drop them, never close."""
         _INHERITED.append(self._conn)
         self._conn = None
-        self._turn = threading.Lock()
+        self._turn = SessionTurn()
         self._schema_guard = threading.Lock()
         self._guard = threading.Lock()
         if self._async is not None:

@@ -179,13 +179,15 @@ class AsyncSessions:
             raise ledger.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
 
     async def _run(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
-        """As ``PostgresLedger.run``: once more on a new session after a restart."""
-        try:
-            async with self.session() as conn:
-                return await work(conn)
-        except _postgres.StaleSession:
-            async with self.session() as conn:
-                return await work(conn)
+        """As ``PostgresLedger.run``: once more on a new session after a restart. Timed, as
+        the sync session's turns are: the loop's tasks queue on one session too."""
+        with self._ledger.latency.timing():
+            try:
+                async with self.session() as conn:
+                    return await work(conn)
+            except _postgres.StaleSession:
+                async with self.session() as conn:
+                    return await work(conn)
 
     # -- the resolve path ----------------------------------------------------------------
 

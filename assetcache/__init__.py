@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ._asset import RETENTION, Asset
     from ._cache import AccountAudit, Advice, AssetCache, ImportReport, RefreshItem
     from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
-    from ._emulator import EmulatedUpload, Emulator
     from ._errors import (
         AccountError,
         AccountNotFoundError,
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     )
     from ._fill import REF_FIELDS, FillError
     from ._retry import RetryPolicy
+    from .emulator import EmulatedUpload, Emulator
 
 __version__ = "0.1.0"
 
@@ -80,7 +80,7 @@ _HOMES = {
     "_asset": ("RETENTION", "Asset"),
     "_cache": ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem"),
     "_content": ("MAX_UPLOAD_BYTES", "SUPPORTED_TYPES"),
-    "_emulator": ("EmulatedUpload", "Emulator"),
+    "emulator": ("EmulatedUpload", "Emulator"),
     "_errors": (
         "AccountError",
         "AccountNotFoundError",

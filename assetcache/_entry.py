@@ -90,7 +90,7 @@ def fast_ref(argv: Sequence[str]) -> int | None:
 
     from ._hit import DEFAULT_MIN_REMAINING
 
-    if min_remaining is None:  # the same margins as `ref` and `ref --offline` in _cli.py
+    if min_remaining is None:  # the same margins as the click CLI's `ref` and `ref --offline`
         min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
     try:
         refs = _ledger_refs(db, files, email, min_remaining)
@@ -187,6 +187,6 @@ def main() -> None:
     code = fast_ref(sys.argv[1:])
     if code is not None:
         raise SystemExit(code)
-    from ._cli import main as click_main
+    from .cli import main as click_main
 
     click_main()

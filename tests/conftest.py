@@ -288,7 +288,7 @@ def run(luma: FakeLuma, clock: Clock, db: Path) -> Callable[..., Any]:
     def invoke(*args: str, input: str | None = None, **env: str) -> Any:
         from click.testing import CliRunner
 
-        from assetcache._cli import cli
+        from assetcache.cli import cli
 
         return CliRunner().invoke(
             cli,

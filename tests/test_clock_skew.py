@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from assetcache import AssetCache
-from assetcache._cli import cli
+from assetcache.cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from assetcache._content import MAX_UPLOAD_BYTES
-from assetcache._emulator import (
+from assetcache.emulator import (
     SESSION_ERROR_MESSAGE,
     EmulatedUpload,
     Emulator,

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 import assetcache
 from assetcache import AssetCache, RetryPolicy, _cache, _entry, _hit
-from assetcache._cli import cli
 from assetcache._entry import _parse_ref, fast_ref
+from assetcache.cli import cli
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 

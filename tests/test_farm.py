@@ -235,7 +235,7 @@ def test_a_server_that_stays_full_is_named_once_the_budget_runs_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from assetcache import _postgres
-    from assetcache._cli import cli
+    from assetcache.cli import cli
 
     path, _ = a_known_image
     monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 3.0)  # the budget, shortened

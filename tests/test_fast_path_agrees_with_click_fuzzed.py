@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from assetcache import AssetCache, RetryPolicy, _cache
-from assetcache._cli import cli
 from assetcache._config import ENV_EMAIL
 from assetcache._entry import fast_ref
+from assetcache.cli import cli
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 

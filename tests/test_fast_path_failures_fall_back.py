@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from assetcache import AssetCache, _cache, _config
-from assetcache._cli import cli
 from assetcache._entry import fast_ref
+from assetcache.cli import cli
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 

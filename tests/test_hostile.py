@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assetcache import Asset, AssetCache, Emulator, InvalidImageError
-from assetcache._cli import cli
+from assetcache.cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 

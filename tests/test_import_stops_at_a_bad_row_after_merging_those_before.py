@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from assetcache import AssetCache, ImportRowError
 from assetcache._cache import IMPORT_BATCH
-from assetcache._cli import cli
+from assetcache.cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma
 

@@ -132,7 +132,7 @@ def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None
     from click.testing import CliRunner
 
     from assetcache import AssetCache
-    from assetcache._cli import cli
+    from assetcache.cli import cli
 
     with pytest.raises(LedgerError) as info:  # unsupported, or no server on port 9
         AssetCache(db=url).assets()

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from assetcache import AssetCache, ImportReport
 from assetcache._asset import EXPORT_FIELDS
-from assetcache._cli import cli
 from assetcache._transfer import asset_of
+from assetcache.cli import cli
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png, write
 

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, LedgerError
-from assetcache._cli import cli
+from assetcache.cli import cli
 
 from .conftest import EMAIL, png
 

@@ -18,7 +18,7 @@ from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 ROOT = str(Path(__file__).resolve().parent.parent)
 #: The console script as installed (fast path first), and the click CLI alone.
 FAST = [sys.executable, "-m", "assetcache"]
-CLICK = [sys.executable, "-c", "import sys; from assetcache._cli import main; main()"]
+CLICK = [sys.executable, "-c", "import sys; from assetcache.cli import main; main()"]
 
 
 @pytest.fixture

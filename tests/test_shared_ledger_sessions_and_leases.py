@@ -249,7 +249,7 @@ def test_a_server_that_stays_out_of_slots_is_named_for_it(
     import psycopg
     from click.testing import CliRunner
 
-    from assetcache._cli import cli
+    from assetcache.cli import cli
 
     monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 2.0)
     url = _role_with_one_slot(postgres_server, postgres_url)

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from assetcache import AssetCache, InvalidImageError, UnauthorizedError
-from assetcache._cli import cli
 from assetcache._client import LumaClient
+from assetcache.cli import cli
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 

@@ -17,11 +17,11 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, _config, _fill, _pgurl
-from ._asset import EXPORT_FIELDS, RETENTION, Asset
-from ._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
-from ._durations import format_duration, parse_duration, relative
-from ._errors import (
+from .. import __version__, _config, _fill, _pgurl
+from .._asset import EXPORT_FIELDS, RETENTION, Asset
+from .._cache import DEFAULT_JOBS, AccountAudit, Advice, AssetCache, RefreshItem
+from .._durations import format_duration, parse_duration, relative
+from .._errors import (
     AccountError,
     AssetCacheError,
     ImportRowError,
@@ -32,8 +32,8 @@ from ._errors import (
     RemoteError,
     merged_before,
 )
-from ._fill import FillError
-from ._retry import RetryPolicy
+from .._fill import FillError
+from .._retry import RetryPolicy
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -758,7 +758,7 @@ def fill(
     key order, every other value as written. PAYLOAD is one JSON object or JSON Lines (one
     payload a line, each filled or failed on its own); paths are relative to its folder (to the
     current one for stdin)."""
-    from . import _json_text
+    from .. import _json_text
 
     text = payload.read()
     # stdin re-wrapped for surrogateescape may lack a name (click's test runner's does)
@@ -809,7 +809,7 @@ def _payloads(text: str) -> tuple[list[Any], list[str]]:
     is not UTF-8: the input is read with ``surrogateescape``) becomes a ValueError of its own:
     no UTF-8 output can carry it, so it fails alone, before anything is uploaded for it.
     """
-    from . import _json_text
+    from .. import _json_text
 
     try:
         whole = _json_text.loads(text)
@@ -834,7 +834,7 @@ def _payloads(text: str) -> tuple[list[Any], list[str]]:
 
 def _readable(payload: Any) -> Any:
     """The payload, or the ValueError that refuses it: a lone surrogate, which is not text."""
-    from . import _json_text
+    from .. import _json_text
 
     where = _json_text.lone_surrogate(payload)
     if where is None:
@@ -996,7 +996,7 @@ class _JsonLines:
 @click.pass_context
 def path(ctx: click.Context) -> None:
     """Print where the ledger is, and its size."""
-    from ._engine import POSTGRES_SCHEMES, scheme_of, shown_location
+    from .._engine import POSTGRES_SCHEMES, scheme_of, shown_location
 
     configured = _config.resolve_db(_app(ctx).db)
     location = shown_location(configured)  # a URL's password is masked
@@ -1075,7 +1075,7 @@ def emulator(
     """Serve a local emulator of the upload endpoint, for offline scripts and tests."""
     import signal
 
-    from ._emulator import Emulator
+    from ..emulator import Emulator
 
     # A shell starting us in the background ignores SIGINT; Ctrl-C must still stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1113,8 +1113,8 @@ def demo(ctx: click.Context, report_path: str) -> None:
     import tempfile
     from pathlib import Path
 
-    from ._demo import SAMPLES, sample_png
-    from ._emulator import Emulator
+    from .._demo import SAMPLES, sample_png
+    from ..emulator import Emulator
 
     email = "demo@example.com"
     with (

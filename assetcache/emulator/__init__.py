@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import unquote
 
-from ._content import MAX_UPLOAD_BYTES
+from .._content import MAX_UPLOAD_BYTES
 
 __all__ = ["EmulatedUpload", "Emulator"]
 

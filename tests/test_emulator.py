@@ -8,6 +8,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,11 +21,8 @@ import httpx
 import pytest
 
 from assetcache._content import MAX_UPLOAD_BYTES
-from assetcache.emulator import (
-    SESSION_ERROR_MESSAGE,
-    EmulatedUpload,
-    Emulator,
-)
+from assetcache.emulator import EmulatedUpload, Emulator
+from assetcache.emulator.state import SESSION_ERROR_MESSAGE
 
 EMAIL = "user@example.com"
 BROKEN = "expired@example.com"
@@ -656,3 +655,23 @@ def test_ipv6_loopback() -> None:
         response = post(c)
         assert response.status_code == 200
         assert response.json()["upload"]["media"]["url"].startswith("http://[::1]:")
+
+
+def test_the_emulator_needs_only_the_standard_library() -> None:
+    """It runs anywhere assetcache does: importing it, in a fresh interpreter, brings in no
+    module from outside the standard library but assetcache's own (stdlib-only) ones."""
+    script = (
+        "import sys; before = set(sys.modules); import assetcache.emulator; "
+        "print(sorted(set(sys.modules) - before))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    imported = eval(result.stdout)
+    assert "assetcache.emulator.server" in imported
+    foreign = [
+        name
+        for name in imported
+        if name.partition(".")[0] not in (*sys.stdlib_module_names, "assetcache")
+    ]
+    assert foreign == []

@@ -360,7 +360,7 @@ def test_upload_progress_bar_only_on_a_terminal_with_several_files(  # type: ign
 ) -> None:
     files = [str(write(tmp_path / f"{i}.png", png(str(i)))) for i in range(3)]
     assert "resolving" not in run("upload", *files, "--email", EMAIL).stderr  # not a TTY
-    monkeypatch.setattr("assetcache.cli._stderr_is_tty", lambda: True)
+    monkeypatch.setattr("assetcache.cli.output._stderr_is_tty", lambda: True)
     several = run("upload", *files, "--email", EMAIL, "--force")
     assert several.exit_code == 0
     assert "resolving" in several.stderr
@@ -414,7 +414,7 @@ def test_human_output_escapes_control_characters(  # type: ignore[no-untyped-def
 @given(st.text())
 def test_shown_escapes_exactly_what_the_escape_table_does(text: str) -> None:
     """shown() skips the table for printable ASCII: it must never change what gets escaped."""
-    from assetcache.cli import _ESCAPES, shown
+    from assetcache.cli.output import _ESCAPES, shown
 
     assert shown(text) == text.translate(_ESCAPES)
 

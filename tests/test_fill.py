@@ -133,7 +133,7 @@ def test_cli_fill(run: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.M
 def test_a_fill_error_maps_to_its_worst_fields_exit_code() -> None:
     """A FillError reaching the CLI's top level exits as its worst field would, not as 1."""
     from assetcache import FillError, InvalidImageError, NotCachedError
-    from assetcache.cli import EXIT_INVALID_INPUT, exit_code
+    from assetcache.cli.exits import EXIT_INVALID_INPUT, exit_code
 
     error = FillError(
         {"imageStart": NotCachedError("not cached"), "imageEnd": InvalidImageError("not a PNG")}

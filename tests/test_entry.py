@@ -153,6 +153,7 @@ LEAN = (
     "unicodedata",
     "assetcache._asset",
     "assetcache._cache",
+    "assetcache.cli",  # the click CLI: the fast path lives outside it (assetcache/_entry.py)
     "assetcache._sqlite_ledger",
     "platformdirs",
 )

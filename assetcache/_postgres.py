@@ -20,7 +20,7 @@ serve both engines; what differs is here:
   the session between statements (no advisory lock, no ``SET``, no prepared statement), so a
   transaction-pooling PgBouncer may hand each transaction to any server connection.
 - **A server out of slots** (``53300``) **or starting up** (``57P03``) is asked again with
-  backoff within ``SESSION_DEADLINE_S`` (logged at ``-v``), then named for what it is.
+  backoff within ``SLOT_WAIT_S`` (logged at ``-v``), then named for what it is.
 - **Single flight across machines**: a lease row per key on the server's clock (``_leases``).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (named for the database the URL connects to), never in the shared database.
@@ -132,6 +132,11 @@ _STARTING_TEXTS: Final = (
     "the database system is not yet accepting connections",
     "the database system is not accepting connections",
 )
+#: How long a process asks again for a session that a full (or starting) server refuses before
+#: it gives up. Longer than a statement's deadline: in a farm with fewer slots than processes,
+#: waiting for one is the normal case, and on a busy machine the sessions ahead of a process
+#: may take a minute to end; a server that stays full is still named within this bound.
+SLOT_WAIT_S: Final = 120.0
 #: Backoff between attempts to get a slot: doubling from the first, at most the last.
 _SLOT_WAIT_FIRST_S: Final = 0.1
 _SLOT_WAIT_MAX_S: Final = 2.0
@@ -256,7 +261,7 @@ class PostgresLedger:
         reason = _refused_for_now(problem)
         if reason is not None:
             return self.fail(
-                f"{reason} for {SESSION_DEADLINE_S:.0f} s",
+                f"{reason} for {SLOT_WAIT_S:.0f} s",
                 problem,
                 "; the server's max_connections are all in use: use fewer processes, or put a "
                 "pooler such as PgBouncer (transaction pooling) in front of it"
@@ -309,7 +314,7 @@ class PostgresLedger:
         import random
 
         delay = min(delay * 2, _SLOT_WAIT_MAX_S) if delay else _SLOT_WAIT_FIRST_S
-        if time.monotonic() + delay - began > SESSION_DEADLINE_S:
+        if time.monotonic() + delay - began > SLOT_WAIT_S:
             return 0.0
         import logging
 

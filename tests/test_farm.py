@@ -238,7 +238,7 @@ def test_a_server_that_stays_full_is_named_once_the_budget_runs_out(
     from assetcache.cli import cli
 
     path, _ = a_known_image
-    monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 3.0)  # the budget, shortened
+    monkeypatch.setattr(_postgres, "SLOT_WAIT_S", 3.0)  # the budget, shortened
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "latecomer"))  # no mirror of the ref
     held = take_every_slot(farm_server)
     try:

@@ -251,7 +251,7 @@ def test_a_server_that_stays_out_of_slots_is_named_for_it(
 
     from assetcache.cli import cli
 
-    monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 2.0)
+    monkeypatch.setattr(_postgres, "SLOT_WAIT_S", 2.0)
     url = _role_with_one_slot(postgres_server, postgres_url)
     with psycopg.connect(url, autocommit=True):
         result = CliRunner().invoke(cli, ["--db", url, "ls"])

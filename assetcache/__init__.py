@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._aio import AsyncAssetCache
     from ._asset import RETENTION, Asset
-    from ._cache import AccountAudit, Advice, AssetCache, ImportReport, RefreshItem
+    from ._cache import AssetCache
     from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
     from ._errors import (
         AccountError,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         UnauthorizedError,
     )
     from ._fill import REF_FIELDS, FillError
+    from ._results import AccountAudit, Advice, ImportReport, RefreshItem
     from ._retry import RetryPolicy
     from .emulator import EmulatedUpload, Emulator
 
@@ -78,7 +79,7 @@ __all__ = [
 _HOMES = {
     "_aio": ("AsyncAssetCache",),
     "_asset": ("RETENTION", "Asset"),
-    "_cache": ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem"),
+    "_cache": ("AssetCache",),
     "_content": ("MAX_UPLOAD_BYTES", "SUPPORTED_TYPES"),
     "emulator": ("EmulatedUpload", "Emulator"),
     "_errors": (
@@ -98,6 +99,7 @@ _HOMES = {
         "UnauthorizedError",
     ),
     "_fill": ("REF_FIELDS", "FillError"),
+    "_results": ("AccountAudit", "Advice", "ImportReport", "RefreshItem"),
     "_retry": ("RetryPolicy",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from . import _config, _fill, _hit
 from ._asset import RETENTION, Asset, answered
@@ -58,6 +58,8 @@ from ._hit import this_host
 from ._hit import warn as _warn
 from ._ledger_file import FileStat
 from ._refs import MAX_REF_LENGTH, text_problem
+from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, RefreshStatus
+from ._results import Advice as Advice
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -84,96 +86,8 @@ class _Key:
     source: str | None  # the absolute path as recorded in the ledger, when it can be
 
 
-RefreshStatus = Literal[
-    "refreshed", "would-refresh", "missing", "changed", "no-source", "other-host", "failed"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class ImportReport:
-    """What ``import_rows`` did: uploads added, uploads held here that the import revoked (a
-    ``forget`` made where the rows came from), and those with nothing new."""
-
-    added: int
-    skipped: int
-    revoked: int = 0
-
-
 #: Rows imported per write transaction: few commits, and each write lock held briefly.
 IMPORT_BATCH: Final = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshItem:
-    """What refresh did (or would do) with one expiring entry."""
-
-    asset: Asset
-    status: RefreshStatus
-    new: Asset | None = None
-    error: AssetCacheError | None = None
-
-    @property
-    def reason(self) -> str:
-        return {
-            "refreshed": "re-uploaded",
-            "would-refresh": "would be re-uploaded",
-            "missing": "source file is gone",
-            "changed": "source file content changed",
-            "no-source": "no source file recorded (resolved from bytes)",
-            "other-host": f"source file is on another host ({self.asset.host})",
-            "failed": f"upload failed: {self.error}",
-        }[self.status]
-
-
-AdviceAction = Literal["refresh", "upload-again", "prune", "nothing"]
-
-#: How far ahead audit looks for expiring refs (and what its refresh advice covers).
-AUDIT_HORIZON: Final = timedelta(days=7)
-
-
-@dataclass(frozen=True, slots=True)
-class Advice:
-    """What to do next about one account's refs, as data for a front end to render.
-
-    ``refresh``: re-upload the ``count`` refs expiring within ``expiring_within`` whose source
-    files are unchanged. ``upload-again``: refs are expiring but no unchanged source file is
-    known, so only the user can resolve them again. ``prune``: drop ``count`` rows that are no
-    evidence of a live ref (expired, revoked, or recorded while the clock ran ahead).
-    """
-
-    action: AdviceAction
-    email: str
-    count: int = 0
-    expiring_within: timedelta | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AccountAudit:
-    """The state of one account's cached refs (counted per content, newest upload each).
-
-    ``future`` counts rows recorded while the clock ran ahead and ``revoked`` rows marked dead
-    by ``forget`` (see ``Asset.state``): neither is ever an answer, and prune removes both.
-    """
-
-    email: str
-    live: int
-    expiring_24h: int
-    expiring_7d: int
-    expired: int
-    refreshable: int
-    uploads: int
-    future: int = 0
-    revoked: int = 0
-
-    @property
-    def advice(self) -> Advice:
-        if self.expiring_7d and self.refreshable:
-            return Advice("refresh", self.email, self.refreshable, AUDIT_HORIZON)
-        if self.expiring_7d:
-            return Advice("upload-again", self.email, self.expiring_7d)
-        if self.expired or self.future or self.revoked:
-            return Advice("prune", self.email, self.expired + self.future + self.revoked)
-        return Advice("nothing", self.email)
 
 
 class _Core:

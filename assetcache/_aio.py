@@ -1,4 +1,5 @@
-"""AsyncAssetCache: the same cache for asyncio, sharing every step with AssetCache via _Core.
+"""AsyncAssetCache: the same cache for asyncio, sharing every step with AssetCache via _Core, and
+every method of several steps via _orchestration: here they are only awaited.
 
 Kept apart from ``_cache.py`` so that a synchronous cache hit never imports asyncio.
 """
@@ -8,33 +9,34 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from . import _fill, _hit
+from . import _fill, _hit, _orchestration
 from ._asset import Asset
 from ._cache import (
     DEFAULT_JOBS,
     AccountAudit,
     ImportReport,
     RefreshItem,
-    _describe,
     _Facade,
     _Key,
-    _refresh_margin,
     lookup_margin,
 )
 from ._content import Source
 from ._email import normalize_email
-from ._errors import AssetCacheError, NotCachedError
+from ._errors import AssetCacheError
+from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._shielded import finished_anyway
 from ._sqlite_ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient
     from ._engine import AsyncLedgerSide, LedgerEngine
+
+_T = TypeVar("_T")
 
 
 class AsyncAssetCache(_Facade):
@@ -65,13 +67,9 @@ class AsyncAssetCache(_Facade):
         self._core.close()
 
     def _upload_client(self) -> AsyncLumaClient:
-        self._forget_client_after_fork()
-        with self._client_lock:
-            if self._client is None:
-                from ._client import AsyncLumaClient
+        from ._client import AsyncLumaClient
 
-                self._client = AsyncLumaClient(**self._client_options())
-            return self._client
+        return self._client_made_once(AsyncLumaClient)
 
     async def resolve(
         self,
@@ -145,25 +143,16 @@ class AsyncAssetCache(_Facade):
         source leaves its AssetCacheError in its place; ``on_result(index, outcome)`` is
         called as each one finishes.
         """
-        items = list(sources)
-        if jobs < 1:
-            raise ValueError("jobs must be at least 1")
-        email = normalize_email(email)
-        gate = asyncio.Semaphore(jobs)
-
-        async def one(index: int) -> Asset | AssetCacheError:
-            async with gate:
-                try:
-                    outcome: Asset | AssetCacheError = await self.resolve(
-                        items[index], email=email, force=force, min_remaining=min_remaining
-                    )
-                except AssetCacheError as exc:
-                    outcome = exc
-            if on_result is not None:
-                on_result(index, outcome)
-            return outcome
-
-        return list(await asyncio.gather(*(one(i) for i in range(len(items)))))
+        return await self._run(
+            _orchestration.resolve_many(
+                sources,
+                email=email,
+                jobs=jobs,
+                force=force,
+                min_remaining=min_remaining,
+                on_result=on_result,
+            )
+        )
 
     async def lookup(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
@@ -179,11 +168,7 @@ class AsyncAssetCache(_Facade):
     ) -> Asset:
         """Like lookup, but raises NotCachedError instead of returning None."""
         asset = await self.lookup(source, email=email, min_remaining=min_remaining)
-        if asset is None:
-            raise NotCachedError(
-                f"no live assetRef is cached for {_describe(source)} on {normalize_email(email)}"
-            )
-        return asset
+        return required(asset, source, email)
 
     async def assets(
         self,
@@ -210,21 +195,12 @@ class AsyncAssetCache(_Facade):
         dry_run: bool = False,
     ) -> AsyncIterator[Asset]:
         """Like prune, but yields rows as batches are deleted: ``async for a in ...``."""
-        rows = self._core.prune(expired, older_than, email, dry_run)  # checks arguments now
-
-        def next_batch() -> list[Asset]:
-            return list(itertools.islice(rows, PRUNE_BATCH))
-
-        return _batched(next_batch)
+        # The arguments are checked now, before the first ``async for``.
+        return _batched(self._core.prune(expired, older_than, email, dry_run))
 
     def export(self, email: str | None = None, live: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Like AssetCache.export: ``async for row in cache.export()``."""
-        rows = self._core.export(email, live)
-
-        def next_batch() -> list[dict[str, Any]]:
-            return list(itertools.islice(rows, PRUNE_BATCH))
-
-        return _batched(next_batch)
+        return _batched(self._core.export(email, live))
 
     async def fill(
         self,
@@ -235,12 +211,9 @@ class AsyncAssetCache(_Facade):
         min_remaining: timedelta | None = None,
     ) -> dict[str, Any]:
         """Like AssetCache.fill."""
-        (outcome,) = await self.fill_many(
-            [payload], email=email, base_dir=base_dir, min_remaining=min_remaining
+        return await self._run(
+            _fill.fill(payload, email=email, base_dir=base_dir, min_remaining=min_remaining)
         )
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     async def fill_many(
         self,
@@ -252,14 +225,11 @@ class AsyncAssetCache(_Facade):
         jobs: int = DEFAULT_JOBS,
     ) -> list[_fill.FillOutcome]:
         """Like AssetCache.fill_many: every image of the batch resolved concurrently."""
-        plans = _fill.plan_all(list(payloads), email=email, base_dir=base_dir)
-        outcomes: dict[tuple[int, str], Asset | AssetCacheError] = {}
-        for account, work in _fill.work_by_account(plans).items():
-            results = await self.resolve_many(
-                [w[3] for w in work], email=account, jobs=jobs, min_remaining=min_remaining
+        return await self._run(
+            _fill.fill_many(
+                payloads, email=email, base_dir=base_dir, min_remaining=min_remaining, jobs=jobs
             )
-            outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
-        return _fill.assemble(plans, outcomes)
+        )
 
     async def report(self, email: str | None = None) -> str:
         """Like AssetCache.report."""
@@ -282,24 +252,38 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[RefreshItem]:
-        plan = await asyncio.to_thread(self._core.refresh_plan, expiring_within, email)
-        if dry_run:
-            return plan
-        margin = _refresh_margin(expiring_within)
-        items = []
-        for item in plan:
-            if item.status == "would-refresh":
-                assert item.asset.source is not None
-                try:  # awaited one by one: a refresh is a background chore, not a race
-                    new = await self.resolve(
-                        item.asset.source, email=item.asset.email, min_remaining=margin
-                    )
-                except AssetCacheError as exc:
-                    item = self._core.refreshed(item, exc)
-                else:
-                    item = self._core.refreshed(item, new)
-            items.append(item)
-        return items
+        return await self._run(_orchestration.refresh(self._core, expiring_within, email, dry_run))
+
+    # -- how this cache waits: on the event loop, blocking calls in worker threads ----------
+
+    async def _run(self, steps: Steps[_T]) -> _T:
+        """A method written once as steps (see _orchestration), awaited."""
+        return await _orchestration.run_async(steps, self._perform)
+
+    async def _perform(self, step: Step) -> object:
+        if isinstance(step, Blocking):
+            return await asyncio.to_thread(step.work)
+        if isinstance(step, Resolve):
+            return await self._settled(step)
+        return await self._resolve_each(step)
+
+    async def _settled(self, order: Resolve) -> Outcome:
+        """The order resolved, or the AssetCacheError that stopped it."""
+        try:
+            return await order.by(self.resolve)
+        except AssetCacheError as exc:
+            return exc
+
+    async def _resolve_each(self, batch: ResolveEach) -> list[Outcome]:
+        """One task per order, ``jobs`` of them resolving at a time."""
+        gate = asyncio.Semaphore(batch.jobs)
+
+        async def one(index: int) -> Outcome:
+            async with gate:
+                outcome = await self._settled(batch.orders[index])
+            return batch.finished(index, outcome)
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(batch.orders)))))
 
 
 class LedgerInThreads:
@@ -321,8 +305,13 @@ class LedgerInThreads:
 
 _Row = TypeVar("_Row")
 
-async def _batched(next_batch: Callable[[], list[_Row]]) -> AsyncIterator[_Row]:
+
+async def _batched(rows: Iterator[_Row]) -> AsyncIterator[_Row]:
     """Rows from a blocking source, one worker-thread hop per batch rather than per row."""
+
+    def next_batch() -> list[_Row]:
+        return list(itertools.islice(rows, PRUNE_BATCH))
+
     while batch := await asyncio.to_thread(next_batch):
-        for asset in batch:
-            yield asset
+        for row in batch:
+            yield row

@@ -24,8 +24,10 @@ its idle ones just before, see ``_sqlite_ledger``). Each cache notes the pid tha
 client and connections and, when another pid uses it, drops them without closing them
 (closing is a use) and starts afresh.
 
-``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``; they differ only in
-how they wait (threads vs. the event loop) and which httpx client sends.
+``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``, and the methods of
+several steps (``resolve_many``, ``fill``, ``refresh``...) are written once in ``_orchestration``
+(and ``_fill``) as generators that each cache drives; the caches differ only in how they wait
+(threads vs. the event loop) and which httpx client sends.
 """
 
 from __future__ import annotations
@@ -37,18 +39,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
-from . import _config, _fill, _hit
+from . import _config, _fill, _hit, _orchestration
 from ._asset import RETENTION, Asset, answered
-from ._content import Content, Source, check, display_path, load_file
+from ._content import Content, Source, check, load_file
 from ._email import normalize_email
 from ._engine import open_engine, shown_location
 from ._errors import (
     AssetCacheError,
     ImportRowError,
     LedgerError,
-    NotCachedError,
     UnauthorizedError,
 )
 from ._hit import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
@@ -57,6 +58,8 @@ from ._hit import lookup_margin as lookup_margin
 from ._hit import this_host
 from ._hit import warn as _warn
 from ._ledger_file import FileStat
+from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
+from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._refs import MAX_REF_LENGTH, text_problem
 from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, RefreshStatus
 from ._results import Advice as Advice
@@ -68,9 +71,8 @@ if TYPE_CHECKING:
     from ._client import LumaClient, UploadResult
     from ._engine import KeyLock, LedgerEngine
 
-DEFAULT_JOBS: Final = 4
-
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 #: What children inherited at fork and must neither use nor close (see the module docstring).
 _INHERITED: list[object] = []
@@ -432,13 +434,6 @@ class _Core:
         title = "assetcache report" + ("" if email is None else f" for {normalize_email(email)}")
         return build(rows, self.now(), title=title)
 
-    @staticmethod
-    def refreshed(item: RefreshItem, outcome: Asset | AssetCacheError) -> RefreshItem:
-        """The plan's item once its re-upload has run (both caches report the same way)."""
-        if isinstance(outcome, AssetCacheError):
-            return RefreshItem(item.asset, "failed", error=outcome)
-        return RefreshItem(item.asset, "refreshed", new=outcome)
-
 
 def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
     """The latest-expiring credible row of each (content, account), in expiry order.
@@ -469,13 +464,10 @@ def _earlier(moment: datetime, delta: timedelta) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def _refresh_margin(expiring_within: timedelta) -> timedelta:
-    """A min_remaining that makes resolve re-upload anything expiring within the window."""
-    return min(expiring_within + timedelta(seconds=1), RETENTION - timedelta(seconds=1))
-
-
 class _Facade:
     """Construction, repr and the read-only methods common to both caches."""
+
+    _client: object = None  # the HTTP client, once made (each cache declares its kind)
 
     def __init__(
         self,
@@ -521,14 +513,19 @@ class _Facade:
         self._client_lock = threading.Lock()
         self._client_pid = os.getpid()
 
-    def _client_options(self) -> dict[str, Any]:
-        """What either HTTP client is built with; the token is checked here, when needed."""
-        return {
-            "token": self._core.token(),
-            "base_url": self._core.base_url,
-            "retry": self._retry or RetryPolicy(),
-            "transport": self._transport,
-        }
+    def _client_made_once(self, make: Callable[..., _T]) -> _T:
+        """This cache's HTTP client (either kind), made by ``make`` on first use: the token is
+        checked then, so lookups need none. A forked child makes its own."""
+        self._forget_client_after_fork()
+        with self._client_lock:
+            if self._client is None:
+                self._client = make(
+                    token=self._core.token(),
+                    base_url=self._core.base_url,
+                    retry=self._retry or RetryPolicy(),
+                    transport=self._transport,
+                )
+            return cast(_T, self._client)
 
 
 class AssetCache(_Facade):
@@ -557,13 +554,9 @@ class AssetCache(_Facade):
         self._core.close()
 
     def _upload_client(self) -> LumaClient:
-        self._forget_client_after_fork()
-        with self._client_lock:
-            if self._client is None:
-                from ._client import LumaClient  # the HTTP stack is only needed to upload
+        from ._client import LumaClient  # the HTTP stack is only needed to upload
 
-                self._client = LumaClient(**self._client_options())
-            return self._client
+        return self._client_made_once(LumaClient)
 
     def resolve(
         self,
@@ -608,28 +601,16 @@ class AssetCache(_Facade):
         Failures do not stop the batch: each position holds the Asset or the AssetCacheError
         for that source. ``on_result(index, outcome)`` is called as each one finishes.
         """
-        items = list(sources)
-        if jobs < 1:
-            raise ValueError("jobs must be at least 1")
-        email = normalize_email(email)
-
-        def one(index: int) -> Asset | AssetCacheError:
-            try:
-                outcome: Asset | AssetCacheError = self.resolve(
-                    items[index], email=email, force=force, min_remaining=min_remaining
-                )
-            except AssetCacheError as exc:
-                outcome = exc
-            if on_result is not None:
-                on_result(index, outcome)
-            return outcome
-
-        if jobs == 1 or len(items) <= 1:
-            return [one(i) for i in range(len(items))]
-        from concurrent.futures import ThreadPoolExecutor  # only batches pay for it
-
-        with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
-            return list(pool.map(one, range(len(items))))
+        return self._run(
+            _orchestration.resolve_many(
+                sources,
+                email=email,
+                jobs=jobs,
+                force=force,
+                min_remaining=min_remaining,
+                on_result=on_result,
+            )
+        )
 
     def lookup(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
@@ -647,11 +628,7 @@ class AssetCache(_Facade):
     ) -> Asset:
         """Like lookup, but raises NotCachedError instead of returning None."""
         asset = self.lookup(source, email=email, min_remaining=min_remaining)
-        if asset is None:
-            raise NotCachedError(
-                f"no live assetRef is cached for {_describe(source)} on {normalize_email(email)}"
-            )
-        return asset
+        return required(asset, source, email)
 
     def assets(
         self,
@@ -705,12 +682,9 @@ class AssetCache(_Facade):
         anything else fails. The payload's own ``email`` wins over ``email`` (a contradiction
         is a ValueError). All or nothing: FillError names every failing field.
         """
-        (outcome,) = self.fill_many(
-            [payload], email=email, base_dir=base_dir, min_remaining=min_remaining
+        return self._run(
+            _fill.fill(payload, email=email, base_dir=base_dir, min_remaining=min_remaining)
         )
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     def fill_many(
         self,
@@ -723,14 +697,11 @@ class AssetCache(_Facade):
     ) -> list[_fill.FillOutcome]:
         """fill for a batch: every image of every payload resolved ``jobs`` at a time; each
         payload filled, or its error (FillError, InvalidEmailError, ValueError), in order."""
-        plans = _fill.plan_all(list(payloads), email=email, base_dir=base_dir)
-        outcomes: dict[tuple[int, str], Asset | AssetCacheError] = {}
-        for account, work in _fill.work_by_account(plans).items():
-            results = self.resolve_many(
-                [w[3] for w in work], email=account, jobs=jobs, min_remaining=min_remaining
+        return self._run(
+            _fill.fill_many(
+                payloads, email=email, base_dir=base_dir, min_remaining=min_remaining, jobs=jobs
             )
-            outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
-        return _fill.assemble(plans, outcomes)
+        )
 
     def report(self, email: str | None = None) -> str:
         """One self-contained HTML page: a timeline of expiries per day and a card per live ref
@@ -765,30 +736,41 @@ class AssetCache(_Facade):
         dry_run: bool = False,
     ) -> list[RefreshItem]:
         """Re-upload live refs expiring within the window whose source file is unchanged."""
-        plan = self._core.refresh_plan(expiring_within, email)
-        if dry_run:
-            return plan
-        margin = _refresh_margin(expiring_within)
-        items = []
-        for item in plan:
-            if item.status == "would-refresh":
-                assert item.asset.source is not None
-                try:
-                    new = self.resolve(
-                        item.asset.source, email=item.asset.email, min_remaining=margin
-                    )
-                except AssetCacheError as exc:
-                    item = self._core.refreshed(item, exc)
-                else:
-                    item = self._core.refreshed(item, new)
-            items.append(item)
-        return items
+        return self._run(_orchestration.refresh(self._core, expiring_within, email, dry_run))
 
+    # -- how this cache waits: in the calling thread, a batch in a pool of threads ---------
 
-def _describe(source: Source) -> str:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return f"these {len(source):,} bytes"
-    return display_path(source)
+    def _run(self, steps: Steps[_T]) -> _T:
+        """A method written once as steps (see _orchestration), performed in this thread."""
+        return _orchestration.run(steps, self._perform)
+
+    def _perform(self, step: Step) -> object:
+        if isinstance(step, Blocking):
+            return step.work()
+        if isinstance(step, Resolve):
+            return self._settled(step)
+        return self._resolve_each(step)
+
+    def _settled(self, order: Resolve) -> Outcome:
+        """The order resolved, or the AssetCacheError that stopped it."""
+        try:
+            return order.by(self.resolve)
+        except AssetCacheError as exc:
+            return exc
+
+    def _resolve_each(self, batch: ResolveEach) -> list[Outcome]:
+        """In this thread when one at a time will do; else ``jobs`` threads, no more."""
+
+        def one(index: int) -> Outcome:
+            return batch.finished(index, self._settled(batch.orders[index]))
+
+        indices = range(len(batch.orders))
+        if batch.jobs == 1 or len(indices) <= 1:
+            return [one(i) for i in indices]
+        from concurrent.futures import ThreadPoolExecutor  # only batches pay for it
+
+        with ThreadPoolExecutor(max_workers=min(batch.jobs, len(indices))) as pool:
+            return list(pool.map(one, indices))
 
 
 __all__: Sequence[str] = ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem")

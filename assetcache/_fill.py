@@ -1,20 +1,23 @@
 """fill: a Luma request payload with local image paths in, the same payload with live refs out.
 
 Both caches share every decision here: which fields take refs, what a value in them means, which
-account, and how a payload fails (all or nothing, every failing field named). They differ only
-in how the files are resolved (threads or the event loop), in between ``plan`` and ``finish``.
+account, and how a payload fails (all or nothing, every failing field named). ``fill`` and
+``fill_many`` are written here once, as steps (see ``_orchestration``): the caches only drive
+them, and so differ only in how the files are resolved (threads or tasks).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 from ._asset import Asset
 from ._email import normalize_email
 from ._errors import AssetCacheError, InvalidImageError
+from ._orchestration import DEFAULT_JOBS, Steps, resolve_many
 from ._refs import named_email, ref_problem, same_account
 
 #: The fields that take an assetRef: POST /v1/luma/videos, then POST /v1/luma/images.
@@ -143,11 +146,49 @@ def _shaped_like_a_ref(value: str) -> bool:
 
 #: What a payload of a batch becomes: the filled payload, or why it was not filled.
 FillOutcome = dict[str, Any] | AssetCacheError | ValueError
+
+
+def fill(
+    payload: dict[str, Any],
+    *,
+    email: str | None,
+    base_dir: str | None,
+    min_remaining: timedelta | None,
+) -> Steps[dict[str, Any]]:
+    """One payload filled, or its error raised (FillError, InvalidEmailError, ValueError)."""
+    (outcome,) = yield from fill_many(
+        [payload], email=email, base_dir=base_dir, min_remaining=min_remaining
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def fill_many(
+    payloads: Iterable[dict[str, Any]],
+    *,
+    email: str | None,
+    base_dir: str | None,
+    min_remaining: timedelta | None,
+    jobs: int = DEFAULT_JOBS,
+) -> Steps[list[FillOutcome]]:
+    """Every payload filled or its error, in order; every image of the batch resolved ``jobs``
+    at a time, in one resolve_many per account."""
+    plans = _plan_all(list(payloads), email=email, base_dir=base_dir)
+    outcomes: dict[tuple[int, str], Asset | AssetCacheError] = {}
+    for account, work in _work_by_account(plans).items():
+        results = yield from resolve_many(
+            [w[3] for w in work], email=account, jobs=jobs, min_remaining=min_remaining
+        )
+        outcomes.update({(w[0], w[1]): r for w, r in zip(work, results, strict=True)})
+    return _assemble(plans, outcomes)
+
+
 #: One image of a batch to resolve: (payload index, field, account, path).
 Work = tuple[int, str, str, str]
 
 
-def plan_all(
+def _plan_all(
     payloads: list[object], *, email: str | None, base_dir: str | None
 ) -> list[FillPlan | AssetCacheError | ValueError]:
     plans: list[FillPlan | AssetCacheError | ValueError] = []
@@ -159,7 +200,7 @@ def plan_all(
     return plans
 
 
-def work_by_account(plans: list[FillPlan | AssetCacheError | ValueError]) -> dict[str, list[Work]]:
+def _work_by_account(plans: list[FillPlan | AssetCacheError | ValueError]) -> dict[str, list[Work]]:
     """Every file of the batch to resolve, grouped by account (one resolve_many each)."""
     groups: dict[str, list[Work]] = {}
     for index, item in enumerate(plans):
@@ -169,7 +210,7 @@ def work_by_account(plans: list[FillPlan | AssetCacheError | ValueError]) -> dic
     return groups
 
 
-def assemble(
+def _assemble(
     plans: list[FillPlan | AssetCacheError | ValueError],
     outcomes: Mapping[tuple[int, str], Asset | AssetCacheError],
 ) -> list[FillOutcome]:

@@ -394,7 +394,7 @@ class PostgresLedger:
                 self._drop(conn)
                 raise
             else:
-                if self._closed or conn.closed or WATCHDOG.was_cut(conn) or self._gives_back():
+                if self._closed or conn.closed or WATCHDOG.was_cut(conn):
                     self._drop(conn)
                 else:
                     closer = functools.partial(self._close_idle, conn)
@@ -403,13 +403,6 @@ class PostgresLedger:
             self._turn.release()
         if failure is not None:
             raise self.session_failure(failure, pooled=pooled, cut=WATCHDOG.was_cut(conn))
-
-    def _gives_back(self) -> bool:
-        """Whether to close the session now rather than after IDLE_CLOSE_S: while the server
-        is short of slots, a process that holds no lease and has no other statement queued
-        only waits (polls a lease every second or so); a slot kept between its polls is one
-        that a holder, which must record, may not get."""
-        return self.slots_scarce() and not self.locks.holding() and not self._turn.waiting()
 
     def slots_scarce(self) -> bool:
         """Whether the server refused this process a slot lately: then lease waiters poll less

@@ -24,7 +24,6 @@ class SessionTurn:
         self._changed = threading.Condition(threading.Lock())
         self._busy = False
         self._urgent_waiting = 0
-        self._waiting = 0
         self._mine = threading.local()
 
     @contextlib.contextmanager
@@ -43,7 +42,6 @@ class SessionTurn:
         urgent = self.is_urgent()
         deadline = None if timeout < 0 else time.monotonic() + timeout
         with self._changed:
-            self._waiting += 1
             if urgent:
                 self._urgent_waiting += 1
             try:
@@ -57,15 +55,10 @@ class SessionTurn:
                 self._busy = True
                 return True
             finally:
-                self._waiting -= 1
                 if urgent:
                     self._urgent_waiting -= 1
                     if not self._urgent_waiting:
                         self._changed.notify_all()  # those who stood back may go
-
-    def waiting(self) -> bool:
-        """Whether a thread is waiting for the turn (read without the lock: a hint)."""
-        return self._waiting > 0
 
     def release(self) -> None:
         with self._changed:

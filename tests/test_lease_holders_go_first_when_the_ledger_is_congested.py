@@ -139,27 +139,3 @@ def test_waiters_poll_less_often_while_statements_are_slow(
 ) -> None:
     locks = _leases.LeaseLocks(_FakeLedger(latency, scarce))  # type: ignore[arg-type]
     assert locks._poll_max() == pytest.approx(expected)
-
-
-@pytest.mark.slow
-def test_while_slots_are_scarce_a_process_that_only_waits_gives_its_slot_back_at_once(
-    postgres_url: str,
-) -> None:
-    """A waiter polls a lease every second or so; a server slot it kept between polls is one
-    that a holder (which must record its upload) may not get. A holder keeps its own."""
-    from assetcache._postgres import PostgresLedger
-
-    ledger = PostgresLedger(postgres_url)
-    try:
-        ledger.run(lambda conn: conn.execute("SELECT 1"))
-        assert ledger._conn is not None  # plenty of slots: kept until idle
-        ledger._scarce_until = time.monotonic() + 60  # as after a refusal for lack of slots
-        ledger.run(lambda conn: conn.execute("SELECT 1"))
-        assert ledger._conn is None  # given back with the answer
-        with ledger.locks.hold(f"{'c' * 64}:x@example.com"):
-            ledger.run(lambda conn: conn.execute("SELECT 1"))
-            assert ledger._conn is not None  # a holder keeps its slot
-        ledger.run(lambda conn: conn.execute("SELECT 1"))
-        assert ledger._conn is None
-    finally:
-        ledger.close()

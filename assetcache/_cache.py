@@ -428,7 +428,7 @@ class _Core:
         return self.ledger.revoke(sha256=sha256, asset_ref=None, email=account, at=now)
 
     def report(self, email: str | None) -> str:
-        from ._report import build
+        from .report import build
 
         rows = self.assets(email, None, None)
         title = "assetcache report" + ("" if email is None else f" for {normalize_email(email)}")

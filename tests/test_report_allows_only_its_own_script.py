@@ -26,7 +26,7 @@ import pytest
 from assetcache import AssetCache, Emulator
 from assetcache._asset import Asset
 from assetcache._demo import sample_png
-from assetcache._report import build
+from assetcache.report import build
 
 from .conftest import EMAIL
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from ._asset import RETENTION, Asset
-from ._durations import format_duration
+from .._asset import RETENTION, Asset
+from .._durations import format_duration
 
 #: Refs with less than this left are marked as expiring.
 EXPIRING: Final = timedelta(days=7)

@@ -104,19 +104,21 @@ def emulator(
 
 @click.command()
 @click.option(
-    "--report", "report_path", default="assetcache-demo-report.html", show_default=True,
-    type=click.Path(dir_okay=False), help="Where the demo's HTML report is written.",
+    "--report", "report_path", default=None, type=click.Path(dir_okay=False),
+    help="Where the demo's HTML report is written  [default: demo/report.html in the user's "
+    "cache folder, e.g. ~/.cache/assetcache]",
 )  # fmt: skip
 @click.pass_context
-def demo(ctx: click.Context, report_path: str) -> None:
+def demo(ctx: click.Context, report_path: str | None) -> None:
     """Run the whole job offline: emulator, temporary ledger, uploads, reuse, ls, audit, and
     an HTML report."""
     import tempfile
     from pathlib import Path
 
-    from ..._demo import SAMPLES, sample_png
+    from ..._demo import SAMPLES, default_report_path, sample_png, write_report
     from ...emulator import Emulator
 
+    report_path = report_path or default_report_path()
     email = "demo@example.com"
     with (
         tempfile.TemporaryDirectory(prefix="assetcache-demo-") as tmp,
@@ -148,12 +150,15 @@ def demo(ctx: click.Context, report_path: str) -> None:
             click.echo("\n$ assetcache audit")
             _show(ctx, app, audit)
             click.echo(f"\n$ assetcache report -o {shown(report_path)}")
-            with open(report_path, "w", encoding="utf-8") as f:
-                f.write(app.cache().report())
-            click.echo(f"wrote {shown(report_path)} (its thumbnails came from the emulator)")
+            write_report(app.cache().report(), report_path)
+            click.echo(f"wrote {shown(report_path)}")
         finally:
             app.close()
     click.echo("\ndone: nothing was sent outside this machine, and the ledger is gone.")
+    click.echo(
+        f"The report stays: open {shown(report_path)} in a browser (its thumbnails are "
+        "embedded, so it needs neither the stopped emulator nor the deleted files)."
+    )
 
 
 def _show(ctx: click.Context, app: App, command: click.Command) -> None:

@@ -704,8 +704,9 @@ class AssetCache(_Facade):
         )
 
     def report(self, email: str | None = None) -> str:
-        """One self-contained HTML page: a timeline of expiries per day and a card per live ref
-        (thumbnail, ref with a copy button, account, size, type, time left, source)."""
+        """One self-contained HTML page: a summary per account, a chart of expiries per day,
+        and every ref (thumbnail, time left, source, ref with a copy button, account, size),
+        to search by file name or ref and filter by account and urgency."""
         return self._core.report(email)
 
     def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:

@@ -254,5 +254,10 @@ def test_demo_runs_offline_and_exits_zero(tmp_path: Path) -> None:
     assert "-> 0 request(s) sent" in result.stdout
     assert "$ assetcache ls" in result.stdout and "$ assetcache audit" in result.stdout
     assert not list(Path(os.environ["HOME"]).rglob("ledger.db"))  # never the user's ledger
-    page = (tmp_path / "assetcache-demo-report.html").read_text()
-    assert page.count("<button class='copy'") == 3 and "wrote assetcache-demo-report.html" in result.stdout
+    # The report outlives the demo, in the user's cache folder rather than the current one
+    # (a checkout would show it as an untracked file), with its thumbnails in it.
+    assert list(tmp_path.iterdir()) == []
+    report = Path(os.environ["XDG_CACHE_HOME"], "assetcache", "demo", "report.html")
+    assert f"wrote {report}\n" in result.stdout
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") == 3 and "127.0.0.1" not in page

@@ -2,12 +2,13 @@
 
 Every text in the page is escaped, so markup in a file name or a ref stays text; the policy is
 what holds if that ever failed. It names the page's one script and one stylesheet by their
-sha256 (no ``'unsafe-inline'``), images only from the thumbnails' origins and local files, and
-no plugin, ``<base>`` or form. Checked on the page's text, and in a real browser (Debian's
-chromium, Playwright; see conftest's ``browser``): markup injected into the generated page
-(an ``<img onerror>``, an ``<svg onload>``, an inline ``<script>``, a stylesheet and a style
-attribute) does nothing, while the page's own script still copies refs and falls back to the
-local file for a dead thumbnail.
+sha256 (no ``'unsafe-inline'``), images only from the thumbnails' origins, embedded ones and
+local files, and no plugin, ``<base>`` or form. Checked on the page's text, and in a real
+browser (Debian's chromium, Playwright; see conftest's ``browser``): markup injected into the
+generated page (an ``<img onerror>``, an ``<svg onload>``, an inline ``<script>``, a stylesheet
+and a style attribute) does nothing, while the page's own script still copies refs and falls
+back to the local file for a dead thumbnail; and a ref that would end the page's data block
+(``</script>``) stays text there.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ import pytest
 from assetcache import AssetCache, Emulator
 from assetcache._asset import Asset
 from assetcache._demo import sample_png
-from assetcache.report import build
+from assetcache.report import build, thumbnails
 
 from .conftest import EMAIL
+from .test_report import data_of
 
 #: What the injected markup does if it runs: leave a mark the test can read (no space in it:
 #: it must also work as an unquoted attribute value).
 MARK = "(window.ran=window.ran||[]).push"
 #: Markup that runs script wherever it lands, as a ref could carry it if its escaping ever
-#: failed ("/" between attributes: a ref has no whitespace) ...
-HANDLERS = f"<img/src=x/onerror={MARK}('onerror')><svg/onload={MARK}('onload')>"
+#: failed ("/" between attributes: a ref has no whitespace), and would end the data block ...
+HANDLERS = (
+    f"</script><img/src=x/onerror={MARK}('onerror')><svg/onload={MARK}('onload')>"
+    f"<script>{MARK}('data')</script>"
+)
 #: ... and as a file name could (spaces: a name has no "/").
 NAME_HANDLERS = HANDLERS.replace("/", " ")
 #: Inserted into the page's text after it was built, as if escaping had failed.
@@ -43,7 +48,7 @@ INJECTED = (
     f"<img src=x onerror=\"{MARK}('img')\">"
     f"<svg onload=\"{MARK}('svg')\"></svg>"
     f"<script>{MARK}('script')</script>"
-    "<style>.card{display:none}</style>"
+    "<style>.refs{display:none}</style>"
 )
 #: Records every policy violation, from before the page's first byte (an init script runs
 #: whatever the page's policy says, as the browser's own).
@@ -107,10 +112,15 @@ def test_the_policy_names_only_the_pages_own_script_stylesheet_and_image_origins
         "base-uri": ["'none'"],
         "form-action": ["'none'"],
     }
-    # So nothing of the page's own may be inline but those two: no handler, no style.
-    assert not re.search(r"\son\w+\s*=|\sstyle\s*=", page.replace(HANDLERS, ""))
-    assert HANDLERS not in page and "&lt;img/src=x/onerror=" in page
-    assert "src='file:///frames/c.png'" in page  # the thumbnail the policy could not name
+    # So nothing of the page's own may be inline but those two: no handler, no style (in
+    # the markup: the script's own code may say "only =").
+    markup = page.replace(_only("script", page), "")
+    assert not re.search(r"\son\w+\s*=|\sstyle\s*=", markup)
+    assert "<img/src" not in page and "\\u003cimg/src=x/onerror=" in page
+    rows = {r["ref"]: r for r in data_of(page)["rows"]}
+    assert HANDLERS in rows  # the data block gives the ref back as it was
+    # The thumbnail the policy could not name: the local file alone.
+    assert rows["r3"]["src"] == "file:///frames/c.png" and rows["r3"]["fallback"] == ""
 
 
 @dataclass
@@ -121,9 +131,11 @@ class Report:
 
 
 @pytest.fixture
-def report(tmp_path: Path) -> Iterator[Report]:
+def report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Report]:
     """A report of three uploads to the emulator, one of whose CDN links is dead; the emulator
-    keeps serving the others while the test runs."""
+    keeps serving the others while the test runs. Nothing embedded: the pictures come from the
+    emulator's CDN and the local files, which the policy must allow."""
+    monkeypatch.setattr(thumbnails, "EMBED_MAX_BYTES", 0)
     frames = tmp_path / "frames"
     frames.mkdir()
     for n, name in enumerate(("start.png", "end.png", "gone.png")):
@@ -163,23 +175,21 @@ def _check_the_pages_own_script_works(tab: Any, report: Report) -> None:
     assert len(sources) == 3
     assert sum(s.startswith("file://") and s.endswith("gone.png") for s in sources) == 1
     assert report.dead not in sources  # fell back, by the page's own listener
-    assert tab.locator(".card:visible").count() == 3  # no stylesheet but its own applies
+    assert tab.locator("#rows tr:visible").count() == 3  # no stylesheet but its own applies
     button = tab.locator("button.copy").last
     button.click()
     tab.wait_for_function(
         "() => [...document.querySelectorAll('button.copy')].pop().textContent === 'copied'"
     )
-    assert tab.evaluate("() => navigator.clipboard.readText()") == button.get_attribute(
-        "data-ref"
-    )
+    assert tab.evaluate("() => navigator.clipboard.readText()") == button.get_attribute("data-ref")
 
 
 def _inject(page: Path) -> None:
-    """Markup in three places of the built page, as an escaping failure would put it."""
+    """Markup in four places of the built page, as an escaping failure would put it."""
     text = page.read_text()
     text = text.replace("<body>", "<body>" + INJECTED, 1)
-    text = text.replace("<div class='cards'>", "<div class='cards' style='display:none'>", 1)
-    text = text.replace("<dt>account</dt>", INJECTED + "<dt>account</dt>", 1)
+    text = text.replace("<table class='refs'>", "<table class='refs' style='display:none'>", 1)
+    text = text.replace("<th scope='row'>", "<th scope='row'>" + INJECTED, 1)
     page.write_text(text.replace("</body>", INJECTED + "</body>", 1))
 
 
@@ -231,11 +241,17 @@ def test_markup_in_a_ref_or_a_file_name_stays_text_under_the_policy(
         "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
         timeout=10_000,
     )  # both fell back from a port where nothing listens to the local file
-    assert tab.locator(".card .ref").first.inner_text() == HANDLERS
-    assert str(hostile_source) in tab.locator(".card .source").all_inner_texts()
-    assert tab.locator(".card img").count() == 2 and tab.locator("svg").count() == 0
-    tab.locator("button.copy").first.click()
-    tab.wait_for_function("() => document.querySelector('button.copy').textContent === 'copied'")
+    assert HANDLERS in tab.locator("#rows .ref code").all_text_contents()
+    assert str(hostile_source) in tab.locator("#rows .path").all_text_contents()
+    assert tab.locator("#rows img").count() == 2
+    assert tab.locator("svg").count() == 1  # the chart, and no other
+    refs = [b.get_attribute("data-ref") for b in tab.locator("button.copy").all()]
+    tab.locator("button.copy").nth(refs.index(HANDLERS)).click()
+    tab.wait_for_function(
+        "ref => [...document.querySelectorAll('button.copy')]"
+        ".find(b => b.dataset.ref === ref).textContent === 'copied'",
+        arg=HANDLERS,
+    )
     assert tab.evaluate("() => navigator.clipboard.readText()") == HANDLERS
     assert tab.evaluate("() => window.ran") is None
     assert tab.evaluate("() => window.violations") == []  # nothing even tried

@@ -47,6 +47,7 @@ def test_wheel_contains_migrations(wheel: Path) -> None:
     assert "assetcache/_migrations/env.py" in names
     assert any(n.startswith("assetcache/_migrations/versions/0001_") for n in names)
     assert "assetcache/py.typed" in names
+    assert {"assetcache/report/page.js", "assetcache/report/page.css"} <= set(names)
     assert not any(n.startswith("tests/") for n in names)
 
 

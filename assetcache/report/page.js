@@ -87,19 +87,20 @@ function cell(text, className) {
   return td;
 }
 
-// Text that may wrap only after one of `separators`, never elsewhere (not even at a "-" inside
-// a file name): each piece up to a separator is one unbreakable span, with a <wbr> after it
-// (copying the text copies no extra character).
+// Text that may wrap only after one of `separators`: a <wbr> after each (copying the text
+// copies no extra character). The stylesheet's white-space:nowrap keeps every other place,
+// a "-" inside a file name included, from wrapping; a <wbr> still may.
 function breakable(text, separators) {
   const parts = document.createDocumentFragment();
   let start = 0;
   for (let i = 0; i < text.length; i++) {
-    if (i === text.length - 1 || separators.includes(text[i])) {
-      const piece = element("span", "piece");
-      piece.textContent = text.slice(start, i + 1);
-      parts.append(piece, element("wbr"));
+    if (separators.includes(text[i])) {
+      parts.append(text.slice(start, i + 1), element("wbr"));
       start = i + 1;
     }
+  }
+  if (start < text.length) {
+    parts.append(text.slice(start));
   }
   return parts;
 }
@@ -110,9 +111,11 @@ function rowElement(row) {
   left.textContent = row.leftText;
   const leftCell = element("td", "left");
   leftCell.append(left);
+  // Time left first after the picture: what the reader came for, visible however narrow.
   tr.append(
-    pictureCell(row), pathCell(row.path), refCell(row.ref), cell(data.accounts[row.account]),
-    cell(row.sizeText, "num size"), cell(row.type), leftCell, cell(row.expires, "expires"),
+    pictureCell(row), leftCell, pathCell(row.path), refCell(row.ref),
+    cell(data.accounts[row.account]), cell(row.sizeText, "num size"), cell(row.type),
+    cell(row.expires, "expires"),
   );
   return tr;
 }
@@ -160,7 +163,7 @@ function pathCell(path) {
   const cut = path.lastIndexOf("/") + 1;
   const dir = element("span", "dir");
   dir.append(breakable(path.slice(0, cut), "/"));
-  const name = element("span", "name piece");
+  const name = element("span", "name");
   name.textContent = path.slice(cut);
   td.append(dir, name);
   td.title = path;

@@ -42,7 +42,7 @@ from .summary import summarise, summary_table
 from .thumbnails import Thumbnails
 
 #: Rows the list shows at once: the DOM never holds more than this many.
-PAGE_ROWS: Final = 100
+PAGE_ROWS: Final = 50
 
 #: The list's sort orders (page.js knows each by its key), the first the default.
 SORTS: Final = {
@@ -161,8 +161,8 @@ def _list(rows: Sequence[Listed], accounts: Sequence[str]) -> str:
         "<div class='pager'><span id='status' role='status'></span>"
         "<button type='button' id='previous'>previous</button>"
         "<button type='button' id='next'>next</button></div>"
-        "<div class='table'><table class='refs'><thead><tr><th></th><th>file</th><th>ref</th>"
-        "<th>account</th><th class='num'>size</th><th>type</th><th>left</th>"
+        "<div class='table'><table class='refs'><thead><tr><th></th><th>left</th><th>file</th>"
+        "<th>ref</th><th>account</th><th class='num'>size</th><th>type</th>"
         "<th>expires (UTC)</th></tr></thead><tbody id='rows'></tbody></table></div>"
         f"<noscript><p>The list of {len(rows):,} refs needs JavaScript.</p></noscript></section>"
     )

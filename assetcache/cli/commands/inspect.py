@@ -172,8 +172,9 @@ def _overall_advice(report: Sequence[AccountAudit]) -> str:
 )  # fmt: skip
 @click.pass_context
 def report(ctx: click.Context, email: str | None, output: str) -> None:
-    """Write one self-contained HTML page: expiries per day, and a card per live ref with its
-    thumbnail, the ref and a copy button, account, size, type, time left and source."""
+    """Write one self-contained HTML page: a summary per account, expiries per day, and every
+    ref with its thumbnail, time left, source, a copy button, account and size, to search by
+    file name or ref and filter by account and urgency."""
     page = app_of(ctx).cache().report(email=email)
     with open(output, "w", encoding="utf-8") as f:
         f.write(page)

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 
 import click
 
+# Sizes as ls prints them: the report shows the same words, so the rule lives in a leaf both use.
+from .._sizes import human_size as human_size
+
 #: Characters a terminal would act on rather than show: C0 and C1 controls, DEL, and the
 #: Unicode marks that reorder text (a file name can make "gnp.exe" read "exe.png").
 _UNSHOWABLE = (
@@ -43,15 +46,6 @@ def emit_json(value: Any, *, indent: int | None = None) -> None:
 
 def short_ref(ref: str) -> str:
     return ref if len(ref) <= 20 else f"{ref[:6]}…{ref[-8:]}"
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def table(rows: Sequence[Sequence[str]]) -> Iterator[str]:

@@ -51,6 +51,7 @@ from ._errors import (
     ImportRowError,
     LedgerError,
     UnauthorizedError,
+    needs_setting,
 )
 from ._hit import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
 from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
@@ -119,15 +120,15 @@ class _Core:
     def token(self) -> _config.Secret:
         """The usable token, still wrapped: no frame of ours holds it as plain text."""
         if self._token is None:
-            raise UnauthorizedError(
-                f"an upload is needed but no API token is set: set the {_config.ENV_TOKEN} "
-                "environment variable or pass token=... (it is never stored)"
+            raise needs_setting(
+                UnauthorizedError, "token", "an upload is needed but no API token is set"
             )
         try:
             return _config.Secret(_config.usable_token(self._token.reveal()))
         except ValueError as exc:
             problem = str(exc)
-        raise UnauthorizedError(problem)  # outside the except: no __context__ keeps the token
+        # outside the except: no __context__ keeps the token
+        raise needs_setting(UnauthorizedError, "token", problem)
 
     def now(self) -> datetime:
         moment = self._clock()

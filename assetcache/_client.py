@@ -44,6 +44,7 @@ from tenacity.stop import stop_base
 from ._config import Secret, usable_token
 from ._email import email_segment, normalize_email
 from ._errors import (
+    PYTHON_ADVICE,
     AccountNotFoundError,
     AssetCacheError,
     InvalidEmailError,
@@ -54,6 +55,7 @@ from ._errors import (
     ServerError,
     SessionExpiredError,
     UnauthorizedError,
+    needs_setting,
 )
 from ._refs import MAX_ID_LENGTH, excerpt, ref_problem, text_problem, url_problem
 from ._retry import RetryPolicy
@@ -194,11 +196,9 @@ def interpret(answer: _Answer, email: str, secret: Secret) -> UploadResult:
     if status in (400, 413, 415):
         raise InvalidImageError(f"useapi.net refused the image (HTTP {status}){said_part}")
     if status in (401, 403):
-        raise UnauthorizedError(
-            f"useapi.net rejected the API token (HTTP {status}){said_part}; "
-            "check USEAPI_TOKEN (your token is at https://useapi.net)",
-            email=email,
-        )
+        problem = f"useapi.net rejected the API token (HTTP {status}){said_part}"
+        advice = PYTHON_ADVICE["token"]
+        raise UnauthorizedError(f"{problem}; {advice}", email=email).needing("token", problem)
     if status == 404:
         raise AccountNotFoundError(
             f"useapi.net has no Luma account configured for {email} (HTTP 404){said_part}; "
@@ -509,11 +509,11 @@ def _checked_secret(token: str | Secret) -> Secret | UnauthorizedError:
     """
     value = token.reveal() if isinstance(token, Secret) else token
     if not value:
-        return UnauthorizedError("no API token: set USEAPI_TOKEN (or pass token=...) to upload")
+        return needs_setting(UnauthorizedError, "token", "an upload needs an API token")
     try:
         return Secret(usable_token(value))
     except ValueError as exc:
-        return UnauthorizedError(str(exc))
+        return needs_setting(UnauthorizedError, "token", str(exc))
 
 
 class _Base:

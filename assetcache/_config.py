@@ -110,7 +110,7 @@ def usable_token(value: str) -> str:
     stripped = value.strip()
     if not stripped or any(not ("!" <= ch <= "~") for ch in stripped):
         raise ValueError(
-            f"{ENV_TOKEN} contains spaces, control or non-ASCII characters, which no API token "
-            "has: check how it was set"
+            "the API token contains spaces, control or non-ASCII characters, which no API "
+            "token has"
         )
     return stripped

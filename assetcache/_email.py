@@ -15,7 +15,7 @@ What is sent to useapi.net is this normalised email, percent-encoded as a single
 
 from __future__ import annotations
 
-from ._errors import InvalidEmailError
+from ._errors import InvalidEmailError, needs_setting
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,9 +31,7 @@ def normalize_email(email: str) -> str:
         raise InvalidEmailError(f"the account email must be a string, not {type(email).__name__}")
     candidate = email.strip()
     if not candidate:
-        raise InvalidEmailError(
-            "no account email given: pass email=... (CLI: --email or ASSETCACHE_EMAIL)"
-        )
+        raise needs_setting(InvalidEmailError, "email", "no account email given")
     if _has_invisible(candidate):
         raise InvalidEmailError(
             f"the account email {candidate!r} contains control or invisible characters"

@@ -18,11 +18,24 @@
                                    read or written, or another user controls it; or an image's
                                    upload lock stayed held past the waiting deadline
 
-Every message says what happened and what to do about it. No message, and no repr, ever
-contains the API token: the exceptions are built from status codes, emails and paths only.
+Every message says what happened and what to do about it, in Python's words (``pass
+token=...``): this is the library's voice. An error whose way out is a setting also carries it
+as data, ``setting`` (which one, by ``AssetCache``'s parameter name) and ``problem`` (what
+happened, without the advice), so that another front end words its own advice (the command
+line names its option or environment variable, never a Python parameter). No message, and no
+repr, ever contains the API token: the exceptions are built from status codes, emails and paths
+only.
 """
 
 from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # types only: the console script's hit imports this module, never typing
+    from typing import Literal, Self, TypeVar
+
+    #: The settings an error can ask for, by the name of AssetCache's parameter.
+    Setting = Literal["token", "email"]
+    E = TypeVar("E", bound="AssetCacheError")
 
 __all__ = [
     "AccountError",
@@ -43,7 +56,36 @@ __all__ = [
 
 
 class AssetCacheError(Exception):
-    """Base class of every error assetcache raises on purpose."""
+    """Base class of every error assetcache raises on purpose.
+
+    ``setting`` names the setting the caller must give or correct when that is the way out
+    (``"token"``, ``"email"``), else None; ``problem`` is then what happened, without the advice
+    the message adds (see ``needing``).
+    """
+
+    setting: Setting | None = None
+    problem: str | None = None
+
+    def needing(self, setting: Setting, problem: str) -> Self:
+        """This error, marked as one the caller fixes by giving ``setting``: ``problem`` says
+        what happened, the message (this error's own text) says it with Python's advice."""
+        self.setting = setting
+        self.problem = problem
+        return self
+
+
+#: How a Python caller gives each setting: the library's advice, ending its messages.
+PYTHON_ADVICE: dict[Setting, str] = {
+    "token": "pass token=... or set USEAPI_TOKEN (your token is at https://useapi.net)",
+    "email": "pass email=...",
+}
+
+
+def needs_setting(error: type[E], setting: Setting, problem: str) -> E:
+    """An error of type ``error`` (built from its message alone) whose way out is ``setting``:
+    the message is ``problem`` with the library's advice; the data lets a front end word its
+    own."""
+    return error(f"{problem}; {PYTHON_ADVICE[setting]}").needing(setting, problem)
 
 
 class InvalidImageError(AssetCacheError):

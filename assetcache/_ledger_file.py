@@ -141,8 +141,8 @@ def ledger_path(location: str) -> str:
     scheme, _, rest = location.partition("://")
     if scheme.split("+")[0] != "sqlite":
         raise LedgerError(
-            f"unsupported ledger URL scheme {scheme!r}: this version of assetcache keeps its "
-            "ledger in SQLite; pass a file path or a sqlite:/// URL",
+            f"unsupported ledger URL scheme {scheme!r}: a ledger is a file path, a sqlite:/// "
+            "URL (SQLite on this machine) or a postgresql:// URL (a ledger shared by machines)",
             path=without_password(location),
         )
     # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
@@ -408,7 +408,7 @@ class LedgerFile:
                     "other's uploads (rows lost, images uploaded again)",
                     hint="; keep one name: remove the other links (a symbolic link is fine). A "
                     "backup made with hard links (cp -l, rsync --link-dest) is this same file, "
-                    "not a copy: back the ledger up with assetcache export instead",
+                    "not a copy: back the ledger up by exporting its rows instead",
                 )
             return
         if stat.S_ISDIR(st.st_mode):

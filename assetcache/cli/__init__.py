@@ -1,13 +1,14 @@
 """The command line: a thin click skin over AssetCache, one module per job.
 
     __init__.py   the group: global options (--db, -v, --version), and every error turned into
-                  one line on stderr and a documented exit code (``_Group.invoke``); nothing
-                  below it prints a traceback unless ``-v`` asked for it
+                  one line on stderr and a documented exit code (``_Group``); nothing below it
+                  prints a traceback unless ``-v`` asked for it
     commands/     one module per group of commands; each command is one library call plus output
     app.py        one invocation's state, and the cache it opens on first use
     options.py    option types (durations) and shared options (--email, FILE... with ``-``)
     output.py     what reaches the terminal: escaped text, tables, JSON, the progress bar
     exits.py      the exit codes, and which error ends a command with which
+    errors.py     how an error is worded: one line, ``assetcache: error: …``, in CLI words
     logs.py       ``-v``'s logging to stderr, secrets masked
 
 Imports run one way: this module imports the commands, the commands import the plumbing
@@ -23,22 +24,39 @@ from typing import Any, NoReturn
 import click
 
 from .. import __version__, _config
-from .._errors import AssetCacheError, LedgerError
+from .._errors import AssetCacheError
 from .app import App
 from .commands import fill, inspect, maintain, move, resolve, tools
+from .errors import click_error_text, describe, error_line
 from .exits import EXIT_CODES_HELP, EXIT_UNEXPECTED, exit_code
 from .logs import setup_logging
 from .output import shown
 
 
 class _Group(click.Group):
-    """Turns every error into one line on stderr and a documented exit code."""
+    """Turns every error into one line on stderr and a documented exit code: click's own
+    (usage errors while parsing, in ``make_context`` for the group's options and in ``invoke``
+    for a command's), ours, and the unexpected."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            _fail(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.Abort):
             raise
+        except click.ClickException as exc:
+            _fail(exc)
         except BrokenPipeError:
             # The reader went away (`assetcache ref f | head -0`): click's main ends quietly with
             # exit 1, as the console script's fast path does (_entry._print). Not "unexpected".
@@ -47,10 +65,7 @@ class _Group(click.Group):
             click.echo("assetcache: interrupted", err=True)
             ctx.exit(130)
         except AssetCacheError as exc:
-            click.echo(f"assetcache: error: {shown(str(exc))}", err=True)
-            if isinstance(exc, LedgerError):  # the library names the path, not the option
-                hint = f"assetcache: the ledger is chosen by --db or {_config.ENV_DB}"
-                click.echo(hint, err=True)
+            click.echo(error_line(describe(exc)), err=True)
             ctx.exit(exit_code(exc))
         except Exception as exc:
             app = ctx.find_object(App)
@@ -92,7 +107,9 @@ class _Group(click.Group):
     envvar=_config.ENV_DB,
     show_envvar=True,
     metavar="PATH_OR_URL",
-    help="Ledger file or sqlite:/// URL (default: ledger.db in the user data dir).",
+    help="The ledger: a file path or a sqlite:/// URL (SQLite on this machine), or a "
+    "postgresql://user:password@host/dbname URL (one ledger shared by machines). Default: "
+    "ledger.db in the user data dir (assetcache path prints it).",
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr; -vv for debug. Never the token.")
 @click.version_option(__version__, prog_name="assetcache")
@@ -101,14 +118,37 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     """Cache useapi.net Luma asset uploads by content: upload each image once, reuse its
     assetRef until it is about to expire, and see what is about to expire.
 
-    The API token is read from USEAPI_TOKEN only (never a flag: it would land in shell
-    history and in ps).
+    \b
+    Environment variables:
+      USEAPI_TOKEN         the useapi.net API token, needed only to upload; read
+                           from here only (a flag would land in shell history
+                           and in ps), never stored or shown
+      ASSETCACHE_DB        the ledger, when --db is not given
+      ASSETCACHE_EMAIL     the account, when --email is not given (upload, ref,
+                           fill, forget)
+      ASSETCACHE_BASE_URL  the API's address (default https://api.useapi.net);
+                           point it at `assetcache emulator` to work offline
+
+    Durations (DURATION) are a number and a unit, s, m, h, d or w, alone or
+    combined: 90s, 45m, 12h, 3d, 2w, 1d12h.
+
+    fill looks for a relative image path in the current folder and in the
+    payload file's folder (an error if both hold different files), or only in
+    --base DIR; see assetcache fill --help.
     """
     options = ctx.obj if isinstance(ctx.obj, dict) else {}
     app = App(db=db, verbose=verbose, **options)
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(verbose, db)
+
+
+def _fail(exc: click.ClickException) -> NoReturn:
+    """End with click's error in our one line and its exit code (2 for usage errors)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc  # no arguments at all: click shows the help, which is the answer
+    click.echo(error_line(click_error_text(exc)), err=True)
+    raise click.exceptions.Exit(exc.exit_code)
 
 
 def main() -> NoReturn:

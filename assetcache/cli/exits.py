@@ -24,7 +24,8 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  success
   1  unexpected error (rerun with -v for the traceback), or an unusable ledger
-  2  usage error (bad option, missing or malformed --email)
+  2  usage error (bad option or argument, missing or malformed --email, an -o
+     file that cannot be written), or malformed fill or import input
   3  no live ref cached (ref --offline)
   4  invalid input file: missing, unreadable, empty, unsupported type, too large
   5  account or credentials: no USEAPI_TOKEN, 401, 404, 596

@@ -1,6 +1,6 @@
 """Option types and options shared by several commands: durations (bounded by the uploads'
-retention where a margin is asked for), the account email, and FILE arguments (``-`` reads
-more paths from stdin)."""
+retention where a margin is asked for), the account email, FILE arguments (``-`` reads more
+paths from stdin), and ``-o`` files (``-`` is stdout)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in ne
 DURATION = Duration()
 #: --min-remaining: what a fresh upload can satisfy (resolve refuses more, as ValueError).
 MIN_REMAINING = Duration(below=RETENTION)
+
+#: -o FILE: ``-`` is stdout. A file is opened (and emptied) while the command line is read, as a
+#: shell's ``>`` would be, so a path that cannot be written is a usage error naming it, before
+#: anything is uploaded or built.
+OUTPUT_FILE = click.File("w", encoding="utf-8", lazy=False)
 
 
 def email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

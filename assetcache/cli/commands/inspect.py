@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -14,7 +14,7 @@ from ..._asset import EXPORT_FIELDS, Asset
 from ..._cache import AccountAudit, Advice
 from ..._durations import format_duration, relative
 from ..app import app_of
-from ..options import DURATION, email_option
+from ..options import DURATION, OUTPUT_FILE, email_option
 from ..output import emit_json, human_size, short_ref, shown, table
 
 _FIELDS = EXPORT_FIELDS
@@ -167,18 +167,18 @@ def _overall_advice(report: Sequence[AccountAudit]) -> str:
 @click.command()
 @email_option(required=False)
 @click.option(
-    "--output", "-o", required=True, type=click.Path(dir_okay=False), metavar="FILE.html",
-    help="Where to write the page.",
+    "--output", "-o", required=True, type=OUTPUT_FILE, metavar="FILE.html",
+    help="Where to write the page (- for stdout).",
 )  # fmt: skip
 @click.pass_context
-def report(ctx: click.Context, email: str | None, output: str) -> None:
+def report(ctx: click.Context, email: str | None, output: TextIO) -> None:
     """Write one self-contained HTML page: a summary per account, expiries per day, and every
     ref with its thumbnail, time left, source, a copy button, account and size, to search by
     file name or ref and filter by account and urgency."""
     page = app_of(ctx).cache().report(email=email)
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(page)
-    click.echo(f"wrote {shown(output)}")
+    output.write(page)
+    if output.name != "<stdout>":  # on stdout the page is the whole output
+        click.echo(f"wrote {shown(output.name)}")
 
 
 @click.command()

@@ -11,6 +11,7 @@ from ..._cache import RefreshItem
 from ..._durations import relative
 from ..._errors import AssetCacheError
 from ..app import app_of
+from ..errors import describe, error_line
 from ..exits import EXIT_NOT_CACHED, EXIT_OK, exit_code
 from ..options import DURATION, email_option
 from ..output import emit_json, shown
@@ -79,6 +80,8 @@ def _refresh_line(item: RefreshItem) -> str:
         return f"refreshed  {where}  {shown(item.new.asset_ref)}"
     if item.status == "would-refresh":
         return f"would refresh  {where}"
+    if item.status == "failed" and item.error is not None:  # the library's words speak Python
+        return f"cannot refresh  {where}: upload failed: {shown(describe(item.error))}"
     return f"cannot refresh  {where}: {shown(item.reason)}"
 
 
@@ -112,11 +115,11 @@ def forget(
             revoked = cache.forget(target, email=email)
         except (AssetCacheError, ValueError) as exc:  # ValueError: not a ref at all
             worst = max(worst, exit_code(exc))
-            click.echo(f"assetcache: error: {shown(str(exc))}", err=True)
+            click.echo(error_line(describe(exc)), err=True)
             continue
         if not revoked:
             worst = max(worst, EXIT_NOT_CACHED)
-            click.echo(f"assetcache: no live ref to forget for {shown(shown_as)}", err=True)
+            click.echo(error_line(f"no live ref to forget for {shown_as}"), err=True)
         for asset in revoked:
             if as_json:
                 emit_json(asset.to_dict())

@@ -9,6 +9,7 @@ import click
 
 from ..._errors import ImportRowError, merged_before
 from ..app import app_of
+from ..errors import InputError
 from ..options import email_option
 
 
@@ -39,9 +40,9 @@ def import_command(ctx: click.Context, file: Any) -> None:
     except ImportRowError as exc:  # a row that is not an upload: the input is wrong
         # import_rows reads no row past the one it refuses, so that row is the line last read.
         message = f"line {rows.line} cannot be imported: {exc.problem}; {merged_before(exc.row)}"
-        raise click.UsageError(message) from None
+        raise InputError(message) from None
     if rows.unreadable is not None:
-        raise click.UsageError(f"{rows.unreadable}; {merged_before(rows.count + 1)}")
+        raise InputError(f"{rows.unreadable}; {merged_before(rows.count + 1)}")
     click.echo(
         f"added {report.added}, revoked {report.revoked}, skipped {report.skipped} already present"
     )

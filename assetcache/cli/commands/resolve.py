@@ -13,6 +13,7 @@ from ..._cache import DEFAULT_JOBS, AssetCache
 from ..._durations import format_duration
 from ..._errors import AssetCacheError
 from ..app import app_of
+from ..errors import describe, error_line
 from ..exits import EXIT_OK, exit_code
 from ..options import MIN_REMAINING, email_option, need_email, read_paths
 from ..output import emit_json, progress_bar, shown
@@ -87,9 +88,9 @@ def upload(
             code = exit_code(outcome)
             worst = max(worst, code)
             if as_json:
-                emit_json({"path": path, "error": str(outcome), "exit_code": code})
+                emit_json({"path": path, "error": describe(outcome), "exit_code": code})
             else:
-                click.echo(f"assetcache: error: {shown(str(outcome))}", err=True)
+                click.echo(error_line(describe(outcome)), err=True)
             return
         if as_json:
             emit_json(
@@ -156,7 +157,7 @@ def ref(
     for outcome in outcomes:
         if isinstance(outcome, AssetCacheError):
             worst = max(worst, exit_code(outcome))
-            click.echo(f"assetcache: error: {shown(str(outcome))}", err=True)
+            click.echo(error_line(describe(outcome)), err=True)
             click.echo("")
         else:
             click.echo(outcome.asset_ref)

@@ -9,7 +9,7 @@ them, and so differ only in how the files are resolved (threads or tasks).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -112,7 +112,7 @@ def _classify(result: FillPlan, name: str, value: object, base: str) -> None:
     if path is not None and os.path.isfile(path):
         result.files[name] = path
         return
-    if _shaped_like_a_ref(value):
+    if shaped_like_a_ref(value):
         named = named_email(value)
         problem = ref_problem(value, result.email)
         if problem is None and named is not None and same_account(named, result.email):
@@ -122,9 +122,27 @@ def _classify(result: FillPlan, name: str, value: object, base: str) -> None:
             f"{value!r} is an assetRef that cannot go with {result.email}: {why}"
         )
         return
-    result.failures[name] = InvalidImageError(
-        f"{value!r} is neither an existing file, an http(s) URL nor an assetRef"
+    result.failures[name] = no_such_file(value, [base] if is_relative_path(value) else [])
+
+
+def no_such_file(value: str, folders: Sequence[str]) -> InvalidImageError:
+    """The failure of a value that is no file, URL or ref; a relative path's names the
+    ``folders`` it was looked for in."""
+    where = " or ".join(folders)
+    found = f"no such file in {where}" if where else "no such file"
+    return InvalidImageError(
+        f"{value!r} is neither an existing file ({found}), an http(s) URL nor an assetRef"
     )
+
+
+def is_relative_path(value: object) -> bool:
+    """Whether a ref field's value, taken as a path, would be looked for in a folder: text that
+    is no URL (http, https, file), and does not start at the root or at ``~``."""
+    if not isinstance(value, str) or not value:
+        return False
+    if value.startswith(("http://", "https://", "file://", "~")):
+        return False
+    return not os.path.isabs(value)
 
 
 def _local_path(value: str, base: str) -> str | None:
@@ -138,7 +156,7 @@ def _local_path(value: str, base: str) -> str | None:
     return os.path.join(base, os.path.expanduser(value))
 
 
-def _shaped_like_a_ref(value: str) -> bool:
+def shaped_like_a_ref(value: str) -> bool:
     """``u{digits}-email:...``: the documented shape's start (the rest stays opaque)."""
     head, mark, _ = value.partition("-email:")
     return bool(mark) and head[:1] == "u" and head[1:].isdigit()

@@ -118,8 +118,8 @@ def test_cli_fill(run: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.M
     )
     batch = run("fill", "-", input=lines + "\n", ASSETCACHE_EMAIL=EMAIL)
     assert batch.exit_code == 4
-    printed = [json.loads(line) for line in batch.stdout.splitlines()]
-    assert [list(p) for p in printed] == [["imageStart"], ["imageEnd", "email"]]
+    printed = [json.loads(line) if line else None for line in batch.stdout.splitlines()]
+    assert [p and list(p) for p in printed] == [["imageStart"], None, ["imageEnd", "email"]]
     assert batch.stderr.count("line 2:") == 2 and "imageEnd" in batch.stderr
     out = tmp_path / "filled.json"
     assert run("fill", str(jobs / "video.json"), "-e", EMAIL, "-o", str(out)).stdout == ""

@@ -53,8 +53,9 @@ def test_a_payload_with_a_lone_surrogate_fails_alone(
     written = out.read_text() if to_file else result.stdout
     assert result.stdout == "" or not to_file
     printed = written.splitlines()
-    assert len(printed) == 2 and printed[0].endswith(', "n": 1.10}')
-    assert [json.loads(line)["imageStart"][:9] for line in printed] == ["u1-email:"] * 2
+    assert len(printed) == 3 and printed[0].endswith(', "n": 1.10}')
+    assert printed[1] == ""  # in step with the input: the refused payload's line is empty
+    assert [json.loads(printed[i])["imageStart"][:9] for i in (0, 2)] == ["u1-email:"] * 2
     assert luma.uploads == 2  # nothing was uploaded for the refused payload
 
 
@@ -63,7 +64,8 @@ def test_bytes_that_are_not_utf8_in_a_string_fail_that_payload_alone(
 ) -> None:
     text = b'{"imageStart": "a.png"}\n{"prompt": "caf\xe9"}\n{"imageStart": "c.png"}\n'
     result = run("fill", "-", "-e", EMAIL, input=text)
-    assert result.exit_code == 2 and len(result.stdout.splitlines()) == 2
+    assert result.exit_code == 2 and result.stdout.splitlines()[1:2] == [""]
+    assert len(result.stdout.splitlines()) == 3
     assert 'line 2: field "prompt" holds "\\udce9", which is not text' in result.stderr
 
 
@@ -72,7 +74,8 @@ def test_the_exit_code_is_the_worst_payloads(run: Callable[..., Any], frames: Pa
     result = run("fill", "-", "-e", EMAIL, input="\n".join(lines))
     assert result.exit_code == 4  # a missing file (4) is worse than a malformed payload (2)
     assert "line 1: field" in result.stderr and "line 2: imageStart:" in result.stderr
-    assert len(result.stdout.splitlines()) == 1
+    assert result.stdout.splitlines()[:2] == ["", ""]
+    assert len(result.stdout.splitlines()) == 3
 
 
 def test_one_payload_with_a_lone_surrogate(run: Callable[..., Any], frames: Path) -> None:

@@ -82,6 +82,7 @@ class _Group(click.Group):
 
 
 @click.group(
+    "assetcache",  # as errors and help name it, even where no prog_name is given (CliRunner)
     cls=_Group,
     commands=(
         resolve.upload,

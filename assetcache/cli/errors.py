@@ -16,7 +16,7 @@ import click
 from .. import _config
 from .._errors import AssetCacheError, LedgerError
 from .._fill import FillError
-from .exits import EXIT_USAGE
+from .exits import EXIT_UNEXPECTED, EXIT_USAGE
 from .output import shown
 
 PREFIX: Final = "assetcache: error: "
@@ -33,6 +33,12 @@ class InputError(click.ClickException):
     error, but the command line itself was right, so no pointer to ``--help``."""
 
     exit_code = EXIT_USAGE
+
+
+class OutputError(click.ClickException):
+    """An -o file could not be written (a full disk): exit 1, as for an unusable ledger."""
+
+    exit_code = EXIT_UNEXPECTED
 
 
 def error_line(text: str) -> str:

@@ -5,15 +5,17 @@ paths from stdin), and ``-o`` files (``-`` is stdout)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from .. import _config
 from .._asset import RETENTION
 from .._durations import format_duration, parse_duration
+from .errors import OutputError
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
@@ -47,8 +49,22 @@ MIN_REMAINING = Duration(below=RETENTION)
 
 #: -o FILE: ``-`` is stdout. A file is opened (and emptied) while the command line is read, as a
 #: shell's ``>`` would be, so a path that cannot be written is a usage error naming it, before
-#: anything is uploaded or built.
+#: anything is uploaded or built. Write to it inside ``writing``.
 OUTPUT_FILE = click.File("w", encoding="utf-8", lazy=False)
+
+
+@contextmanager
+def writing(output: TextIO) -> Iterator[TextIO]:
+    """Writes to an -o file, flushed at the end: one that fails (a full disk) ends the command
+    with one error line naming the file and exit 1. Unflushed, the last writes would fail in
+    click's closing of the file, which swallows the error (exit 0, the file cut short)."""
+    try:
+        yield output
+        output.flush()
+    except BrokenPipeError:
+        raise  # stdout's reader went away: click ends quietly with exit 1
+    except OSError as exc:
+        raise OutputError(f"cannot write {output.name}: {exc.strerror or exc}") from None
 
 
 def email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -15,7 +15,7 @@ from ..._fill import FillError
 from ..app import app_of
 from ..errors import InputError, describe, error_line
 from ..exits import EXIT_OK, exit_code
-from ..options import MIN_REMAINING, OUTPUT_FILE, email_option
+from ..options import MIN_REMAINING, OUTPUT_FILE, email_option, writing
 
 
 @click.command()
@@ -79,18 +79,19 @@ def fill(
     outcomes = _fill_each(app_of(ctx).cache(), [p for p, _ in located], email, explicit, options)
     answers = iter(zip(read, located, outcomes, strict=True))
     worst = EXIT_OK
-    for slot in slots:
-        if slot is None:  # a blank line in, a blank line out: lines stay in step
-            output.write("\n")
-            continue
-        (label, _), (_, refused), outcome = next(answers)
-        outcome = _with_refused(outcome, refused)
-        if isinstance(outcome, dict):
-            output.write(_json_text.dumps(outcome) + "\n")
-            continue
-        if in_lines:  # an empty line, never the payload: a failed one must not look filled
-            output.write("\n")
-        worst = max(worst, _fill_failure(label, outcome))
+    with writing(output):
+        for slot in slots:
+            if slot is None:  # a blank line in, a blank line out: lines stay in step
+                output.write("\n")
+                continue
+            (label, _), (_, refused), outcome = next(answers)
+            outcome = _with_refused(outcome, refused)
+            if isinstance(outcome, dict):
+                output.write(_json_text.dumps(outcome) + "\n")
+                continue
+            if in_lines:  # an empty line, never the payload: a failed one must not look filled
+                output.write("\n")
+            worst = max(worst, _fill_failure(label, outcome))
     ctx.exit(worst)
 
 

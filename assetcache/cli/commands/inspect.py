@@ -14,7 +14,7 @@ from ..._asset import EXPORT_FIELDS, Asset
 from ..._cache import AccountAudit, Advice
 from ..._durations import format_duration, relative
 from ..app import app_of
-from ..options import DURATION, OUTPUT_FILE, email_option
+from ..options import DURATION, OUTPUT_FILE, email_option, writing
 from ..output import emit_json, human_size, short_ref, shown, table
 
 _FIELDS = EXPORT_FIELDS
@@ -176,7 +176,8 @@ def report(ctx: click.Context, email: str | None, output: TextIO) -> None:
     ref with its thumbnail, time left, source, a copy button, account and size, to search by
     file name or ref and filter by account and urgency."""
     page = app_of(ctx).cache().report(email=email)
-    output.write(page)
+    with writing(output):
+        output.write(page)
     if output.name != "<stdout>":  # on stdout the page is the whole output
         click.echo(f"wrote {shown(output.name)}")
 

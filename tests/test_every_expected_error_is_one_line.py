@@ -121,10 +121,21 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_work(
     _one_line(
         run(*args),
         2,
-        f"assetcache: error: invalid value for '--output' / '-o': '{target}': No such file or "
-        f"directory (see 'assetcache {command} --help')\n",
+        f"assetcache: error: invalid value for '--output' / '-o': cannot write {target}: there "
+        f"is no folder {target.parent} (see 'assetcache {command} --help')\n",
     )
     assert luma.uploads == 0 and not target.parent.exists()
+    folder = run(*[str(tmp_path) if arg == str(target) else arg for arg in args])
+    assert folder.exit_code == 2 and f"cannot write {tmp_path}: it is a folder" in folder.stderr
+
+
+def test_a_command_that_fails_leaves_no_output_file(
+    run: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The file is opened only once there is something to write."""
+    target = tmp_path / "r.html"
+    result = run("--db", "mysql://me@db.example.com/assets", "report", "-o", str(target))
+    assert result.exit_code == 1 and not target.exists()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -4,11 +4,12 @@ paths from stdin), and ``-o`` files (``-`` is stdout)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import IO, Any
 
 import click
 
@@ -47,24 +48,49 @@ DURATION = Duration()
 #: --min-remaining: what a fresh upload can satisfy (resolve refuses more, as ValueError).
 MIN_REMAINING = Duration(below=RETENTION)
 
-#: -o FILE: ``-`` is stdout. A file is opened (and emptied) while the command line is read, as a
-#: shell's ``>`` would be, so a path that cannot be written is a usage error naming it, before
-#: anything is uploaded or built. Write to it inside ``writing``.
-OUTPUT_FILE = click.File("w", encoding="utf-8", lazy=False)
+class OutputFile(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """-o FILE, ``-`` for stdout. The path is checked while the command line is read (a folder
+    that exists and may be written to, and no folder by that name), so a typo is a usage error
+    before anything is uploaded or built; the file is opened only once there is something to
+    write (``writing``), so a command that fails first leaves no empty file behind."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = os.fsdecode(value)
+        problem = None if path == "-" else _unwritable(path)
+        if problem is not None:
+            self.fail(f"cannot write {path}: {problem}", param, ctx)
+        return path
+
+
+OUTPUT_FILE = OutputFile()
+
+
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot be written as a file, as far as can be told without creating it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.path.isdir(folder):
+        return f"there is no folder {folder}"
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        return "permission denied"
+    return None
 
 
 @contextmanager
-def writing(output: TextIO) -> Iterator[TextIO]:
-    """Writes to an -o file, flushed at the end: one that fails (a full disk) ends the command
-    with one error line naming the file and exit 1. Unflushed, the last writes would fail in
-    click's closing of the file, which swallows the error (exit 0, the file cut short)."""
+def writing(path: str) -> Iterator[IO[str]]:
+    """The -o file opened for writing (stdout for ``-``), flushed and closed at the end: a
+    failure (a full disk) ends the command with one error line naming the file and exit 1."""
     try:
-        yield output
-        output.flush()
+        with click.open_file(path, "w", encoding="utf-8") as out:  # stdout is left open
+            yield out
+            out.flush()
     except BrokenPipeError:
         raise  # stdout's reader went away: click ends quietly with exit 1
     except OSError as exc:
-        raise OutputError(f"cannot write {output.name}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def email_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -46,7 +46,7 @@ def fill(
     min_remaining: timedelta | None,
     jobs: int,
     base: str | None,
-    output: Any,
+    output: str,
 ) -> None:
     """Fill a Luma request payload's ref fields (imageStart, imageEnd, imageCharacter,
     imageRef1..4) with live refs for the image files they name, and print it, same shape, same
@@ -79,18 +79,18 @@ def fill(
     outcomes = _fill_each(app_of(ctx).cache(), [p for p, _ in located], email, explicit, options)
     answers = iter(zip(read, located, outcomes, strict=True))
     worst = EXIT_OK
-    with writing(output):
+    with writing(output) as out:
         for slot in slots:
             if slot is None:  # a blank line in, a blank line out: lines stay in step
-                output.write("\n")
+                out.write("\n")
                 continue
             (label, _), (_, refused), outcome = next(answers)
             outcome = _with_refused(outcome, refused)
             if isinstance(outcome, dict):
-                output.write(_json_text.dumps(outcome) + "\n")
+                out.write(_json_text.dumps(outcome) + "\n")
                 continue
             if in_lines:  # an empty line, never the payload: a failed one must not look filled
-                output.write("\n")
+                out.write("\n")
             worst = max(worst, _fill_failure(label, outcome))
     ctx.exit(worst)
 

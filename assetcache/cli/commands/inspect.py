@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
@@ -171,15 +171,15 @@ def _overall_advice(report: Sequence[AccountAudit]) -> str:
     help="Where to write the page (- for stdout).",
 )  # fmt: skip
 @click.pass_context
-def report(ctx: click.Context, email: str | None, output: TextIO) -> None:
+def report(ctx: click.Context, email: str | None, output: str) -> None:
     """Write one self-contained HTML page: a summary per account, expiries per day, and every
     ref with its thumbnail, time left, source, a copy button, account and size, to search by
     file name or ref and filter by account and urgency."""
     page = app_of(ctx).cache().report(email=email)
-    with writing(output):
-        output.write(page)
-    if output.name != "<stdout>":  # on stdout the page is the whole output
-        click.echo(f"wrote {shown(output.name)}")
+    with writing(output) as out:
+        out.write(page)
+    if output != "-":  # on stdout the page is the whole output
+        click.echo(f"wrote {shown(output)}")
 
 
 @click.command()

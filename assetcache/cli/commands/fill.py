@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -63,36 +63,46 @@ def fill(
     the field fails rather than guess: write the path from one of them, or pass --base DIR to
     look in DIR only. ~ and file:// URLs work.
     """
-    from ... import _json_text
-
-    text = payload.read()
     # stdin re-wrapped for surrogateescape may lack a name (click's test runner's does)
-    name = getattr(payload, "name", "-")
-    folders = _folders(name, base)
-    slots, in_lines = _payloads(text)
+    folders = _folders(getattr(payload, "name", "-"), base)
+    slots, in_lines = _payloads(payload.read())
     read = [slot for slot in slots if slot is not None]
+    located = [_located(parsed, folders) for _, parsed in read]
     # --email contradicting a payload's own email is a usage error; ASSETCACHE_EMAIL is only a
     # default, which a payload's email overrides.
     explicit = ctx.get_parameter_source("email") is click.core.ParameterSource.COMMANDLINE
     options: dict[str, Any] = {"base_dir": folders[0], "min_remaining": min_remaining, "jobs": jobs}
-    located = [_located(payload, folders) for _, payload in read]
     outcomes = _fill_each(app_of(ctx).cache(), [p for p, _ in located], email, explicit, options)
-    answers = iter(zip(read, located, outcomes, strict=True))
-    worst = EXIT_OK
+    answers = [
+        (label, _with_refused(outcome, refused))
+        for (label, _), (_, refused), outcome in zip(read, located, outcomes, strict=True)
+    ]
     with writing(output) as out:
-        for slot in slots:
-            if slot is None:  # a blank line in, a blank line out: lines stay in step
-                out.write("\n")
-                continue
-            (label, _), (_, refused), outcome = next(answers)
-            outcome = _with_refused(outcome, refused)
-            if isinstance(outcome, dict):
-                out.write(_json_text.dumps(outcome) + "\n")
-                continue
-            if in_lines:  # an empty line, never the payload: a failed one must not look filled
-                out.write("\n")
-            worst = max(worst, _fill_failure(label, outcome))
+        worst = _write_in_step(out, slots, answers, in_lines)
     ctx.exit(worst)
+
+
+def _write_in_step(
+    out: IO[str], slots: list[Any], answers: list[tuple[str, Any]], in_lines: bool
+) -> int:
+    """One line out per input line (JSON Lines): the filled payload, or an empty line for a
+    blank line or a failed payload, whose errors go to stderr. The worst exit code."""
+    from ... import _json_text
+
+    pending = iter(answers)
+    worst = EXIT_OK
+    for slot in slots:
+        if slot is None:  # a blank line in, a blank line out: lines stay in step
+            out.write("\n")
+            continue
+        label, outcome = next(pending)
+        if isinstance(outcome, dict):
+            out.write(_json_text.dumps(outcome) + "\n")
+            continue
+        if in_lines:  # an empty line, never the payload: a failed one must not look filled
+            out.write("\n")
+        worst = max(worst, _fill_failure(label, outcome))
+    return worst
 
 
 def _folders(name: str, base: str | None) -> list[str]:

@@ -5,7 +5,8 @@
                   prints a traceback unless ``-v`` asked for it
     commands/     one module per group of commands; each command is one library call plus output
     app.py        one invocation's state, and the cache it opens on first use
-    options.py    option types (durations) and shared options (--email, FILE... with ``-``)
+    options.py    option types (durations, -o files) and shared options (--email, FILE... with
+                  ``-``)
     output.py     what reaches the terminal: escaped text, tables, JSON, the progress bar
     exits.py      the exit codes, and which error ends a command with which
     errors.py     how an error is worded: one line, ``assetcache: error: …``, in CLI words

@@ -58,9 +58,11 @@ from ._errors import (
     needs_setting,
 )
 from ._refs import MAX_ID_LENGTH, excerpt, ref_problem, text_problem, url_problem
-from ._retry import RetryPolicy
+from ._retry import RETRY_LOGGER, RetryPolicy, RetryWait
 
 log = logging.getLogger("assetcache")
+#: Each wait before another attempt, as data for a front end (see RETRY_LOGGER).
+retry_log = logging.getLogger(RETRY_LOGGER)
 
 #: Explicit timeouts: connecting is quick or hopeless; sending 20 MB on a slow uplink is not.
 #: Each applies to one socket operation; RetryPolicy.attempt_timeout bounds the whole exchange.
@@ -83,12 +85,14 @@ class UploadResult:
 
 
 class _Retryable(Exception):
-    """Marks a RemoteError worth another attempt; carries the server's Retry-After."""
+    """Marks a RemoteError worth another attempt; carries the server's Retry-After, and the
+    failure in a few words (``reason``) for the announcement of the wait (RetryWait)."""
 
-    def __init__(self, error: RemoteError, retry_after: float | None) -> None:
+    def __init__(self, error: RemoteError, retry_after: float | None, reason: str) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,10 @@ class _BearerAuth(httpx.Auth):
 
 def upload_url(base_url: str, email: str) -> str:
     return f"{base_url.rstrip('/')}/v1/luma/assets/{email_segment(email)}"
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -218,12 +226,12 @@ def interpret(answer: _Answer, email: str, secret: Secret) -> UploadResult:
             "wait a few minutes and retry, or upload fewer files at once",
             status=status,
         )
-        raise _Retryable(error, retry_after)
+        raise _Retryable(error, retry_after, f"rate limited (HTTP {status})")
     if status >= 500:
         error = ServerError(
             f"useapi.net failed (HTTP {status}){said_part}; retry later", status=status
         )
-        raise _Retryable(error, retry_after)
+        raise _Retryable(error, retry_after, f"HTTP {status}")
     raise ProtocolError(
         f"useapi.net answered HTTP {status}, which the upload API does not document"
         f"{said_part}; nothing was recorded",
@@ -398,7 +406,16 @@ def _transport_error(exc: httpx.TransportError, url: str, secret: Secret) -> Exc
         f"the connection to {httpx.URL(url).host} {kind} ({detail}); "
         "check the network (or ASSETCACHE_BASE_URL) and retry"
     )
-    return _Retryable(error, None)
+    return _Retryable(error, None, _transport_reason(exc, detail))
+
+
+def _transport_reason(exc: httpx.TransportError, detail: str) -> str:
+    """A transient transport failure in a few words, for the announcement of the wait."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in detail.lower() else "cannot connect"
+    return "connection lost"
 
 
 def _timed_out(url: str) -> _Retryable:
@@ -407,7 +424,7 @@ def _timed_out(url: str) -> _Retryable:
         "attempt's deadline); check the network and retry, or raise "
         "RetryPolicy.attempt_timeout and max_elapsed for a slow uplink"
     )
-    return _Retryable(error, None)
+    return _Retryable(error, None, "no answer in time")
 
 
 def _call_before(deadline: float, work: Callable[[], _Answer]) -> _Answer | None:
@@ -483,11 +500,24 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     return wait
 
 
-def _retry_kwargs(budget: _Budget) -> dict[str, Any]:
+def _retry_kwargs(budget: _Budget, host: str) -> dict[str, Any]:
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.info("attempt %d failed (%s); retrying in %.1fs", state.attempt_number, exc, wait)
+        announced = RetryWait(
+            host=host,
+            reason=exc.reason if isinstance(exc, _Retryable) else "failed",
+            seconds=wait,
+            next_attempt=state.attempt_number + 1,
+            attempts=budget.policy.attempts,
+        )
+        retry_log.info(
+            "attempt %d failed (%s); retrying in %.1fs",
+            state.attempt_number,
+            exc,
+            wait,
+            extra={"retry_wait": announced},
+        )
 
     return {
         "stop": tenacity.stop_after_attempt(budget.policy.attempts) | _StopAtBudget(budget),
@@ -585,7 +615,7 @@ class LumaClient(_Base):
             _log_response(url, answer.status, len(data), started)
             return interpret(answer, email, self._token)
 
-        retrying = tenacity.Retrying(sleep=self._sleep, **_retry_kwargs(budget))
+        retrying = tenacity.Retrying(sleep=self._sleep, **_retry_kwargs(budget, _host(url)))
         try:
             return retrying(attempt)
         except _Retryable as exc:
@@ -643,7 +673,7 @@ class AsyncLumaClient(_Base):
             _log_response(url, answer.status, len(data), started)
             return interpret(answer, email, self._token)
 
-        kwargs = _retry_kwargs(budget)
+        kwargs = _retry_kwargs(budget, _host(url))
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         retrying = tenacity.AsyncRetrying(**kwargs)

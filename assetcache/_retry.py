@@ -34,3 +34,20 @@ class RetryPolicy:
         if not (self.max_elapsed > 0 and self.attempt_timeout > 0):
             # Zero would leave no time for even the first request.
             raise ValueError("RetryPolicy.max_elapsed and attempt_timeout must be positive")
+
+
+#: The logger on which both clients announce each wait before another attempt (level INFO).
+#: Each of its records carries the wait as data, ``record.retry_wait`` (a RetryWait), for a
+#: front end to word as it likes: the library itself never prints.
+RETRY_LOGGER = "assetcache.retry"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryWait:
+    """One wait before another attempt at an upload, as data."""
+
+    host: str  # the server's host name, as in the upload URL
+    reason: str  # why the last attempt failed, in a few words: "connection refused", "HTTP 503"
+    seconds: float  # how long until the next attempt starts
+    next_attempt: int  # that attempt's number, the first one being 1
+    attempts: int  # the most attempts the policy allows (the budget may end them sooner)

@@ -1,5 +1,11 @@
 """Durations as people type them (``90s``, ``45m``, ``12h``, ``3d``, ``2w``, ``1d12h``) and
-times as people read them (``in 3d 4h``, ``2h ago``)."""
+times as people read them (``in 3d 4h``, ``2h ago``).
+
+How a time is rounded for reading (``readable``, ``relative``): its largest unit and the next
+one down, the rest dropped -- ``29d 23h``, ``3h 5m``, ``4m 10s``, ``45s`` -- and a smaller unit
+that is zero left out (``30d``, not ``30d 0h``; never ``30d 1s``). Dropping rounds down, so a
+time left is never overstated: an upload shows ``30d left`` at most, however long its batch.
+"""
 
 from __future__ import annotations
 
@@ -72,11 +78,32 @@ def _format_seconds(seconds: int, parts: int) -> str:
     return " ".join(shown[:parts])
 
 
+def readable(delta: timedelta) -> str:
+    """A duration as a person reads it (see the module's docstring): ``29d 23h``, ``45s``."""
+    return _readable_seconds(abs(int(delta.total_seconds())))
+
+
+def _readable_seconds(seconds: int) -> str:
+    # The largest unit, then the next one down if it is not zero: integer arithmetic, as ls
+    # formats two of these per row.
+    for unit, size, smaller, smaller_size in _READING_STEPS:
+        if seconds >= size:
+            whole, rest = divmod(seconds, size)
+            part = rest // smaller_size
+            return f"{whole}{unit} {part}{smaller}" if part else f"{whole}{unit}"
+    return f"{seconds}s"
+
+
+#: Each unit a time may start with, and the one shown after it.
+_READING_STEPS: Final = (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60), ("m", 60, "s", 1))
+
+
 def relative(moment: datetime, now: datetime) -> str:
-    """``in 3d 4h`` for the future, ``2h ago`` for the past, ``now`` within a second."""
+    """``in 3d 4h`` for the future, ``2h ago`` for the past, ``now`` within a second; rounded
+    as ``readable`` rounds (down)."""
     seconds = int((moment - now).total_seconds())
     if not seconds:
         return "now"
     if seconds > 0:
-        return "in " + _format_seconds(seconds, 2)
-    return _format_seconds(-seconds, 2) + " ago"
+        return "in " + _readable_seconds(seconds)
+    return _readable_seconds(-seconds) + " ago"

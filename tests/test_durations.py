@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assetcache._durations import format_duration, parse_duration, relative
+from assetcache._asset import RETENTION
+from assetcache._durations import format_duration, parse_duration, readable, relative
 
 
 @pytest.mark.parametrize(
@@ -52,6 +53,87 @@ def test_format_and_relative() -> None:
     assert relative(now + timedelta(days=3, hours=4, minutes=2), now) == "in 3d 4h"
     assert relative(now - timedelta(hours=2), now) == "2h ago"
     assert relative(now, now) == "now"
+
+
+# -- times as a person reads them: the largest unit and the next one down, rounded down ------
+
+_UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_NEXT_DOWN = {"d": "h", "h": "m", "m": "s"}
+#: Up to twice the retention, and a few seconds past each unit's edge, where rounding bites.
+_DURATIONS = st.one_of(
+    st.integers(min_value=0, max_value=2 * int(RETENTION.total_seconds())),
+    st.sampled_from([0, 1, 59, 60, 61, 3_599, 3_600, 3_601, 86_399, 86_400, 86_401]),
+    st.integers(min_value=0, max_value=5).map(lambda n: int(RETENTION.total_seconds()) + n),
+).map(lambda s: timedelta(seconds=s))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (60, "1m"),
+        (250, "4m 10s"),
+        (3_600 * 3 + 5 * 60 + 59, "3h 5m"),
+        (86_400 * 30 + 1, "30d"),  # a fresh upload of a batch: never "30d 1s"
+        (86_400 * 30 + 2, "30d"),
+        (86_400 * 28 + 1, "28d"),  # "28d 1s ago" reads as "28d ago"
+        (86_400 * 29 + 3_600 * 23 + 3_599, "29d 23h"),  # rounded down: never "30d" early
+        (86_400 + 59 * 60, "1d"),
+    ],
+)
+def test_readable_examples(seconds: int, shown: str) -> None:
+    assert readable(timedelta(seconds=seconds)) == shown
+
+
+def _units(shown: str) -> list[tuple[int, str]]:
+    return [(int(part[:-1]), part[-1]) for part in shown.split()]
+
+
+@given(_DURATIONS)
+def test_readable_shows_the_largest_unit_and_the_next_one_down_at_most(delta: timedelta) -> None:
+    units = _units(readable(delta))
+    assert 1 <= len(units) <= 2
+    if len(units) == 2:
+        (_, big), (small_value, small) = units
+        assert _NEXT_DOWN[big] == small  # adjacent: "30d 1s" is not a time a person reads
+        assert 0 < small_value < _UNIT_SECONDS[big] // _UNIT_SECONDS[small]
+    assert units[0][0] > 0 or delta < timedelta(seconds=1)
+
+
+@given(_DURATIONS)
+def test_readable_rounds_down_within_its_smallest_unit(delta: timedelta) -> None:
+    shown = parse_duration(readable(delta).replace(" ", ""))
+    assert shown <= delta  # a time left is never overstated
+    largest = _units(readable(delta))[0][1]
+    step = _UNIT_SECONDS[_NEXT_DOWN.get(largest, "s")]
+    assert delta - shown < timedelta(seconds=step)
+
+
+@given(_DURATIONS, _DURATIONS)
+def test_readable_keeps_order(a: timedelta, b: timedelta) -> None:
+    shorter, longer = sorted((a, b))
+    read = [parse_duration(readable(d).replace(" ", "")) for d in (shorter, longer)]
+    assert read[0] <= read[1]
+
+
+@given(_DURATIONS)
+def test_nothing_within_the_retention_reads_as_more(delta: timedelta) -> None:
+    if delta <= RETENTION + timedelta(seconds=59):  # "30d" + seconds, as a batch's uploads are
+        assert parse_duration(readable(delta).replace(" ", "")) <= RETENTION
+
+
+@given(_DURATIONS, st.booleans())
+def test_relative_rounds_as_readable(delta: timedelta, future: bool) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    moment = now + delta if future else now - delta
+    shown = relative(moment, now)
+    if delta < timedelta(seconds=1):
+        assert shown == "now"
+    elif future:
+        assert shown == f"in {readable(delta)}"
+    else:
+        assert shown == f"{readable(delta)} ago"
 
 
 @pytest.mark.parametrize("text", ["10000000d", "36501d", "99999999999999999999w"])

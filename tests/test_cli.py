@@ -360,7 +360,7 @@ def test_upload_progress_bar_only_on_a_terminal_with_several_files(  # type: ign
 ) -> None:
     files = [str(write(tmp_path / f"{i}.png", png(str(i)))) for i in range(3)]
     assert "resolving" not in run("upload", *files, "--email", EMAIL).stderr  # not a TTY
-    monkeypatch.setattr("assetcache.cli.output._stderr_is_tty", lambda: True)
+    monkeypatch.setattr("assetcache.cli.terminal.stderr_is_terminal", lambda: True)
     several = run("upload", *files, "--email", EMAIL, "--force")
     assert several.exit_code == 0
     assert "resolving" in several.stderr

@@ -6,8 +6,9 @@
     commands/     one module per group of commands; each command is one library call plus output
     app.py        one invocation's state, and the cache it opens on first use
     options.py    option types (durations, -o files) and shared options (--email, FILE... with
-                  ``-``)
-    output.py     what reaches the terminal: escaped text, tables, JSON, the progress bar
+                  ``-``, completing as file names)
+    output.py     what reaches the terminal: escaped text, tables, JSON
+    terminal.py   what only a terminal gets (progress bars, colour, the retry notice) and -q
     exits.py      the exit codes, and which error ends a command with which
     errors.py     how an error is worded: one line, ``assetcache: error: …``, in CLI words
     logs.py       ``-v``'s logging to stderr, secrets masked
@@ -31,7 +32,9 @@ from .commands import fill, inspect, maintain, move, resolve, tools
 from .errors import click_error_text, describe, error_line
 from .exits import EXIT_CODES_HELP, EXIT_UNEXPECTED, exit_code
 from .logs import setup_logging
+from .options import complete_path
 from .output import shown
+from .terminal import listen_for_retries, stderr_is_terminal
 
 
 class _Group(click.Group):
@@ -109,14 +112,22 @@ class _Group(click.Group):
     envvar=_config.ENV_DB,
     show_envvar=True,
     metavar="PATH_OR_URL",
+    shell_complete=complete_path,
     help="The ledger: a file path or a sqlite:/// URL (SQLite on this machine), or a "
     "postgresql://user:password@host/dbname URL (one ledger shared by machines). Default: "
     "ledger.db in the user data dir (assetcache path prints it).",
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr; -vv for debug. Never the token.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Errors only: no progress bar, retry notice, per-file line or summary (the data a "
+    "command prints, such as refs, ls, export or --json, still is).",
+)
 @click.version_option(__version__, prog_name="assetcache")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool) -> None:
     """Cache useapi.net Luma asset uploads by content: upload each image once, reuse its
     assetRef until it is about to expire, and see what is about to expire.
 
@@ -138,11 +149,15 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     payload file's folder (an error if both hold different files), or only in
     --base DIR; see assetcache fill --help.
     """
+    if quiet and verbose:
+        raise click.UsageError("-q and -v are exclusive: -q shows errors only, -v adds logs")
     options = ctx.obj if isinstance(ctx.obj, dict) else {}
-    app = App(db=db, verbose=verbose, **options)
+    app = App(db=db, verbose=verbose, quiet=quiet, **options)
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(verbose, db)
+    if not quiet and stderr_is_terminal():  # a person is watching: say when uploads wait
+        ctx.call_on_close(listen_for_retries())
 
 
 def _fail(exc: click.ClickException) -> NoReturn:

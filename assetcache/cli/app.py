@@ -1,5 +1,5 @@
 """One invocation's state: the options of the group, what tests inject, and the cache, opened
-on first use and closed when the command ends."""
+on first use and closed when the command ends (and counting its resolves, for progress)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,26 @@ from typing import Any
 
 import click
 
+from .._asset import Asset
 from .._cache import AssetCache
 from .._retry import RetryPolicy
+
+
+class CountingCache(AssetCache):
+    """The CLI's AssetCache: ``on_resolved`` is called as each resolve ends, however it ends.
+
+    fill and refresh resolve their files inside one library call (``fill_many``, ``refresh``),
+    which goes through ``resolve`` for each file; counting there gives their progress bars
+    steps without the library printing, or taking a callback in its public signatures.
+    """
+
+    on_resolved: Callable[[], None] = staticmethod(lambda: None)
+
+    def resolve(self, *args: Any, **kwargs: Any) -> Asset:
+        try:
+            return super().resolve(*args, **kwargs)
+        finally:
+            self.on_resolved()
 
 
 @dataclass
@@ -20,6 +38,7 @@ class App:
 
     db: str | None
     verbose: int
+    quiet: bool = False  # -q: errors only (see terminal.py)
     clock: Callable[[], datetime] | None = None
     transport: Any = None
     retry: RetryPolicy | None = None
@@ -27,10 +46,18 @@ class App:
 
     def cache(self) -> AssetCache:
         if self._cache is None:
-            self._cache = AssetCache(
+            self._cache = CountingCache(
                 db=self.db, transport=self.transport, clock=self.clock, retry=self.retry
             )
         return self._cache
+
+    def counted(self, step: Callable[[], None]) -> AssetCache:
+        """The cache, calling ``step`` as each of its resolves ends from now on (a bar's
+        ``advance``)."""
+        cache = self.cache()
+        if isinstance(cache, CountingCache):
+            cache.on_resolved = step
+        return cache
 
     def now(self) -> datetime:
         return self.clock() if self.clock else datetime.now(UTC)

@@ -1,6 +1,6 @@
 """Option types and options shared by several commands: durations (bounded by the uploads'
 retention where a margin is asked for), the account email, FILE arguments (``-`` reads more
-paths from stdin), and ``-o`` files (``-`` is stdout)."""
+paths from stdin; the shell completes them as file names), and ``-o`` files (``-`` is stdout)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from .. import _config
 from .._asset import RETENTION
 from .._durations import format_duration, parse_duration
 from .errors import OutputError
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
@@ -48,6 +51,7 @@ DURATION = Duration()
 #: --min-remaining: what a fresh upload can satisfy (resolve refuses more, as ValueError).
 MIN_REMAINING = Duration(below=RETENTION)
 
+
 class OutputFile(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """-o FILE, ``-`` for stdout. The path is checked while the command line is read (a folder
     that exists and may be written to, and no folder by that name), so a typo is a usage error
@@ -62,6 +66,11 @@ class OutputFile(click.ParamType):  # type: ignore[type-arg]  # generic only in 
         if problem is not None:
             self.fail(f"cannot write {path}: {problem}", param, ctx)
         return path
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return complete_path(ctx, param, incomplete)
 
 
 OUTPUT_FILE = OutputFile()
@@ -123,3 +132,14 @@ def read_paths(files: Sequence[str]) -> list[str]:
         else:
             paths.append(name)
     return paths
+
+
+def complete_path(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion for a path that click does not type as one (FILE... also takes ``-``,
+    and the library checks the files itself, naming each failure): the shell completes a
+    file name, as it would without completion enabled."""
+    from click.shell_completion import CompletionItem  # only while the shell asks
+
+    return [CompletionItem(incomplete, type="file")]

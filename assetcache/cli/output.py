@@ -1,12 +1,10 @@
 """What the command line shows: text made safe for a terminal, JSON, tables, sizes, short
-refs, and the progress bar (on stderr, on a terminal only)."""
+refs. (What only a terminal gets, progress bars and colour, is terminal.py's.)"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import click
 
@@ -39,48 +37,38 @@ def shown(text: str) -> str:
 
 
 def emit_json(value: Any, *, indent: int | None = None) -> None:
+    click.echo(json_text(value, indent=indent))
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
     import json  # only the --json outputs need it
 
-    click.echo(json.dumps(value, ensure_ascii=False, indent=indent))
+    return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
 def short_ref(ref: str) -> str:
     return ref if len(ref) <= 20 else f"{ref[:6]}…{ref[-8:]}"
 
 
-def table(rows: Sequence[Sequence[str]]) -> Iterator[str]:
-    """Left-aligned columns two spaces apart; one format string per table, not per cell."""
+def table(
+    rows: Sequence[Sequence[str]], colours: Sequence[Mapping[int, str]] | None = None
+) -> Iterator[str]:
+    """Left-aligned columns two spaces apart; one format string per table, not per cell.
+
+    ``colours``: for each row, the colour of some of its cells by column (terminal.py decides
+    whether there is colour at all); the padding stays outside the colour codes.
+    """
     widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    if colours is not None:
+        return (_coloured(row, widths, c) for row, c in zip(rows, colours, strict=True))
     line = "  ".join(f"{{:<{width}}}" for width in widths)
     return (line.format(*row).rstrip() for row in rows)
 
 
-class ProgressBar(Protocol):
-    """What a command does with a bar: count steps done."""
+def _coloured(row: Sequence[str], widths: Sequence[int], colours: Mapping[int, str]) -> str:
+    cells = (
+        (click.style(cell, fg=colours[i]) if i in colours else cell) + " " * (width - len(cell))
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+    )
+    return "  ".join(cells).rstrip()
 
-    def update(self, n_steps: int, /) -> None: ...
-
-
-def progress_bar(length: int, label: str) -> AbstractContextManager[ProgressBar]:
-    """A bar on stderr for ``length`` steps; one that shows nothing for a single step or when
-    stderr is not a terminal (a log file or a pipe would fill with its redraws)."""
-    if length > 1 and _stderr_is_tty():
-        return click.progressbar(length=length, label=label, file=sys.stderr)
-    return _NullBar()
-
-
-def _stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-class _NullBar:
-    """A bar that shows nothing."""
-
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self) -> _NullBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass

@@ -16,6 +16,7 @@ from ..app import app_of
 from ..errors import InputError, describe, error_line
 from ..exits import EXIT_OK, exit_code
 from ..options import MIN_REMAINING, OUTPUT_FILE, email_option, writing
+from ..terminal import progress
 
 
 @click.command()
@@ -72,7 +73,11 @@ def fill(
     # default, which a payload's email overrides.
     explicit = ctx.get_parameter_source("email") is click.core.ParameterSource.COMMANDLINE
     options: dict[str, Any] = {"base_dir": folders[0], "min_remaining": min_remaining, "jobs": jobs}
-    outcomes = _fill_each(app_of(ctx).cache(), [p for p, _ in located], email, explicit, options)
+    app = app_of(ctx)
+    # Written once every payload is done: the bar counts the images resolved meanwhile.
+    with progress("resolving", None, quiet=app.quiet, unit="image") as bar:
+        payloads = [p for p, _ in located]
+        outcomes = _fill_each(app.counted(bar.advance), payloads, email, explicit, options)
     answers = [
         (label, _with_refused(outcome, refused))
         for (label, _), (_, refused), outcome in zip(read, located, outcomes, strict=True)

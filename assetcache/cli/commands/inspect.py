@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from ..._durations import format_duration, relative
 from ..app import app_of
 from ..options import DURATION, OUTPUT_FILE, email_option, writing
 from ..output import emit_json, human_size, short_ref, shown, table
+from ..terminal import SOON, STATUS_COLOURS, colour_on, note, painted
 
 _FIELDS = EXPORT_FIELDS
 
@@ -57,7 +59,7 @@ def ls_command(
         writer.writerows(_row(a, now) for a in assets)
         click.echo(out.getvalue(), nl=False)
     elif not assets:
-        click.echo("no entries", err=True)
+        note("no entries", quiet=app.quiet, err=True)
     else:
         rows = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "STATUS", "SOURCE")]
         rows += [
@@ -73,7 +75,9 @@ def ls_command(
             )
             for a in assets
         ]
-        click.echo("\n".join(table(rows)))  # one write: tens of thousands of rows is common
+        colours = [{}, *(_colours(a, now) for a in assets)] if colour_on(sys.stdout) else None
+        # one write: tens of thousands of rows is common
+        click.echo("\n".join(table(rows, colours)))
 
 
 #: ls's STATUS column; "future" rows were recorded while the clock ran ahead (never answers).
@@ -83,6 +87,22 @@ _STATUS_SHOWN = {
     "revoked": "revoked",
     "future": "FUTURE(clock)",
 }
+
+
+#: ls's columns that colour shows: EXPIRES and STATUS.
+_EXPIRES, _STATUS = 5, 6
+
+
+def _colours(asset: Asset, now: datetime) -> dict[int, str]:
+    """The colour of a row's cells (on a terminal): its status, or its expiry when it is live
+    and expires within 24 h."""
+    state = asset.state(now)
+    if state == "live":
+        if asset.remaining_at(now) > SOON:
+            return {}
+        soon = STATUS_COLOURS["soon"]
+        return {_EXPIRES: soon, _STATUS: soon}
+    return {_STATUS: STATUS_COLOURS[state]}
 
 
 def _row(asset: Asset, now: datetime) -> dict[str, Any]:
@@ -124,12 +144,23 @@ def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
     if not report:
         click.echo("the ledger is empty: nothing uploaded yet")
         return
+    colour = colour_on(sys.stdout)
+
+    def counted(count: int, words: str, status: str) -> str:
+        """``3 expired``, in the status's colour on a terminal when there are any."""
+        text = f"{count} {words}"
+        return painted(text, STATUS_COLOURS[status]) if colour and count else text
+
     for r in report:
-        future = f", {r.future} recorded in the future (clock ran ahead)" if r.future else ""
-        future += f", {r.revoked} revoked" if r.revoked else ""
+        future = ""
+        if r.future:
+            future += ", " + counted(r.future, "recorded in the future (clock ran ahead)", "future")
+        if r.revoked:
+            future += ", " + counted(r.revoked, "revoked", "revoked")
         click.echo(
-            f"{shown(r.email)}: {r.live} live ({r.expiring_24h} expiring within 24h, "
-            f"{r.expiring_7d} within 7d), {r.expired} expired{future}, "
+            f"{shown(r.email)}: {r.live} live "
+            f"({counted(r.expiring_24h, 'expiring within 24h', 'soon')}, "
+            f"{r.expiring_7d} within 7d), {counted(r.expired, 'expired', 'expired')}{future}, "
             f"{r.refreshable} refreshable, {r.uploads} upload(s) recorded"
         )
     click.echo(f"next: {advice}")
@@ -179,7 +210,7 @@ def report(ctx: click.Context, email: str | None, output: str) -> None:
     with writing(output) as out:
         out.write(page)
     if output != "-":  # on stdout the page is the whole output
-        click.echo(f"wrote {shown(output)}")
+        note(f"wrote {shown(output)}", quiet=app_of(ctx).quiet)
 
 
 @click.command()

@@ -3,18 +3,22 @@ uploaded again, refs Luma rejected revoked)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import click
 
+from ..._asset import Asset
 from ..._cache import RefreshItem
 from ..._durations import relative
 from ..._errors import AssetCacheError
 from ..app import app_of
 from ..errors import describe, error_line
 from ..exits import EXIT_NOT_CACHED, EXIT_OK, exit_code
-from ..options import DURATION, email_option
+from ..options import DURATION, complete_path, email_option
 from ..output import emit_json, shown
+from ..terminal import note, progress
 
 
 @click.command()
@@ -32,14 +36,36 @@ def prune(
     )
     now = app.now()
     count = 0
-    for a in removed:  # streamed: pruning half a million rows stays in bounded memory
-        count += 1
-        click.echo(
-            f"{shown(a.asset_ref)}  {shown(a.email)}  uploaded {relative(a.uploaded_at, now)}"
-            f"  {shown(a.source or '-')}"
-        )
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {count} entr{'y' if count == 1 else 'ies'}")
+    label = "checking" if dry_run else "pruning"
+    with progress(label, None, quiet=app.quiet, unit="row") as bar:
+        # Streamed: pruning half a million rows stays in bounded memory; printed a chunk at a
+        # time, so that the bar is redrawn once per chunk, not once per row.
+        for chunk in _chunks(removed):
+            count += len(chunk)
+            bar.echo("\n".join(_pruned_line(a, now) for a in chunk))
+            bar.advance(len(chunk))
+    note(f"{verb} {count} entr{'y' if count == 1 else 'ies'}", quiet=app.quiet)
+
+
+def _pruned_line(asset: Asset, now: datetime) -> str:
+    return (
+        f"{shown(asset.asset_ref)}  {shown(asset.email)}  uploaded "
+        f"{relative(asset.uploaded_at, now)}  {shown(asset.source or '-')}"
+    )
+
+
+def _chunks(rows: Iterator[Asset], seconds: float = 0.1) -> Iterator[list[Asset]]:
+    """The rows in lists, each of those that came within ``seconds``."""
+    chunk: list[Asset] = []
+    started = time.monotonic()
+    for row in rows:
+        chunk.append(row)
+        if time.monotonic() - started >= seconds:
+            yield chunk
+            chunk, started = [], time.monotonic()
+    if chunk:
+        yield chunk
 
 
 # -- refresh ----------------------------------------------------------------------------
@@ -60,17 +86,21 @@ def refresh(
     ctx: click.Context, expiring_within: timedelta, email: str | None, dry_run: bool
 ) -> None:
     """Re-upload expiring refs whose source file still exists with the same content."""
-    items = (
-        app_of(ctx).cache().refresh(expiring_within=expiring_within, email=email, dry_run=dry_run)
-    )
+    app = app_of(ctx)
+    # A dry run uploads nothing: nothing to wait for, and no bar.
+    with progress("re-uploading", None, quiet=app.quiet, unit="ref", wanted=not dry_run) as bar:
+        cache = app.counted(bar.advance)
+        items = cache.refresh(expiring_within=expiring_within, email=email, dry_run=dry_run)
     worst = EXIT_OK
     for item in items:
-        click.echo(_refresh_line(item))
         if item.error is not None:
             worst = max(worst, exit_code(item.error))
+            if app.quiet:  # errors only: the failed re-uploads, said as errors
+                click.echo(error_line(_refresh_line(item)), err=True)
+        note(_refresh_line(item), quiet=app.quiet)
     done = sum(i.status in ("refreshed", "would-refresh") for i in items)
     verb = "would refresh" if dry_run else "refreshed"
-    click.echo(f"{verb} {done}, cannot refresh {len(items) - done}")
+    note(f"{verb} {done}, cannot refresh {len(items) - done}", quiet=app.quiet)
     ctx.exit(worst)
 
 
@@ -86,7 +116,7 @@ def _refresh_line(item: RefreshItem) -> str:
 
 
 @click.command()
-@click.argument("files", nargs=-1, metavar="FILE...")
+@click.argument("files", nargs=-1, metavar="FILE...", shell_complete=complete_path)
 @click.option("--ref", "refs", multiple=True, metavar="REF", help="A ref to forget (repeatable).")
 @email_option()
 @click.option("--json", "as_json", is_flag=True, help="The revoked rows, a JSON object a line.")
@@ -107,6 +137,7 @@ def forget(
     from pathlib import Path
 
     cache = app_of(ctx).cache()
+    quiet = app_of(ctx).quiet
     worst = EXIT_OK
     targets: list[tuple[str, Path | str]] = [(f, Path(f)) for f in files]
     targets += [(r, r) for r in refs]
@@ -125,5 +156,5 @@ def forget(
                 emit_json(asset.to_dict())
             else:
                 line = f"forgot {shown(asset.asset_ref)}  {shown(asset.email)}  {shown(shown_as)}"
-                click.echo(line)
+                note(line, quiet=quiet)
     ctx.exit(worst)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import click
 
-from ..._asset import Asset
+from ..._asset import RETENTION, Asset
 from ..._cache import DEFAULT_JOBS, AssetCache
-from ..._durations import format_duration
+from ..._durations import readable
 from ..._errors import AssetCacheError
 from ..app import app_of
 from ..errors import describe, error_line
 from ..exits import EXIT_OK, exit_code
-from ..options import MIN_REMAINING, email_option, need_email, read_paths
-from ..output import emit_json, progress_bar, shown
+from ..options import MIN_REMAINING, complete_path, email_option, need_email, read_paths
+from ..output import json_text, shown
+from ..terminal import SOON, STATUS_COLOURS, above_bar, colour_on, painted, progress
 
 
 class _OrderedPrinter:
@@ -42,7 +44,7 @@ class _OrderedPrinter:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", shell_complete=complete_path)
 @email_option()
 @click.option("--force", is_flag=True, help="Upload even when a live ref is cached.")
 @click.option(
@@ -79,39 +81,28 @@ def upload(
     paths = read_paths(files)
     if not paths:
         raise click.UsageError("no files given (stdin was empty)")
-    now = app.now()
     worst = EXIT_OK
+    colour = colour_on(sys.stdout)
 
-    def render(path: str, outcome: Asset | AssetCacheError) -> None:
-        nonlocal worst
-        if isinstance(outcome, AssetCacheError):
-            code = exit_code(outcome)
-            worst = max(worst, code)
-            if as_json:
-                emit_json({"path": path, "error": describe(outcome), "exit_code": code})
+    with progress("resolving", len(paths), quiet=app.quiet) as bar:
+
+        def render(path: str, outcome: Asset | AssetCacheError) -> None:
+            nonlocal worst
+            if isinstance(outcome, AssetCacheError):
+                code = exit_code(outcome)
+                worst = max(worst, code)
+                if as_json:  # data, which -q keeps: above the bar, but not through it
+                    failure = {"path": path, "error": describe(outcome), "exit_code": code}
+                    above_bar(json_text(failure))
+                else:
+                    bar.echo(error_line(describe(outcome)), err=True)
+            elif as_json:
+                above_bar(json_text(_json_result(path, outcome)))
             else:
-                click.echo(error_line(describe(outcome)), err=True)
-            return
-        if as_json:
-            emit_json(
-                {
-                    "path": path,
-                    "sha256": outcome.sha256,
-                    "email": outcome.email,
-                    "asset_ref": outcome.asset_ref,
-                    "reused": outcome.reused,
-                    "uploaded_at": outcome.uploaded_at.isoformat(),
-                    "expires_at": outcome.expires_at.isoformat(),
-                }
-            )
-        else:
-            how = "reused" if outcome.reused else "uploaded"
-            left = format_duration(outcome.remaining_at(now))
-            click.echo(f"{shown(outcome.asset_ref)}  {how}  {left} left  {shown(path)}")
+                bar.echo(_result_line(path, outcome, app.now(), colour))
 
-    printer = _OrderedPrinter(paths, render)
-    with progress_bar(len(paths), "resolving") as bar:
-        printer.progress = lambda: bar.update(1)
+        printer = _OrderedPrinter(paths, render)
+        printer.progress = bar.advance
         app.cache().resolve_many(
             paths,
             email=email,
@@ -124,7 +115,7 @@ def upload(
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", shell_complete=complete_path)
 @email_option()
 @click.option("--min-remaining", type=MIN_REMAINING, help="Re-upload when less than this is left.")
 @click.option(
@@ -162,6 +153,30 @@ def ref(
         else:
             click.echo(outcome.asset_ref)
     ctx.exit(worst)
+
+
+def _json_result(path: str, outcome: Asset) -> dict[str, object]:
+    return {
+        "path": path,
+        "sha256": outcome.sha256,
+        "email": outcome.email,
+        "asset_ref": outcome.asset_ref,
+        "reused": outcome.reused,
+        "uploaded_at": outcome.uploaded_at.isoformat(),
+        "expires_at": outcome.expires_at.isoformat(),
+    }
+
+
+def _result_line(path: str, outcome: Asset, now: datetime, colour: bool) -> str:
+    """``REF  uploaded  30d left  PATH``. The time left is taken when the line is printed and
+    capped at the retention: "now" read before a batch would make its later uploads show
+    more (``30d 1s``) than any upload can have."""
+    how = "reused" if outcome.reused else "uploaded"
+    remaining = min(outcome.remaining_at(now), RETENTION)
+    left = f"{readable(remaining)} left"
+    if colour and remaining <= SOON:
+        left = painted(left, STATUS_COLOURS["soon"])
+    return f"{shown(outcome.asset_ref)}  {how}  {left}  {shown(path)}"
 
 
 def _ref_of(

@@ -2,9 +2,10 @@
 times as people read them (``in 3d 4h``, ``2h ago``).
 
 How a time is rounded for reading (``readable``, ``relative``): its largest unit and the next
-one down, the rest dropped -- ``29d 23h``, ``3h 5m``, ``4m 10s``, ``45s`` -- and a smaller unit
-that is zero left out (``30d``, not ``30d 0h``; never ``30d 1s``). Dropping rounds down, so a
-time left is never overstated: an upload shows ``30d left`` at most, however long its batch.
+one down, that one rounded to the nearest (half up, carrying into the larger unit) --
+``29d 23h``, ``3h 5m``, ``4m 10s``, ``45s`` -- and a smaller unit that is zero left out:
+``30d``, not ``30d 0h``, and never ``30d 1s``. So a fresh upload reads ``30d left`` whether its
+clock read a second before or after the upload's, and ``28d 1s ago`` reads ``28d ago``.
 """
 
 from __future__ import annotations
@@ -80,29 +81,31 @@ def _format_seconds(seconds: int, parts: int) -> str:
 
 def readable(delta: timedelta) -> str:
     """A duration as a person reads it (see the module's docstring): ``29d 23h``, ``45s``."""
-    return _readable_seconds(abs(int(delta.total_seconds())))
+    return _readable_seconds(abs(delta.total_seconds()))
 
 
-def _readable_seconds(seconds: int) -> str:
-    # The largest unit, then the next one down if it is not zero: integer arithmetic, as ls
-    # formats two of these per row.
-    for unit, size, smaller, smaller_size in _READING_STEPS:
+def _readable_seconds(seconds: float) -> str:
+    # Plain arithmetic: ls formats two of these per row, for tens of thousands of rows.
+    for i, (unit, size, smaller, smaller_size) in enumerate(_READING_STEPS):
         if seconds >= size:
-            whole, rest = divmod(seconds, size)
-            part = rest // smaller_size
+            count = int(seconds / smaller_size + 0.5)  # of the smaller unit, half up
+            if i and count * smaller_size >= _READING_STEPS[i - 1][1]:
+                return _readable_seconds(count * smaller_size)  # carried: 23h 59m 40s is 1d
+            whole, part = divmod(count, size // smaller_size)
             return f"{whole}{unit} {part}{smaller}" if part else f"{whole}{unit}"
-    return f"{seconds}s"
+    count = int(seconds + 0.5)
+    return "1m" if count == 60 else f"{count}s"
 
 
-#: Each unit a time may start with, and the one shown after it.
+#: Each unit a time may start with (the largest it holds), and the one shown after it.
 _READING_STEPS: Final = (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60), ("m", 60, "s", 1))
 
 
 def relative(moment: datetime, now: datetime) -> str:
     """``in 3d 4h`` for the future, ``2h ago`` for the past, ``now`` within a second; rounded
-    as ``readable`` rounds (down)."""
-    seconds = int((moment - now).total_seconds())
-    if not seconds:
+    as ``readable`` rounds."""
+    seconds = (moment - now).total_seconds()
+    if abs(seconds) < 1:
         return "now"
     if seconds > 0:
         return "in " + _readable_seconds(seconds)

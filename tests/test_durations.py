@@ -55,15 +55,16 @@ def test_format_and_relative() -> None:
     assert relative(now, now) == "now"
 
 
-# -- times as a person reads them: the largest unit and the next one down, rounded down ------
+# -- times as a person reads them: the largest unit and the next one down, rounded ------------
 
 _UNIT_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _NEXT_DOWN = {"d": "h", "h": "m", "m": "s"}
-#: Up to twice the retention, and a few seconds past each unit's edge, where rounding bites.
+_RETENTION_S = int(RETENTION.total_seconds())
+#: Up to twice the retention, and around each unit's edge, where rounding bites.
 _DURATIONS = st.one_of(
-    st.integers(min_value=0, max_value=2 * int(RETENTION.total_seconds())),
-    st.sampled_from([0, 1, 59, 60, 61, 3_599, 3_600, 3_601, 86_399, 86_400, 86_401]),
-    st.integers(min_value=0, max_value=5).map(lambda n: int(RETENTION.total_seconds()) + n),
+    st.floats(min_value=0, max_value=2 * _RETENTION_S, allow_nan=False),
+    st.sampled_from([0, 0.5, 1, 59.5, 60, 3_599.5, 3_600, 86_369, 86_370, 86_400, _RETENTION_S]),
+    st.floats(min_value=-5, max_value=5).map(lambda n: _RETENTION_S + n),
 ).map(lambda s: timedelta(seconds=s))
 
 
@@ -74,12 +75,14 @@ _DURATIONS = st.one_of(
         (45, "45s"),
         (60, "1m"),
         (250, "4m 10s"),
-        (3_600 * 3 + 5 * 60 + 59, "3h 5m"),
-        (86_400 * 30 + 1, "30d"),  # a fresh upload of a batch: never "30d 1s"
-        (86_400 * 30 + 2, "30d"),
-        (86_400 * 28 + 1, "28d"),  # "28d 1s ago" reads as "28d ago"
-        (86_400 * 29 + 3_600 * 23 + 3_599, "29d 23h"),  # rounded down: never "30d" early
-        (86_400 + 59 * 60, "1d"),
+        (3_600 * 3 + 5 * 60 + 29, "3h 5m"),
+        (86_400 * 30 + 1, "30d"),  # a batch's fresh upload, "now" read before it: not "30d 1s"
+        (86_400 * 30 - 1, "30d"),  # "now" read after it: not "29d 23h"
+        (86_400 * 28 + 1, "28d"),  # "28d 1s ago" reads "28d ago"
+        (86_400 * 29 + 3_600 * 23 + 29 * 60, "29d 23h"),
+        (3_600 * 23 + 40 * 60, "23h 40m"),  # under a day stays under a day...
+        (3_600 * 23 + 59 * 60 + 40, "1d"),  # ...unless it rounds to one
+        (86_400 + 59 * 60, "1d 1h"),
     ],
 )
 def test_readable_examples(seconds: int, shown: str) -> None:
@@ -90,6 +93,10 @@ def _units(shown: str) -> list[tuple[int, str]]:
     return [(int(part[:-1]), part[-1]) for part in shown.split()]
 
 
+def _read(shown: str) -> timedelta:
+    return parse_duration(shown.replace(" ", ""))
+
+
 @given(_DURATIONS)
 def test_readable_shows_the_largest_unit_and_the_next_one_down_at_most(delta: timedelta) -> None:
     units = _units(readable(delta))
@@ -98,29 +105,26 @@ def test_readable_shows_the_largest_unit_and_the_next_one_down_at_most(delta: ti
         (_, big), (small_value, small) = units
         assert _NEXT_DOWN[big] == small  # adjacent: "30d 1s" is not a time a person reads
         assert 0 < small_value < _UNIT_SECONDS[big] // _UNIT_SECONDS[small]
-    assert units[0][0] > 0 or delta < timedelta(seconds=1)
+    assert units[0][0] > 0 or delta < timedelta(seconds=0.5)
 
 
 @given(_DURATIONS)
-def test_readable_rounds_down_within_its_smallest_unit(delta: timedelta) -> None:
-    shown = parse_duration(readable(delta).replace(" ", ""))
-    assert shown <= delta  # a time left is never overstated
-    largest = _units(readable(delta))[0][1]
-    step = _UNIT_SECONDS[_NEXT_DOWN.get(largest, "s")]
-    assert delta - shown < timedelta(seconds=step)
+def test_readable_is_off_by_at_most_half_its_smaller_unit(delta: timedelta) -> None:
+    shown = readable(delta)
+    smaller = _NEXT_DOWN.get(_units(shown)[0][1], "s")
+    assert abs(_read(shown) - delta) <= timedelta(seconds=_UNIT_SECONDS[smaller] / 2)
 
 
 @given(_DURATIONS, _DURATIONS)
 def test_readable_keeps_order(a: timedelta, b: timedelta) -> None:
     shorter, longer = sorted((a, b))
-    read = [parse_duration(readable(d).replace(" ", "")) for d in (shorter, longer)]
-    assert read[0] <= read[1]
+    assert _read(readable(shorter)) <= _read(readable(longer))
 
 
 @given(_DURATIONS)
 def test_nothing_within_the_retention_reads_as_more(delta: timedelta) -> None:
-    if delta <= RETENTION + timedelta(seconds=59):  # "30d" + seconds, as a batch's uploads are
-        assert parse_duration(readable(delta).replace(" ", "")) <= RETENTION
+    if delta <= RETENTION:
+        assert _read(readable(delta)) <= RETENTION
 
 
 @given(_DURATIONS, st.booleans())
@@ -128,30 +132,9 @@ def test_relative_rounds_as_readable(delta: timedelta, future: bool) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     moment = now + delta if future else now - delta
     shown = relative(moment, now)
-    if delta < timedelta(seconds=1):
+    if abs((moment - now).total_seconds()) < 1:
         assert shown == "now"
     elif future:
         assert shown == f"in {readable(delta)}"
     else:
         assert shown == f"{readable(delta)} ago"
-
-
-@pytest.mark.parametrize("text", ["10000000d", "36501d", "99999999999999999999w"])
-def test_absurdly_long_durations_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="too long a duration"):
-        parse_duration(text)
-
-
-@given(st.text(alphabet="0123456789wdhmsx\u0663\u00b2 ", max_size=12))
-def test_hand_parser_accepts_what_the_regular_expression_did(text: str) -> None:
-    """parse_duration reads units by hand (no ``re`` on the cache-hit path); it accepts exactly
-    the old ``(?:\\d+[wdhms])+`` and reads the same parts (Unicode digits included)."""
-    import re
-
-    from assetcache._durations import _parts
-
-    compact = "".join(text.split()).lower()
-    expected = None
-    if re.fullmatch(r"(?:\d+[wdhms])+", compact):
-        expected = [(int(n), unit) for n, unit in re.findall(r"(\d+)([wdhms])", compact)]
-    assert _parts(compact) == expected

@@ -34,7 +34,7 @@ from .exits import EXIT_CODES_HELP, EXIT_UNEXPECTED, exit_code
 from .logs import setup_logging
 from .options import complete_path
 from .output import shown
-from .terminal import listen_for_retries, stderr_is_terminal
+from .terminal import retry_notices
 
 
 class _Group(click.Group):
@@ -156,8 +156,7 @@ def cli(ctx: click.Context, db: str | None, verbose: int, quiet: bool) -> None:
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(verbose, db)
-    if not quiet and stderr_is_terminal():  # a person is watching: say when uploads wait
-        ctx.call_on_close(listen_for_retries())
+    ctx.call_on_close(retry_notices(quiet=quiet))
 
 
 def _fail(exc: click.ClickException) -> NoReturn:

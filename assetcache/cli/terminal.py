@@ -155,9 +155,10 @@ def above_bar(text: str, *, err: bool = False) -> None:
 
 def retry_notice(wait: RetryWait) -> str:
     """``waiting 4 s for api.useapi.net: connection refused (try 3 of 6)``."""
-    seconds = max(1, round(wait.seconds))
+    seconds = int(wait.seconds + 0.5)  # half up, as readable() rounds
+    how_long = f"{seconds} s" if seconds else "under 1 s"
     return (
-        f"waiting {seconds} s for {wait.host}: {wait.reason} "
+        f"waiting {how_long} for {wait.host}: {wait.reason} "
         f"(try {wait.next_attempt} of {wait.attempts})"
     )
 
@@ -183,9 +184,11 @@ class _RetryNotices(logging.Handler):
         self._say(retry_notice(wait))
 
 
-def listen_for_retries() -> Callable[[], None]:
-    """Say each wait before another attempt on stderr (above any bar) until the returned
-    function is called."""
+def retry_notices(*, quiet: bool) -> Callable[[], None]:
+    """When a person is watching (stderr a terminal, no ``-q``), say each wait before another
+    attempt on stderr, above any bar, until the returned function is called."""
+    if quiet or not stderr_is_terminal():
+        return lambda: None
     logger = logging.getLogger(RETRY_LOGGER)
     handler = _RetryNotices(lambda text: above_bar(text, err=True))
     previous_level = logger.level
@@ -205,4 +208,3 @@ def note(text: str, *, quiet: bool, err: bool = False) -> None:
     FILE"): ``-q`` drops it."""
     if not quiet:
         click.echo(text, err=err)
-

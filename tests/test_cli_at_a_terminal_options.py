@@ -394,3 +394,28 @@ def test_the_completion_scripts_the_readme_names_come_from_the_console_script(sh
     assert "_ASSETCACHE_COMPLETE" in done.stdout and f"{shell}_complete" in done.stdout
     readme = Path(ROOT, "README.md").read_text()
     assert f"_ASSETCACHE_COMPLETE={shell}_source assetcache" in readme
+
+
+def test_no_terminal_no_tqdm(tmp_path: Path) -> None:
+    """A batch whose stderr is a pipe draws no bar, and never imports tqdm."""
+    with_emulator = (
+        "import sys\n"
+        "from assetcache import Emulator\n"
+        "from assetcache.cli import main\n"
+        "with Emulator() as emu:\n"
+        "    sys.argv = ['assetcache', '--db', sys.argv[1], 'upload', *sys.argv[2:], '-e', 'a@b.c']\n"
+        "    import os; os.environ.update(ASSETCACHE_BASE_URL=emu.base_url, USEAPI_TOKEN=emu.token)\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as end:\n"
+        "        print('tqdm' in sys.modules, end.code, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", with_emulator, str(tmp_path / "l.db"), *files(tmp_path, 3)],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stderr.splitlines()[-1] == "False 0", done.stderr
+    assert len(done.stdout.splitlines()) == 3

@@ -135,7 +135,10 @@ def test_parse_hands_unusual_command_lines_to_click() -> None:
     )
 
 
-HEAVY = ("click", "httpx", "sqlalchemy", "sqlmodel", "alembic", "asyncio", "tenacity", "psycopg")
+HEAVY = (
+    *("click", "httpx", "sqlalchemy", "sqlmodel", "alembic", "asyncio", "tenacity", "psycopg"),
+    "tqdm",  # the CLI's progress bars: only once a bar is drawn at a terminal
+)
 #: What the console script's hit does without (the floor it is measured against imports none of
 #: them either): each costs more to import than the hit's own work.
 LEAN = (

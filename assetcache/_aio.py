@@ -34,7 +34,7 @@ from ._sqlite_ledger import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient
-    from ._engine import AsyncLedgerSide, LedgerEngine
+    from .ledger import AsyncLedgerSide, LedgerEngine
 
 _T = TypeVar("_T")
 

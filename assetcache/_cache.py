@@ -45,7 +45,6 @@ from . import _config, _fill, _hit, _orchestration
 from ._asset import RETENTION, Asset, answered
 from ._content import Content, Source, check, load_file
 from ._email import normalize_email
-from ._engine import open_engine, shown_location
 from ._errors import (
     AssetCacheError,
     ImportRowError,
@@ -65,12 +64,13 @@ from ._refs import MAX_REF_LENGTH, text_problem
 from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, RefreshStatus
 from ._results import Advice as Advice
 from ._retry import RetryPolicy
+from .ledger import open_engine, shown_location
 
 if TYPE_CHECKING:
     import httpx
 
     from ._client import LumaClient, UploadResult
-    from ._engine import KeyLock, LedgerEngine
+    from .ledger import KeyLock, LedgerEngine
 
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")

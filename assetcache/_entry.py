@@ -138,15 +138,16 @@ def _ledger_refs(
     """The refs straight from an SQLite ledger (or a shared ledger's mirror, for rows this
     machine read recently) whose stat cache knows every file (the common case, and the
     cheapest: no ``Asset`` is built, and little is imported); else None."""
-    from . import _config, _engine, _hit
+    from . import _config, _hit
     from ._email import normalize_email
     from ._ledger_file import LedgerFile
+    from .ledger import POSTGRES_SCHEMES, machine_file, scheme_of
 
     location = _config.resolve_db(db)
-    scheme = _engine.scheme_of(location)
-    mirror = scheme in _engine.POSTGRES_SCHEMES
+    scheme = scheme_of(location)
+    mirror = scheme in POSTGRES_SCHEMES
     if mirror:  # a shared ledger: this machine's mirror of it, if it has one yet
-        location = _engine.machine_file(location)
+        location = machine_file(location)
         if not os.path.exists(location):
             return None
     elif scheme != "sqlite":

@@ -35,11 +35,11 @@ import sqlite3
 import stat
 
 from ._config import cache_dir
-from ._engine import machine_file
 from ._errors import LedgerError
 from ._ledger_file import masked_userinfo
 from ._pgurl import ConninfoError, parse, shown
 from ._sqlite_ledger import Ledger
+from .ledger import machine_file
 
 log = logging.getLogger("assetcache")
 

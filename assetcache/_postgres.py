@@ -70,7 +70,6 @@ from . import _hit, _schema
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
-from ._engine import in_id_order
 from ._errors import LedgerError
 from ._leases import RELEASE, Lease, LeaseLocks
 from ._machine_file import open_machine_file
@@ -84,6 +83,7 @@ from ._sqlite_ledger import (
     merge_outcome,
     without_password,
 )
+from .ledger import in_id_order
 
 if TYPE_CHECKING:
     from ._postgres_async import AsyncSessions

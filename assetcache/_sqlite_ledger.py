@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import _hit, _schema
 from ._asset import Asset
-from ._engine import BATCH_ROWS, in_id_order
 from ._errors import LedgerError
 
 # Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
@@ -77,6 +76,7 @@ from ._ledger_file import credible_bounds as _credible_bounds
 from ._ledger_file import ledger_path as ledger_path
 from ._ledger_file import without_password as without_password
 from ._locks import KeyLocks
+from .ledger import BATCH_ROWS, in_id_order
 
 if TYPE_CHECKING:
     from pathlib import Path

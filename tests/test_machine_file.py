@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from assetcache import Asset, _hit
-from assetcache._engine import machine_file
 from assetcache._errors import LedgerError
 from assetcache._ledger_file import FileStat
 from assetcache._machine_file import legacy_machine_file, open_machine_file
 from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger import machine_file
 
 from .conftest import EMAIL
 
@@ -218,7 +218,7 @@ def test_naming_the_machine_file_imports_nothing_a_hit_does_without() -> None:
     from .test_entry import LEAN, _imported
 
     script = f"""
-        import assetcache._engine as engine
+        import assetcache.ledger as engine
         engine.machine_file({URL!r})
         engine.machine_file("postgresql://ann@/ledger?host=/run/postgresql")
         """

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from assetcache import AssetCache, _engine
+from assetcache import AssetCache
+from assetcache import ledger as _engine
 
 from .conftest import EMAIL, Clock, png
 

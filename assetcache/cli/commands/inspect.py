@@ -217,7 +217,7 @@ def report(ctx: click.Context, email: str | None, output: str) -> None:
 @click.pass_context
 def path(ctx: click.Context) -> None:
     """Print where the ledger is, and its size."""
-    from ..._engine import POSTGRES_SCHEMES, scheme_of, shown_location
+    from ...ledger import POSTGRES_SCHEMES, scheme_of, shown_location
 
     configured = _config.resolve_db(app_of(ctx).db)
     location = shown_location(configured)  # a URL's password is masked

@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # types only: the console script's hit picks its engine here,
     from datetime import datetime
     from typing import Any, Protocol
 
-    from ._asset import Asset
-    from ._sqlite_ledger import FileStat, MergeOutcome
+    from .._asset import Asset
+    from .._sqlite_ledger import FileStat, MergeOutcome
 
     class KeyLock(Protocol):
         """Single flight for one (content, account) key: at most one holder, wherever it runs."""
@@ -138,10 +138,10 @@ def shown_location(location: str) -> str:
     """How a ledger is named to people: the real path, or (a shared ledger) the target libpq
     connects to, with its password masked (``_pgurl.shown``)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        from ._pgurl import shown
+        from .._pgurl import shown
 
         return shown(location)
-    from ._ledger_file import ledger_path
+    from .._ledger_file import ledger_path
 
     return ledger_path(location)
 
@@ -155,13 +155,13 @@ def machine_file(location: str) -> str:
     import hashlib
     import os
 
-    from ._config import cache_dir
-    from ._pgurl import ConninfoError, identity
+    from .._config import cache_dir
+    from .._pgurl import ConninfoError, identity
 
     try:
         name = identity(location)
     except ConninfoError:  # no libpq reads it: no database to name; as older versions did
-        from ._machine_file import legacy_machine_file
+        from .._machine_file import legacy_machine_file
 
         return legacy_machine_file(location)
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -175,9 +175,9 @@ def open_engine(location: str, *, lock_wait_s: float | None = None) -> LedgerEng
     own bound otherwise: ``_locks.LOCK_WAIT_S`` on this machine, ``_leases.LOCK_WAIT_S`` for a
     shared ledger's leases)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        from ._postgres import PostgresLedger  # imports psycopg only when it must ask the server
+        from .._postgres import PostgresLedger
 
         return PostgresLedger(location, lock_wait_s=lock_wait_s)
-    from ._sqlite_ledger import Ledger
+    from .._sqlite_ledger import Ledger
 
     return Ledger(location, lock_wait_s=lock_wait_s)

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 
 from . import _hit
 from ._hit import RETENTION as RETENTION
-from ._schema import UPLOAD_COLUMNS
+from .ledger.schema import UPLOAD_COLUMNS
 
 #: What a row is worth at a given moment (see ``Asset.state``).
 AssetState = Literal["live", "expired", "future", "revoked"]

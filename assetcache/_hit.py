@@ -26,8 +26,8 @@ import stat as stat_module
 import time
 from datetime import UTC, datetime, timedelta
 
-from . import _schema
 from ._refs import ref_problem
+from .ledger import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def stat_cached_sha(
 
 
 def unchanged(entry: FileStat, st: os.stat_result) -> bool:
-    inode = _schema.to_sqlite_int(st.st_ino)
+    inode = schema.to_sqlite_int(st.st_ino)
     return (
         entry.device == st.st_dev
         and entry.inode == inode
@@ -188,13 +188,13 @@ class StoredRow:
     __slots__ = ("asset_ref", "expires_at", "id", "revoked_at", "source", "uploaded_at")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
-        # Positions of _schema.UPLOAD_COLUMNS, as _sqlite_ledger.asset_from_row reads them.
+        # Positions of schema.UPLOAD_COLUMNS, as _sqlite_ledger.asset_from_row reads them.
         self.id: int | None = row[0]
         self.asset_ref: str = row[3]
-        self.uploaded_at = _schema.from_db_time(row[6])
-        self.expires_at = _schema.from_db_time(row[7])
+        self.uploaded_at = schema.from_db_time(row[6])
+        self.expires_at = schema.from_db_time(row[7])
         self.source: str | None = row[10]
-        self.revoked_at = None if row[11] is None else _schema.from_db_time(row[11])
+        self.revoked_at = None if row[11] is None else schema.from_db_time(row[11])
 
 
 # -- 3. the source hint ----------------------------------------------------------------------
@@ -261,14 +261,14 @@ def machine_ns() -> int:
 
 def mirror_window(now: datetime) -> dict[str, str | int]:
     """The reads of a shared ledger this machine's mirror still answers from at ``now`` (the
-    parameters of ``_schema.SELECT_MIRRORED``, with ``credible_bounds``' ``:now``): those made
+    parameters of ``schema.SELECT_MIRRORED``, with ``credible_bounds``' ``:now``): those made
     within MIRROR_TTL by the wall clock (``now``; a stamp later than it, made while the clock
     ran ahead, is no answer) and by the machine clock (``machine_ns``: however the wall clock
     jumped since, in either direction, a row read more than MIRROR_TTL ago is read again).
     ``PostgresLedger`` and the console script's lean ``ref`` both answer by it."""
     ticks = machine_ns()
     return {
-        "seen_after": _schema.to_db_time(now - MIRROR_TTL),
+        "seen_after": schema.to_db_time(now - MIRROR_TTL),
         "seen_after_ns": ticks - MIRROR_TTL_NS,
         "now_ns": ticks,
     }

@@ -20,17 +20,18 @@ from _thread import allocate_lock
 from _weakrefset import WeakSet
 from datetime import UTC, datetime
 
-from . import _hit, _schema
+from . import _hit
 from ._errors import LedgerError
 from ._hit import RETENTION
 from ._owner import make_private_dirs, require_own
+from .ledger import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Final
 
-    #: An upload row as read, in ``_schema.UPLOAD_COLUMNS`` order.
+    #: An upload row as read, in ``schema.UPLOAD_COLUMNS`` order.
     Row = tuple[Any, ...]
 
 BUSY_TIMEOUT_S: Final = 30.0
@@ -101,8 +102,8 @@ class FileStat:
         init(self, "recorded_ns", recorded_ns)
 
     def values(self) -> tuple[Any, ...]:
-        """The fields in column order (``_schema.FILE_STAT_COLUMNS``), the inode as stored."""
-        inode = _schema.to_sqlite_int(self.inode)  # unsigned 64-bit on some filesystems
+        """The fields in column order (``schema.FILE_STAT_COLUMNS``), the inode as stored."""
+        inode = schema.to_sqlite_int(self.inode)  # unsigned 64-bit on some filesystems
         values = (self.path, self.device, inode, self.size, self.mtime_ns, self.ctime_ns)
         return (*values, self.sha256, self.recorded_ns)
 
@@ -471,7 +472,7 @@ class LedgerFile:
         # Known to be a ledger (or empty) from here on: only now is anything changed.
         self._make_private(fd)
         self._use_wal()
-        if version == _schema.HEAD:
+        if version == schema.HEAD:
             return
         # One process migrates; the others wait here, then find the schema current with a
         # plain read instead of each importing Alembic (a second of CPU) to learn the same.
@@ -485,9 +486,9 @@ class LedgerFile:
             migrating = os.path.join(self.path + ".locks", "migrate.lock")
             with contextlib.suppress(OSError):
                 held.enter_context(file_lock(migrating, ledger=self.path))
-            if self._schema_version() != _schema.HEAD:
+            if self._schema_version() != schema.HEAD:
                 self._migrate()
-        if self._schema_version() != _schema.HEAD:
+        if self._schema_version() != schema.HEAD:
             raise self._fail("migration did not reach the current schema")
 
     def _make_private(self, fd: int) -> None:
@@ -520,9 +521,9 @@ class LedgerFile:
         if "alembic_version" in names:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             version = None if row is None else str(row[0])
-        if version in _schema.REVISIONS:
+        if version in schema.REVISIONS:
             return version
-        if version is not None and _schema.UPLOADS in names:
+        if version is not None and schema.UPLOADS in names:
             raise self._fail(
                 f"was written by a newer assetcache (schema {version})",
                 hint="; upgrade assetcache or use another ledger path",
@@ -638,14 +639,14 @@ class LedgerFile:
 
     def newest_row(self, sha256: str, email: str, *, now: datetime | None = None) -> Row | None:
         """The latest-expiring credible, unrevoked upload row of this content to this account,
-        live or not, as the columns of ``_schema.UPLOAD_COLUMNS``.
+        live or not, as the columns of ``schema.UPLOAD_COLUMNS``.
 
         Rows recorded while the clock ran ahead of ``now`` (default: the current time) are
         skipped (see ``Asset.state``).
         """
         params = {"sha256": sha256, "email": email, **credible_bounds(now)}
         with self._reading() as conn:
-            row: Row | None = conn.execute(_schema.SELECT_NEWEST, params).fetchone()
+            row: Row | None = conn.execute(schema.SELECT_NEWEST, params).fetchone()
         return row
 
     def mirrored_row(self, sha256: str, email: str, *, now: datetime) -> Row | None:
@@ -656,22 +657,22 @@ class LedgerFile:
         params.update(credible_bounds(now))
         params.update(_hit.mirror_window(now))
         with self._reading() as conn:
-            row: Row | None = conn.execute(_schema.SELECT_MIRRORED, params).fetchone()
+            row: Row | None = conn.execute(schema.SELECT_MIRRORED, params).fetchone()
         return row
 
     def set_source(self, row_id: int, source: str, host: str) -> None:
         with self.write() as conn:
-            conn.execute(_schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
+            conn.execute(schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
 
     def file_stat(self, path: str) -> FileStat | None:
         with self._reading() as conn:
-            row = conn.execute(_schema.SELECT_STAT, {"path": path}).fetchone()
+            row = conn.execute(schema.SELECT_STAT, {"path": path}).fetchone()
         return None if row is None else FileStat(*row)
 
     def put_file_stat(self, entry: FileStat) -> None:
-        params = dict(zip(_schema.FILE_STAT_COLUMNS, entry.values(), strict=True))
+        params = dict(zip(schema.FILE_STAT_COLUMNS, entry.values(), strict=True))
         with self.write() as conn:
-            conn.execute(_schema.UPSERT_STAT, params)
+            conn.execute(schema.UPSERT_STAT, params)
 
 
 class _Checkout:
@@ -813,7 +814,7 @@ def credible_bounds(now: datetime | None) -> dict[str, str]:
         latest = moment + RETENTION
     except OverflowError:
         latest = datetime.max.replace(tzinfo=UTC)
-    return {"now": _schema.to_db_time(moment), "latest": _schema.to_db_time(latest)}
+    return {"now": schema.to_db_time(moment), "latest": schema.to_db_time(latest)}
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

@@ -1,7 +1,7 @@
 """The ledger's tables as SQLModel classes: the schema Alembic revisions are checked against.
 
 Nothing here is SQLite-specific, so the same models can back a PostgreSQL ledger later. The
-running code does not import this module (see ``_schema.py`` for why and for the queries).
+running code does not import this module (see ``schema.py`` for why and for the queries).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, DateTime, Dialect, Index
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from . import _schema
+from .ledger import schema
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -28,18 +28,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime: assetcache stores only timezone-aware times")
         utc = value.astimezone(UTC)
-        # SQLite has no time zones: store the UTC wall time (see _schema.to_db_time).
+        # SQLite has no time zones: store the UTC wall time (see schema.to_db_time).
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        return None if value is None else _schema.from_db_time(value)
+        return None if value is None else schema.from_db_time(value)
 
 
 class UploadRow(SQLModel, table=True):
     """One successful upload (an upload is one row: the index ``ux_uploads_upload``). Rows are
     never updated except ``source`` and ``revoked_at``; history is kept."""
 
-    __tablename__: ClassVar[str] = _schema.UPLOADS
+    __tablename__: ClassVar[str] = schema.UPLOADS
     __table_args__ = (
         Index("ix_uploads_key", "sha256", "email", "expires_at"),
         Index("ix_uploads_expires_at", "expires_at"),
@@ -70,7 +70,7 @@ class UploadRow(SQLModel, table=True):
 class FileStatRow(SQLModel, table=True):
     """What a file looked like when it was hashed, so an unchanged file is not hashed again."""
 
-    __tablename__: ClassVar[str] = _schema.FILE_STATS
+    __tablename__: ClassVar[str] = schema.FILE_STATS
 
     path: str = Field(primary_key=True)
     device: int = Field(sa_type=BigInteger)
@@ -86,7 +86,7 @@ class UploadLeaseRow(SQLModel, table=True):
     """A claim on one (content, account) key while its upload runs (a shared ledger's single
     flight): who holds it, and until when on the server's clock. See ``_leases.py``."""
 
-    __tablename__: ClassVar[str] = _schema.UPLOAD_LEASES
+    __tablename__: ClassVar[str] = schema.UPLOAD_LEASES
 
     sha256: str = Field(max_length=64, primary_key=True)
     email: str = Field(max_length=254, primary_key=True)

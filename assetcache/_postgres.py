@@ -1,7 +1,7 @@
 """The ledger in PostgreSQL: one ledger shared by every machine of a team.
 
 Chosen by ``_engine.open_engine`` for ``postgresql://`` URLs; imported only then, so the SQLite
-path never imports psycopg. The same Alembic revisions and the same queries (``_schema.py``)
+path never imports psycopg. The same Alembic revisions and the same queries (``schema.py``)
 serve both engines; what differs is here:
 
 - **Client-side binding** (``psycopg.ClientCursor``): the shared queries pass ``NULL`` for
@@ -66,7 +66,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from . import _hit, _schema
+from . import _hit
 from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
@@ -83,7 +83,7 @@ from ._sqlite_ledger import (
     merge_outcome,
     without_password,
 )
-from .ledger import in_id_order
+from .ledger import in_id_order, schema
 
 if TYPE_CHECKING:
     from ._postgres_async import AsyncSessions
@@ -485,9 +485,9 @@ class PostgresLedger:
 
     def _ensure_schema(self) -> None:
         version = self._schema_version()
-        if version == _schema.HEAD:
+        if version == schema.HEAD:
             return
-        if version is not None and version not in _schema.REVISIONS:
+        if version is not None and version not in schema.REVISIONS:
             raise self.fail(
                 f"was written by a newer assetcache (schema {version})",
                 hint="; upgrade assetcache or use another ledger",
@@ -495,7 +495,7 @@ class PostgresLedger:
         if self._conn is not None:
             self._close_idle(self._conn)  # Alembic brings its own session: one at a time
         self._migrate()
-        if self._schema_version() != _schema.HEAD:
+        if self._schema_version() != schema.HEAD:
             raise self.fail("migration did not reach the current schema")
 
     def _schema_version(self) -> str | None:
@@ -573,7 +573,7 @@ class PostgresLedger:
         # looked at the spool and found no candidate.)
         spooled = self.spooled_newest(sha256, email, moment) if fresh else None
         began = _hit.machine_ns()
-        rows = self._rows(_schema.SELECT_NEWEST, newest_params(sha256, email, moment))
+        rows = self._rows(schema.SELECT_NEWEST, newest_params(sha256, email, moment))
         return self.answered(sha256, email, rows[0] if rows else None, spooled, moment, began)
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
@@ -656,11 +656,11 @@ class PostgresLedger:
         while time.monotonic() - began < self.locks.wait_s:
             params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
             try:
-                if rows := self._rows(_schema.SELECT_NEWEST, params):
+                if rows := self._rows(schema.SELECT_NEWEST, params):
                     return asset, row, rows[0]
                 if self.locks.holder_of(lease, strict=True) is None:
                     # The taker let go: its row is in now, or it gave up.
-                    rows = self._rows(_schema.SELECT_NEWEST, params)
+                    rows = self._rows(schema.SELECT_NEWEST, params)
                     return (asset, row, rows[0]) if rows else written
             except LedgerError:
                 pass  # ask again: the ledger blinked
@@ -751,7 +751,7 @@ class PostgresLedger:
         spooled = self._local.spooled_assets(
             email=email, live_after=live_after, expires_until=expires_until
         )
-        return with_spooled(self._rows(_schema.select_assets(*params), params), spooled)
+        return with_spooled(self._rows(schema.select_assets(*params), params), spooled)
 
     def prune(
         self,
@@ -768,7 +768,7 @@ class PostgresLedger:
             "uploaded_before": uploaded_before,
             **_bounds(now),
         }
-        read = functools.partial(self._rows, _schema.SELECT_PRUNE_BATCH)
+        read = functools.partial(self._rows, schema.SELECT_PRUNE_BATCH)
         for batch in in_id_order(read, params):
             if not dry_run:
                 with self._session() as conn, conn.transaction():
@@ -782,7 +782,7 @@ class PostgresLedger:
         params = {"email": email, "live_after": live_after}
         mine = self._local.spooled_assets(email=email, live_after=live_after)  # first
         spooled = {upload_key(a): a for a in mine}
-        read = functools.partial(self._rows, _schema.SELECT_EXPORT_BATCH)
+        read = functools.partial(self._rows, schema.SELECT_EXPORT_BATCH)
         for batch in in_id_order(read, params):
             yield from (with_revocation(a, spooled.pop(upload_key(a), None)) for a in batch)
         yield from spooled.values()
@@ -814,14 +814,14 @@ class PostgresLedger:
             self._spool_waiting = True  # should the server not answer now
         params: dict[str, Any] = {"email": email, "now": at}
         if sha256 is not None:
-            query, params["sha256"] = _schema.SELECT_BY_CONTENT, sha256
+            query, params["sha256"] = schema.SELECT_BY_CONTENT, sha256
         else:
-            query, params["asset_ref"] = _schema.SELECT_BY_REF, asset_ref
+            query, params["asset_ref"] = schema.SELECT_BY_REF, asset_ref
         with self._session() as conn, conn.transaction():
             held = conn.execute(as_psycopg(query) + " FOR UPDATE", params)
             rows = [asset_from_row(r) for r in held]
             for asset in rows:
-                conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
+                conn.execute(as_psycopg(schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
             _merged(conn, spooled)
         # After the commit, by the machine clock: later than any read that could have missed it.
         seen_ns = _hit.machine_ns()
@@ -847,10 +847,10 @@ def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> Written:
     answer = None
     if lease is not None and not conn.execute(RELEASE, lease.params).rowcount:
         params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
-        rows = conn.execute(as_psycopg(_schema.SELECT_NEWEST), params).fetchall()
+        rows = conn.execute(as_psycopg(schema.SELECT_NEWEST), params).fetchall()
         answer = asset_from_row(rows[0]) if rows else None
         asset = superseded(asset)
-    row = conn.execute(as_psycopg(_schema.RECORD_UPLOAD), upload_params(asset)).fetchone()
+    row = conn.execute(as_psycopg(schema.RECORD_UPLOAD), upload_params(asset)).fetchone()
     return asset, (row[0], row[1]), answer
 
 
@@ -871,14 +871,14 @@ def _merged(conn: Any, assets: list[Asset]) -> list[MergeOutcome]:
     outcomes: list[MergeOutcome] = []
     for asset in assets:
         params = upload_params(asset)
-        if conn.execute(as_psycopg(_schema.MERGE_UPLOAD), params).rowcount:
+        if conn.execute(as_psycopg(schema.MERGE_UPLOAD), params).rowcount:
             outcomes.append("added")
             continue
-        held = conn.execute(as_psycopg(_schema.SELECT_SAME_UPLOAD), params).fetchone()
+        held = conn.execute(as_psycopg(schema.SELECT_SAME_UPLOAD), params).fetchone()
         outcome = merge_outcome(held, asset)
         if outcome == "revoked":
             revoke = {"id": held[0], "revoked_at": asset.revoked_at}
-            conn.execute(as_psycopg(_schema.REVOKE_UPLOAD), revoke)
+            conn.execute(as_psycopg(schema.REVOKE_UPLOAD), revoke)
         outcomes.append(outcome)
     return outcomes
 

@@ -26,11 +26,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _hit, _leases, _postgres, _schema
+from . import _hit, _leases, _postgres
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
 from ._sqlite_ledger import asset_from_row
+from .ledger import schema
 
 if TYPE_CHECKING:
     from ._asset import Asset
@@ -211,7 +212,7 @@ class AsyncSessions:
             spooled = await asyncio.to_thread(ledger.spooled_newest, sha256, email, moment)
         began = _hit.machine_ns()
         params = _postgres.newest_params(sha256, email, moment)
-        rows = await self._rows(_schema.SELECT_NEWEST, params)
+        rows = await self._rows(schema.SELECT_NEWEST, params)
         answer = rows[0] if rows else None
         return await asyncio.to_thread(
             ledger.answered, sha256, email, answer, spooled, moment, began
@@ -327,11 +328,11 @@ async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> _postgr
     answer = None
     if lease is not None and not (await conn.execute(_leases.RELEASE, lease.params)).rowcount:
         params = _postgres.newest_params(asset.sha256, asset.email, _postgres.taken_over_at(asset))
-        rows = await _read(conn, sql=_schema.SELECT_NEWEST, params=params)
+        rows = await _read(conn, sql=schema.SELECT_NEWEST, params=params)
         answer = rows[0] if rows else None
         asset = _postgres.superseded(asset)
     cursor = await conn.execute(
-        _postgres.as_psycopg(_schema.RECORD_UPLOAD), _postgres.upload_params(asset)
+        _postgres.as_psycopg(schema.RECORD_UPLOAD), _postgres.upload_params(asset)
     )
     row = await cursor.fetchone()
     return asset, (row[0], row[1]), answer

@@ -63,7 +63,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import _hit, _schema
+from . import _hit
 from ._asset import Asset
 from ._errors import LedgerError
 
@@ -76,7 +76,7 @@ from ._ledger_file import credible_bounds as _credible_bounds
 from ._ledger_file import ledger_path as ledger_path
 from ._ledger_file import without_password as without_password
 from ._locks import KeyLocks
-from .ledger import BATCH_ROWS, in_id_order
+from .ledger import BATCH_ROWS, in_id_order, schema
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -172,16 +172,16 @@ class Ledger(LedgerFile):
         began before it; so are the rows of a read that found nothing, as tombstones). The wall
         clock orders nothing: it may have been set since."""
         key = {"sha256": sha256, "email": email}
-        stamps = {"mirrored_at": _schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
+        stamps = {"mirrored_at": schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
         with self.write() as conn:
             news = {**key, "seen_ns": seen_ns, "now_ns": _hit.machine_ns()}
-            if conn.execute(_schema.SELECT_MIRROR_NEWS, news).fetchone():
+            if conn.execute(schema.SELECT_MIRROR_NEWS, news).fetchone():
                 return  # the mirror already holds a later read of this key
             if asset is None:  # nothing to answer: what the mirror held marks this read
-                conn.execute(_schema.MARK_MIRRORED, {**key, **stamps})
+                conn.execute(schema.MARK_MIRRORED, {**key, **stamps})
                 return
-            conn.execute(_schema.DELETE_MIRRORED, key)
-            conn.execute(_schema.INSERT_MIRRORED, {**_upload_params(asset), **stamps})
+            conn.execute(schema.DELETE_MIRRORED, key)
+            conn.execute(schema.INSERT_MIRRORED, {**_upload_params(asset), **stamps})
 
     def async_side(self) -> None:
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
@@ -192,14 +192,14 @@ class Ledger(LedgerFile):
         (after the row id ``after``)."""
         with self._reading() as conn:
             params = {"limit": limit, "after": after}
-            return self._decoded(conn.execute(_schema.SELECT_SPOOLED, params))
+            return self._decoded(conn.execute(schema.SELECT_SPOOLED, params))
 
     def unspool(self, assets: Iterable[Asset]) -> int:
         """As a shared ledger's local file: these spooled uploads are recorded there now, as
         they were read. Returns how many left the spool (a row another process merged, the
         mirror took over, or a forget revoked since it was read stays: see UNSPOOL)."""
         with self.write() as conn:
-            done = conn.executemany(_schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            done = conn.executemany(schema.UNSPOOL, [_spooled_key(a) for a in assets])
             return max(done.rowcount, 0)
 
     def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
@@ -207,7 +207,7 @@ class Ledger(LedgerFile):
         key (as ``newest``), to weigh against the shared ledger's answer."""
         params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
         with self._reading() as conn:
-            return self._one(conn.execute(_schema.SELECT_SPOOLED_NEWEST, params).fetchone())
+            return self._one(conn.execute(schema.SELECT_SPOOLED_NEWEST, params).fetchone())
 
     def spooled_assets(
         self,
@@ -232,7 +232,7 @@ class Ledger(LedgerFile):
         """Insert a new upload row and return the asset with its id."""
         params = _upload_params(asset)
         with self.write() as conn:
-            row_id, _ = conn.execute(_schema.RECORD_UPLOAD, params).fetchone()
+            row_id, _ = conn.execute(schema.RECORD_UPLOAD, params).fetchone()
         return replace(asset, id=row_id)
 
     def assets(
@@ -258,7 +258,7 @@ class Ledger(LedgerFile):
             "expires_until": _db_time_or_none(expires_until),
         }
         params = {name: value for name, value in given.items() if value is not None}
-        sql = _schema.select_assets(*(["spooled"] if spooled else []), *params)
+        sql = schema.select_assets(*(["spooled"] if spooled else []), *params)
         with self._reading() as conn:
             return self._decoded(conn.execute(sql, params))
 
@@ -266,7 +266,7 @@ class Ledger(LedgerFile):
         """Every row (of ``email``, live after ``live_after`` when given), in id order, read
         in batches: memory stays bounded however large the ledger."""
         params = {"email": email, "live_after": _db_time_or_none(live_after)}
-        read = functools.partial(self._read_batch, _schema.SELECT_EXPORT_BATCH)
+        read = functools.partial(self._read_batch, schema.SELECT_EXPORT_BATCH)
         for batch in in_id_order(read, params):
             yield from batch
 
@@ -290,17 +290,17 @@ class Ledger(LedgerFile):
         *,
         spooled: bool = False,
     ) -> list[Asset]:
-        stamp = _schema.to_db_time(at)
+        stamp = schema.to_db_time(at)
         if sha256 is not None:
-            query = _schema.SELECT_SPOOLED_BY_CONTENT if spooled else _schema.SELECT_BY_CONTENT
+            query = schema.SELECT_SPOOLED_BY_CONTENT if spooled else schema.SELECT_BY_CONTENT
             params = {"sha256": sha256, "email": email, "now": stamp}
         else:
-            query = _schema.SELECT_SPOOLED_BY_REF if spooled else _schema.SELECT_BY_REF
+            query = schema.SELECT_SPOOLED_BY_REF if spooled else schema.SELECT_BY_REF
             params = {"asset_ref": asset_ref, "email": email, "now": stamp}
         with self.write() as conn:
             rows = self._decoded(conn.execute(query, params))
             conn.executemany(
-                _schema.REVOKE_UPLOAD, [{"id": a.id, "revoked_at": stamp} for a in rows]
+                schema.REVOKE_UPLOAD, [{"id": a.id, "revoked_at": stamp} for a in rows]
             )
         return [replace(a, revoked_at=at) for a in rows]
 
@@ -311,13 +311,13 @@ class Ledger(LedgerFile):
         with self.write() as conn:
             for asset in assets:
                 params = _upload_params(asset)
-                if conn.execute(_schema.MERGE_UPLOAD, params).rowcount:
+                if conn.execute(schema.MERGE_UPLOAD, params).rowcount:
                     outcomes.append("added")
                     continue
-                held = conn.execute(_schema.SELECT_SAME_UPLOAD, params).fetchone()
+                held = conn.execute(schema.SELECT_SAME_UPLOAD, params).fetchone()
                 outcome = merge_outcome(held, asset)
                 if outcome == "revoked":
-                    conn.execute(_schema.REVOKE_UPLOAD, {"id": held[0], **_revoked(asset)})
+                    conn.execute(schema.REVOKE_UPLOAD, {"id": held[0], **_revoked(asset)})
                 outcomes.append(outcome)
         return outcomes
 
@@ -341,11 +341,11 @@ class Ledger(LedgerFile):
             "uploaded_before": _db_time_or_none(uploaded_before),
             **_credible_bounds(now),
         }
-        read = functools.partial(self._read_batch, _schema.SELECT_PRUNE_BATCH)
+        read = functools.partial(self._read_batch, schema.SELECT_PRUNE_BATCH)
         for batch in in_id_order(read, params):
             if not dry_run:
                 with self.write() as conn:
-                    conn.executemany(_schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
+                    conn.executemany(schema.DELETE_UPLOAD, [{"id": a.id} for a in batch])
             yield from batch
 
 
@@ -403,12 +403,12 @@ def asset_from_row(row: tuple[Any, ...]) -> Asset:
         asset_ref=asset_ref,
         content_type=content_type,
         size=size,
-        uploaded_at=_schema.from_db_time(uploaded),
-        expires_at=_schema.from_db_time(expires),
+        uploaded_at=schema.from_db_time(uploaded),
+        expires_at=schema.from_db_time(expires),
         upload_id=upload_id,
         media_url=media,
         source=src,
-        revoked_at=None if revoked is None else _schema.from_db_time(revoked),
+        revoked_at=None if revoked is None else schema.from_db_time(revoked),
         host=host,
     )
 
@@ -420,8 +420,8 @@ def _upload_params(asset: Asset) -> dict[str, Any]:
         "asset_ref": asset.asset_ref,
         "content_type": asset.content_type,
         "size": asset.size,
-        "uploaded_at": _schema.to_db_time(asset.uploaded_at),
-        "expires_at": _schema.to_db_time(asset.expires_at),
+        "uploaded_at": schema.to_db_time(asset.uploaded_at),
+        "expires_at": schema.to_db_time(asset.expires_at),
         "upload_id": asset.upload_id,
         "media_url": asset.media_url,
         "source": asset.source,
@@ -436,7 +436,7 @@ def _spooled_key(asset: Asset) -> dict[str, Any]:
         "asset_ref": asset.asset_ref,
         "sha256": asset.sha256,
         "email": asset.email,
-        "uploaded_at": _schema.to_db_time(asset.uploaded_at),
+        "uploaded_at": schema.to_db_time(asset.uploaded_at),
         "revoked_at": _db_time_or_none(asset.revoked_at),
     }
 
@@ -458,4 +458,4 @@ def _revoked(asset: Asset) -> dict[str, Any]:
 
 
 def _db_time_or_none(moment: datetime | None) -> str | None:
-    return None if moment is None else _schema.to_db_time(moment)
+    return None if moment is None else schema.to_db_time(moment)

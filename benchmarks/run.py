@@ -38,13 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assetcache import (  # noqa: E402
-    AssetCache,
-    AsyncAssetCache,
-    Emulator,
-    RetryPolicy,
-    _schema,
-)
+from assetcache import AssetCache, AsyncAssetCache, Emulator, RetryPolicy  # noqa: E402
+from assetcache.ledger import schema as _schema  # noqa: E402
 
 EMAIL = "bench@example.com"
 FAST_RETRY = RetryPolicy(attempts=5, initial=0.05, max_backoff=0.5, jitter=0.05)

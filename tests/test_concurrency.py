@@ -32,8 +32,8 @@ from assetcache import (
     _locks,
 )
 from assetcache._locks import KeyLocks
-from assetcache._schema import HEAD
 from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger.schema import HEAD
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 

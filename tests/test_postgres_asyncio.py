@@ -212,7 +212,8 @@ def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
     """aclose() while a task retries recording its upload (the server refuses the statement):
     the task ends soon after with the ledger's 'is closed', as on SQLite, instead of retrying a
     closed ledger for RECORD_RETRY_S."""
-    from assetcache import _postgres, _schema
+    from assetcache import _postgres
+    from assetcache.ledger import schema as _schema
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
 
@@ -237,7 +238,8 @@ def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
 def test_close_while_a_resolve_records_does_not_leave_it_retrying(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import AssetCache, _postgres, _schema
+    from assetcache import AssetCache, _postgres
+    from assetcache.ledger import schema as _schema
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
     with Emulator() as emu:

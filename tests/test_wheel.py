@@ -99,7 +99,7 @@ def test_installed_wheel_opens_a_new_ledger(wheel: Path, tmp_path: Path) -> None
         [str(python), "-c", script], cwd=outside, env=env, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr
-    from assetcache._schema import HEAD
+    from assetcache.ledger.schema import HEAD
 
     assert run.stdout.strip() == HEAD
     cli = subprocess.run(

@@ -9,7 +9,7 @@ line with ``-x url=sqlite:///path`` (or ``-x url=postgresql+psycopg://...``).
 from alembic import context
 from sqlalchemy import create_engine
 
-from assetcache._models import metadata
+from assetcache.ledger.models import metadata
 
 config = context.config
 

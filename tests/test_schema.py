@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlmodel import Session, create_engine, select
 
 from assetcache import AssetCache
-from assetcache._models import FileStatRow, UploadRow
+from assetcache.ledger.models import FileStatRow, UploadRow
 
 from .conftest import EMAIL, Clock, png, write
 

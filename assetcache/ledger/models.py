@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, DateTime, Dialect, Index
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from .ledger import schema
+from . import schema
 
 
 class UTCDateTime(TypeDecorator[datetime]):

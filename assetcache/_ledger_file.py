@@ -163,10 +163,10 @@ def without_password(url: str) -> str:
     of its password masked (``_pgurl.shown``); in any other URL a password (``user:secret@host``,
     ``?password=secret``) becomes ``***``."""
 
-    from ._pgurl import is_postgres
+    from .ledger.pgurl import is_postgres
 
     if is_postgres(url):
-        from ._pgurl import shown
+        from .ledger.pgurl import shown
 
         return shown(url)
     return masked_userinfo(url)

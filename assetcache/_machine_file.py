@@ -37,9 +37,9 @@ import stat
 from ._config import cache_dir
 from ._errors import LedgerError
 from ._ledger_file import masked_userinfo
-from ._pgurl import ConninfoError, parse, shown
 from ._sqlite_ledger import Ledger
 from .ledger import machine_file
+from .ledger.pgurl import ConninfoError, parse, shown
 
 log = logging.getLogger("assetcache")
 

@@ -73,8 +73,6 @@ from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._leases import RELEASE, Lease, LeaseLocks
 from ._machine_file import open_machine_file
-from ._pgurl import Secrets
-from ._pgurl import hint as url_hint
 from ._session_turn import SessionTurn, TurnLatency
 from ._sqlite_ledger import (
     FileStat,
@@ -84,6 +82,8 @@ from ._sqlite_ledger import (
     without_password,
 )
 from .ledger import in_id_order, schema
+from .ledger.pgurl import Secrets
+from .ledger.pgurl import hint as url_hint
 
 if TYPE_CHECKING:
     from ._postgres_async import AsyncSessions

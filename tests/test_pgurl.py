@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from assetcache import _pgurl
-from assetcache._pgurl import ConninfoError, Secrets, driver_url, identity, parse, shown
+from assetcache.ledger import pgurl as _pgurl
+from assetcache.ledger.pgurl import ConninfoError, Secrets, driver_url, identity, parse, shown
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 
-from .. import _config, _pgurl
+from .. import _config
+from ..ledger import pgurl
 
 
 class _Redact(logging.Filter):
@@ -17,7 +18,7 @@ class _Redact(logging.Filter):
     def __init__(self, db: str | None) -> None:
         super().__init__()
         location = _config.resolve_db(db)
-        self._secrets = _pgurl.Secrets(location) if _pgurl.is_postgres(location) else None
+        self._secrets = pgurl.Secrets(location) if pgurl.is_postgres(location) else None
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -138,7 +138,7 @@ def shown_location(location: str) -> str:
     """How a ledger is named to people: the real path, or (a shared ledger) the target libpq
     connects to, with its password masked (``_pgurl.shown``)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        from .._pgurl import shown
+        from .pgurl import shown
 
         return shown(location)
     from .._ledger_file import ledger_path
@@ -156,7 +156,7 @@ def machine_file(location: str) -> str:
     import os
 
     from .._config import cache_dir
-    from .._pgurl import ConninfoError, identity
+    from .pgurl import ConninfoError, identity
 
     try:
         name = identity(location)

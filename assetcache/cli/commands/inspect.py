@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
-from ... import _config, _pgurl
+from ... import _config
 from ..._asset import EXPORT_FIELDS, Asset
 from ..._cache import AccountAudit, Advice
 from ..._durations import format_duration, relative
+from ...ledger import pgurl
 from ..app import app_of
 from ..options import DURATION, OUTPUT_FILE, email_option, writing
 from ..output import emit_json, human_size, short_ref, shown, table
@@ -224,7 +225,7 @@ def path(ctx: click.Context) -> None:
     if scheme_of(configured) in POSTGRES_SCHEMES:
         # The target libpq connects to, built from the URL's parts; and what to do when a
         # password with a raw "@" or "/" made libpq read part of it as the host.
-        click.echo(f"{shown(location)}  (shared PostgreSQL ledger{_pgurl.hint(configured)})")
+        click.echo(f"{shown(location)}  (shared PostgreSQL ledger{pgurl.hint(configured)})")
         return
     if not os.path.exists(location):
         click.echo(f"{shown(location)}  (not created yet)")

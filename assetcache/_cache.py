@@ -144,7 +144,7 @@ class _Core:
         if self._ledger is None:
             with self._open_lock:
                 if self._ledger is None:
-                    from ._locks import wait_for
+                    from .ledger.locks import wait_for
 
                     # Waiting for another resolver's upload: see _locks.wait_for.
                     wait = wait_for(self._upload_s)

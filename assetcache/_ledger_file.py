@@ -478,7 +478,7 @@ class LedgerFile:
         # plain read instead of each importing Alembic (a second of CPU) to learn the same.
         import contextlib  # only a ledger behind the code gets here
 
-        from ._locks import file_lock
+        from .ledger.locks import file_lock
 
         with contextlib.ExitStack() as held:
             # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in

@@ -81,7 +81,7 @@ def open_machine_file(url: str) -> Ledger:
 
 
 def _retire(legacy: str, target: str) -> None:
-    from ._locks import file_lock
+    from .ledger.locks import file_lock
 
     with file_lock(os.path.join(os.path.dirname(target), "adopt.lock")):
         if not os.path.lexists(legacy):

@@ -75,8 +75,8 @@ from ._ledger_file import LedgerFile
 from ._ledger_file import credible_bounds as _credible_bounds
 from ._ledger_file import ledger_path as ledger_path
 from ._ledger_file import without_password as without_password
-from ._locks import KeyLocks
 from .ledger import BATCH_ROWS, in_id_order, schema
+from .ledger.locks import KeyLocks
 
 if TYPE_CHECKING:
     from pathlib import Path

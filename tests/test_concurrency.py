@@ -22,17 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assetcache import (
-    Asset,
-    AssetCache,
-    AsyncAssetCache,
-    Emulator,
-    LedgerError,
-    RetryPolicy,
-    _locks,
-)
-from assetcache._locks import KeyLocks
+from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, LedgerError, RetryPolicy
 from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger import locks as _locks
+from assetcache.ledger.locks import KeyLocks
 from assetcache.ledger.schema import HEAD
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
@@ -218,7 +211,7 @@ def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
 CLI_AT_START = (
     "import os, sys, time; sys.path.insert(0, os.environ['ROOT']); "
     "time.sleep(max(0, float(os.environ.get('START', '0')) - time.time())); "
-    "from assetcache import _locks; "
+    "from assetcache.ledger import locks as _locks; "
     "[setattr(_locks, 'LOCK_WAIT_S', float(v)) for v in [os.environ.get('LOCK_WAIT_S')] if v]; "
     "from assetcache._entry import main; sys.argv[0] = 'assetcache'; main()"
 )

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, LedgerError, _locks, _sqlite_ledger
-from assetcache._locks import KeyLocks
+from assetcache import Asset, LedgerError, _sqlite_ledger
 from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger import locks as _locks
+from assetcache.ledger.locks import KeyLocks
 
 from .conftest import EMAIL
 

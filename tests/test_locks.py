@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import LedgerError, _locks
-from assetcache._locks import STRIPES, KeyLocks, file_lock, wait_for
+from assetcache import LedgerError
+from assetcache.ledger import locks as _locks
+from assetcache.ledger.locks import STRIPES, KeyLocks, file_lock, wait_for
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -26,7 +27,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 HOLDER = """
 import os, sys
 sys.path.insert(0, os.environ["ROOT"])
-from assetcache import _locks
+from assetcache.ledger import locks as _locks
 _locks._OFD = sys.argv[2] == "1"
 with _locks.KeyLocks(sys.argv[1]).hold(sys.argv[3]):
     print("held", flush=True)

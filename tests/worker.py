@@ -12,7 +12,8 @@ import random
 import sys
 import time
 
-from assetcache import AssetCache, AssetCacheError, RetryPolicy, _locks
+from assetcache import AssetCache, AssetCacheError, RetryPolicy
+from assetcache.ledger import locks as _locks
 
 
 def main() -> int:

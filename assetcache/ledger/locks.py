@@ -61,8 +61,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-from ._errors import LedgerError
-from ._owner import make_private_dirs, require_own
+from .._errors import LedgerError
+from .._owner import make_private_dirs, require_own
 
 #: The default RetryPolicy's budget for one upload (``RetryPolicy.max_elapsed``).
 DEFAULT_UPLOAD_S: Final = 180.0

@@ -57,7 +57,6 @@ from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
 from ._hit import lookup_margin as lookup_margin
 from ._hit import this_host
 from ._hit import warn as _warn
-from ._ledger_file import FileStat
 from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
 from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._refs import MAX_REF_LENGTH, text_problem
@@ -65,6 +64,7 @@ from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, Re
 from ._results import Advice as Advice
 from ._retry import RetryPolicy
 from .ledger import open_engine, shown_location
+from .ledger.sqlite_file import FileStat
 
 if TYPE_CHECKING:
     import httpx

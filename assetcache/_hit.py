@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Final, Literal, Protocol, TypeVar
 
-    from ._ledger_file import FileStat, LedgerFile
+    from .ledger.sqlite_file import FileStat, LedgerFile
 
     AssetState = Literal["live", "expired", "future", "revoked"]
 

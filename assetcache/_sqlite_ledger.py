@@ -66,17 +66,17 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from . import _hit
 from ._asset import Asset
 from ._errors import LedgerError
-
-# Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
-from ._ledger_file import _INHERITED as _INHERITED
-from ._ledger_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
-from ._ledger_file import FileStat as FileStat
-from ._ledger_file import LedgerFile
-from ._ledger_file import credible_bounds as _credible_bounds
-from ._ledger_file import ledger_path as ledger_path
-from ._ledger_file import without_password as without_password
 from .ledger import BATCH_ROWS, in_id_order, schema
 from .ledger.locks import KeyLocks
+
+# Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
+from .ledger.sqlite_file import _INHERITED as _INHERITED
+from .ledger.sqlite_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
+from .ledger.sqlite_file import FileStat as FileStat
+from .ledger.sqlite_file import LedgerFile
+from .ledger.sqlite_file import credible_bounds as _credible_bounds
+from .ledger.sqlite_file import ledger_path as ledger_path
+from .ledger.sqlite_file import without_password as without_password
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -18,10 +18,10 @@ import pytest
 
 from assetcache import Asset, _hit
 from assetcache._errors import LedgerError
-from assetcache._ledger_file import FileStat
 from assetcache._machine_file import legacy_machine_file, open_machine_file
 from assetcache._sqlite_ledger import Ledger
 from assetcache.ledger import machine_file
+from assetcache.ledger.sqlite_file import FileStat
 
 from .conftest import EMAIL
 

@@ -30,8 +30,8 @@ import pytest
 
 from assetcache import AssetCache, LedgerError
 from assetcache._demo import sample_png
-from assetcache._ledger_file import LedgerFile
 from assetcache.ledger import machine_file
+from assetcache.ledger.sqlite_file import LedgerFile
 
 from .conftest import EMAIL
 

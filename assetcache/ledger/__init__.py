@@ -141,7 +141,7 @@ def shown_location(location: str) -> str:
         from .pgurl import shown
 
         return shown(location)
-    from .._ledger_file import ledger_path
+    from .sqlite_file import ledger_path
 
     return ledger_path(location)
 

@@ -20,11 +20,11 @@ from _thread import allocate_lock
 from _weakrefset import WeakSet
 from datetime import UTC, datetime
 
-from . import _hit
-from ._errors import LedgerError
-from ._hit import RETENTION
-from ._owner import make_private_dirs, require_own
-from .ledger import schema
+from .. import _hit
+from .._errors import LedgerError
+from .._hit import RETENTION
+from .._owner import make_private_dirs, require_own
+from . import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -163,10 +163,10 @@ def without_password(url: str) -> str:
     of its password masked (``_pgurl.shown``); in any other URL a password (``user:secret@host``,
     ``?password=secret``) becomes ``***``."""
 
-    from .ledger.pgurl import is_postgres
+    from .pgurl import is_postgres
 
     if is_postgres(url):
-        from .ledger.pgurl import shown
+        from .pgurl import shown
 
         return shown(url)
     return masked_userinfo(url)
@@ -478,7 +478,7 @@ class LedgerFile:
         # plain read instead of each importing Alembic (a second of CPU) to learn the same.
         import contextlib  # only a ledger behind the code gets here
 
-        from .ledger.locks import file_lock
+        from .locks import file_lock
 
         with contextlib.ExitStack() as held:
             # Without a place for the lock file (read-only directory), BEGIN IMMEDIATE in
@@ -540,7 +540,7 @@ class LedgerFile:
 
     def _migrate(self) -> None:
         # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
-        from ._sqlite_ledger import migrate
+        from .._sqlite_ledger import migrate
 
         migrate(self)
 

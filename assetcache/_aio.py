@@ -30,7 +30,7 @@ from ._email import normalize_email
 from ._errors import AssetCacheError
 from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._shielded import finished_anyway
-from ._sqlite_ledger import PRUNE_BATCH
+from .ledger.sqlite import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from ._client import AsyncLumaClient

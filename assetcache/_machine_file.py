@@ -36,9 +36,9 @@ import stat
 
 from ._config import cache_dir
 from ._errors import LedgerError
-from ._sqlite_ledger import Ledger
 from .ledger import machine_file
 from .ledger.pgurl import ConninfoError, parse, shown
+from .ledger.sqlite import Ledger
 from .ledger.sqlite_file import masked_userinfo
 
 log = logging.getLogger("assetcache")

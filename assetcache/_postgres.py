@@ -74,16 +74,10 @@ from ._errors import LedgerError
 from ._leases import RELEASE, Lease, LeaseLocks
 from ._machine_file import open_machine_file
 from ._session_turn import SessionTurn, TurnLatency
-from ._sqlite_ledger import (
-    FileStat,
-    MergeOutcome,
-    asset_from_row,
-    merge_outcome,
-    without_password,
-)
 from .ledger import in_id_order, schema
 from .ledger.pgurl import Secrets
 from .ledger.pgurl import hint as url_hint
+from .ledger.sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password
 
 if TYPE_CHECKING:
     from ._postgres_async import AsyncSessions
@@ -523,7 +517,7 @@ class PostgresLedger:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        from ._sqlite_ledger import _migrations_dir
+        from .ledger.sqlite import _migrations_dir
 
         engine = create_engine(
             "postgresql+psycopg://", creator=self._plain_connection, poolclass=NullPool

@@ -30,8 +30,8 @@ from . import _hit, _leases, _postgres
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
-from ._sqlite_ledger import asset_from_row
 from .ledger import schema
+from .ledger.sqlite import asset_from_row
 
 if TYPE_CHECKING:
     from ._asset import Asset

@@ -384,7 +384,7 @@ def build_ledger(db: Path, rows: int, now: datetime) -> None:
 
 
 def lookup_time(db: Path, rows: int, repeat: int) -> float:
-    from assetcache._sqlite_ledger import Ledger
+    from assetcache.ledger.sqlite import Ledger
 
     ledger = Ledger(str(db))
     keys = [

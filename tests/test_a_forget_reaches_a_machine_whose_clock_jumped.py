@@ -213,7 +213,7 @@ def test_a_read_made_before_a_reboot_is_neither_an_answer_nor_news(
     from datetime import UTC, datetime
 
     from assetcache import Asset
-    from assetcache._sqlite_ledger import Ledger
+    from assetcache.ledger.sqlite import Ledger
 
     now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from assetcache import Asset, AssetCache, AsyncAssetCache, Emulator, LedgerError, RetryPolicy
-from assetcache._sqlite_ledger import Ledger
 from assetcache.ledger import locks as _locks
 from assetcache.ledger.locks import KeyLocks
 from assetcache.ledger.schema import HEAD
+from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png, write
 

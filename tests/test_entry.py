@@ -157,7 +157,7 @@ LEAN = (
     "assetcache._asset",
     "assetcache._cache",
     "assetcache.cli",  # the click CLI: the fast path lives outside it (assetcache/_entry.py)
-    "assetcache._sqlite_ledger",
+    "assetcache.ledger.sqlite",
     "platformdirs",
 )
 

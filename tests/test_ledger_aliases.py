@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from assetcache import AssetCache, LedgerError
-from assetcache._sqlite_ledger import Ledger, ledger_path
+from assetcache.ledger.sqlite import Ledger, ledger_path
 from assetcache.ledger.sqlite_file import LedgerFile
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png

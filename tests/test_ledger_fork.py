@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, LedgerError, _sqlite_ledger
-from assetcache._sqlite_ledger import Ledger
+from assetcache import Asset, LedgerError
 from assetcache.ledger import locks as _locks
+from assetcache.ledger import sqlite as _sqlite_ledger
 from assetcache.ledger.locks import KeyLocks
+from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL
 

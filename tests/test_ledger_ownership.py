@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from assetcache import AssetCache, LedgerError
-from assetcache._sqlite_ledger import Ledger
 from assetcache.ledger.locks import KeyLocks, file_lock
+from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
 

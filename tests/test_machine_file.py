@@ -19,8 +19,8 @@ import pytest
 from assetcache import Asset, _hit
 from assetcache._errors import LedgerError
 from assetcache._machine_file import legacy_machine_file, open_machine_file
-from assetcache._sqlite_ledger import Ledger
 from assetcache.ledger import machine_file
+from assetcache.ledger.sqlite import Ledger
 from assetcache.ledger.sqlite_file import FileStat
 
 from .conftest import EMAIL

@@ -13,9 +13,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from assetcache._sqlite_ledger import Ledger, _migrations_dir
 from assetcache.ledger import schema as _schema
 from assetcache.ledger.models import metadata
+from assetcache.ledger.sqlite import Ledger, _migrations_dir
 
 
 def scripts() -> ScriptDirectory:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from assetcache import AssetCache, LedgerError
-from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
 

@@ -69,8 +69,8 @@ def test_hot_queries_seek_an_index(tmp_path: Path) -> None:
     """Scale without timing: each hot query must SEARCH an index, never SCAN the table."""
     import sqlite3
 
-    from assetcache._sqlite_ledger import Ledger
     from assetcache.ledger import schema as _schema
+    from assetcache.ledger.sqlite import Ledger
 
     db = tmp_path / "plan.db"
     Ledger(str(db)).close()
@@ -128,8 +128,8 @@ def test_listing_filters_match_a_python_filter(
 def test_per_account_queries_seek_the_email_index(tmp_path: Path) -> None:
     import sqlite3
 
-    from assetcache._sqlite_ledger import Ledger
     from assetcache.ledger import schema as _schema
+    from assetcache.ledger.sqlite import Ledger
 
     db = tmp_path / "plan.db"
     Ledger(str(db)).close()

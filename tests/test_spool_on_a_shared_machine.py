@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from assetcache import Asset, _hit
-from assetcache._sqlite_ledger import Ledger
+from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL
 

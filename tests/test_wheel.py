@@ -84,7 +84,7 @@ def test_installed_wheel_opens_a_new_ledger(wheel: Path, tmp_path: Path) -> None
         """
         import sqlite3, sys, assetcache
         from assetcache import AssetCache
-        from assetcache._sqlite_ledger import _migrations_dir
+        from assetcache.ledger.sqlite import _migrations_dir
         assert assetcache.__file__.startswith(sys.prefix), assetcache.__file__
         assert str(_migrations_dir()).startswith(sys.prefix), _migrations_dir()
         with AssetCache(db="ledger.db") as cache:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # types only: the console script's hit picks its engine here,
     from typing import Any, Protocol
 
     from .._asset import Asset
-    from .._sqlite_ledger import FileStat, MergeOutcome
+    from .sqlite import FileStat, MergeOutcome
 
     class KeyLock(Protocol):
         """Single flight for one (content, account) key: at most one holder, wherever it runs."""
@@ -178,6 +178,6 @@ def open_engine(location: str, *, lock_wait_s: float | None = None) -> LedgerEng
         from .._postgres import PostgresLedger
 
         return PostgresLedger(location, lock_wait_s=lock_wait_s)
-    from .._sqlite_ledger import Ledger
+    from .sqlite import Ledger
 
     return Ledger(location, lock_wait_s=lock_wait_s)

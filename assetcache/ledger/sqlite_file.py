@@ -540,7 +540,7 @@ class LedgerFile:
 
     def _migrate(self) -> None:
         # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
-        from .._sqlite_ledger import migrate
+        from .sqlite import migrate
 
         migrate(self)
 

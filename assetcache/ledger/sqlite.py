@@ -63,20 +63,20 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import _hit
-from ._asset import Asset
-from ._errors import LedgerError
-from .ledger import BATCH_ROWS, in_id_order, schema
-from .ledger.locks import KeyLocks
+from .. import _hit
+from .._asset import Asset
+from .._errors import LedgerError
+from . import BATCH_ROWS, in_id_order, schema
+from .locks import KeyLocks
 
 # Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
-from .ledger.sqlite_file import _INHERITED as _INHERITED
-from .ledger.sqlite_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
-from .ledger.sqlite_file import FileStat as FileStat
-from .ledger.sqlite_file import LedgerFile
-from .ledger.sqlite_file import credible_bounds as _credible_bounds
-from .ledger.sqlite_file import ledger_path as ledger_path
-from .ledger.sqlite_file import without_password as without_password
+from .sqlite_file import _INHERITED as _INHERITED
+from .sqlite_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
+from .sqlite_file import FileStat as FileStat
+from .sqlite_file import LedgerFile
+from .sqlite_file import credible_bounds as _credible_bounds
+from .sqlite_file import ledger_path as ledger_path
+from .sqlite_file import without_password as without_password
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,8 +92,8 @@ _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
 def _migrations_dir() -> Path:
     from pathlib import Path
 
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_migrations", here.parent / "migrations"):
+    package = Path(__file__).resolve().parent.parent  # assetcache/
+    for candidate in (package / "_migrations", package.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise LedgerError("assetcache is installed without its migrations; reinstall it")

@@ -72,9 +72,9 @@ from ._config import Secret
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._leases import RELEASE, Lease, LeaseLocks
-from ._machine_file import open_machine_file
 from ._session_turn import SessionTurn, TurnLatency
 from .ledger import in_id_order, schema
+from .ledger.machine import open_machine_file
 from .ledger.pgurl import Secrets
 from .ledger.pgurl import hint as url_hint
 from .ledger.sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password

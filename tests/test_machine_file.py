@@ -18,8 +18,8 @@ import pytest
 
 from assetcache import Asset, _hit
 from assetcache._errors import LedgerError
-from assetcache._machine_file import legacy_machine_file, open_machine_file
 from assetcache.ledger import machine_file
+from assetcache.ledger.machine import legacy_machine_file, open_machine_file
 from assetcache.ledger.sqlite import Ledger
 from assetcache.ledger.sqlite_file import FileStat
 
@@ -115,7 +115,7 @@ def test_a_legacy_file_is_adopted_with_its_spool_stat_cache_and_lock_folder() ->
 
 ADOPT = """
 import sys
-from assetcache._machine_file import open_machine_file
+from assetcache.ledger.machine import open_machine_file
 ledger = open_machine_file(sys.argv[1])
 print(ledger.path, len(ledger.spooled(10)), flush=True)
 ledger.close()

@@ -161,7 +161,7 @@ def machine_file(location: str) -> str:
     try:
         name = identity(location)
     except ConninfoError:  # no libpq reads it: no database to name; as older versions did
-        from .._machine_file import legacy_machine_file
+        from .machine import legacy_machine_file
 
         return legacy_machine_file(location)
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]

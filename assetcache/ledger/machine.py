@@ -34,12 +34,12 @@ import os
 import sqlite3
 import stat
 
-from ._config import cache_dir
-from ._errors import LedgerError
-from .ledger import machine_file
-from .ledger.pgurl import ConninfoError, parse, shown
-from .ledger.sqlite import Ledger
-from .ledger.sqlite_file import masked_userinfo
+from .._config import cache_dir
+from .._errors import LedgerError
+from . import machine_file
+from .pgurl import ConninfoError, parse, shown
+from .sqlite import Ledger
+from .sqlite_file import masked_userinfo
 
 log = logging.getLogger("assetcache")
 
@@ -81,7 +81,7 @@ def open_machine_file(url: str) -> Ledger:
 
 
 def _retire(legacy: str, target: str) -> None:
-    from .ledger.locks import file_lock
+    from .locks import file_lock
 
     with file_lock(os.path.join(os.path.dirname(target), "adopt.lock")):
         if not os.path.lexists(legacy):

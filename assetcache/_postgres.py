@@ -71,9 +71,9 @@ from ._asset import RETENTION, Asset
 from ._config import Secret
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
-from ._leases import RELEASE, Lease, LeaseLocks
 from ._session_turn import SessionTurn, TurnLatency
 from .ledger import in_id_order, schema
+from .ledger.leases import RELEASE, Lease, LeaseLocks
 from .ledger.machine import open_machine_file
 from .ledger.pgurl import Secrets
 from .ledger.pgurl import hint as url_hint

@@ -26,17 +26,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _hit, _leases, _postgres
+from . import _hit, _postgres
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
-from .ledger import schema
+from .ledger import leases, schema
 from .ledger.sqlite import asset_from_row
 
 if TYPE_CHECKING:
     from ._asset import Asset
-    from ._leases import Lease
     from ._postgres import PostgresLedger
+    from .ledger.leases import Lease
 
 _T = TypeVar("_T")
 
@@ -262,18 +262,18 @@ class AsyncSessions:
 
     async def _claim(self, lease: Lease) -> bool:
         async def claim(conn: Any) -> bool:
-            cursor = await conn.execute(_leases.CLAIM, lease.params)
+            cursor = await conn.execute(leases.CLAIM, lease.params)
             return await cursor.fetchone() is not None
 
         return await self._run(claim)
 
     async def _take_from_dead(self, lease: Lease) -> bool:
         async def take(conn: Any) -> bool:
-            row = await (await conn.execute(_leases.HELD_BY, lease.params)).fetchone()
-            if row is None or not _leases.is_dead_here(str(row[0])):
+            row = await (await conn.execute(leases.HELD_BY, lease.params)).fetchone()
+            if row is None or not leases.is_dead_here(str(row[0])):
                 return False
             params = {**lease.params, "dead": row[0]}
-            return await (await conn.execute(_leases.TAKE_FROM, params)).fetchone() is not None
+            return await (await conn.execute(leases.TAKE_FROM, params)).fetchone() is not None
 
         return await self._run(take)
 
@@ -284,7 +284,7 @@ class AsyncSessions:
 
     async def release(self, lease: Lease) -> None:
         async def release(conn: Any) -> None:
-            await conn.execute(_leases.RELEASE, lease.params)
+            await conn.execute(leases.RELEASE, lease.params)
 
         await self._run(release)
 
@@ -292,10 +292,10 @@ class AsyncSessions:
         """Renew every RENEW_S until cancelled, or until the lease turns out taken over."""
 
         async def renew(conn: Any) -> bool:
-            return bool((await conn.execute(_leases.RENEW, lease.params)).rowcount)
+            return bool((await conn.execute(leases.RENEW, lease.params)).rowcount)
 
         while True:
-            await asyncio.sleep(_leases.RENEW_S)
+            await asyncio.sleep(leases.RENEW_S)
             try:
                 if not await self._run(renew):
                     return  # taken over: recording will find out and act on it
@@ -326,7 +326,7 @@ class AsyncSessions:
 async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> _postgres.Written:
     """``_postgres._write_upload``, awaited."""
     answer = None
-    if lease is not None and not (await conn.execute(_leases.RELEASE, lease.params)).rowcount:
+    if lease is not None and not (await conn.execute(leases.RELEASE, lease.params)).rowcount:
         params = _postgres.newest_params(asset.sha256, asset.email, _postgres.taken_over_at(asset))
         rows = await _read(conn, sql=schema.SELECT_NEWEST, params=params)
         answer = rows[0] if rows else None

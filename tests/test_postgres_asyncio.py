@@ -169,7 +169,8 @@ def test_a_claim_cancelled_in_flight_leaves_the_key_free(
     or every other machine waits LEASE_S for a key nobody is uploading."""
     import psycopg
 
-    from assetcache import _leases, _postgres_async, _shielded
+    from assetcache import _postgres_async, _shielded
+    from assetcache.ledger import leases as _leases
 
     cursor = _postgres_async._watched_cursor(psycopg)
     real = cursor.execute

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from assetcache import AssetCache, AsyncAssetCache, Emulator, _leases, _postgres
+from assetcache import AssetCache, AsyncAssetCache, Emulator, _postgres
+from assetcache.ledger import leases as _leases
 
 from .conftest import EMAIL, png, write
 
@@ -127,7 +128,7 @@ def test_async_tasks_of_one_loop_share_one_session(
 # seconds, not the production bound.
 HOLDER = """
 import sys
-from assetcache import _leases
+from assetcache.ledger import leases as _leases
 _leases.LEASE_S, _leases.RENEW_S = 2.0, 0.5
 from assetcache import AssetCache
 url, token, base_url, path, email = sys.argv[1:]

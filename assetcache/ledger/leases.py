@@ -49,12 +49,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ._errors import LedgerError
+from .._errors import LedgerError
 
 if TYPE_CHECKING:
-    from ._postgres import PostgresLedger
-    from ._postgres_async import AsyncSessions
-    from ._session_turn import TurnLatency
+    from .._session_turn import TurnLatency
+    from .._postgres import PostgresLedger
+    from .._postgres_async import AsyncSessions
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.
@@ -373,7 +373,7 @@ class LeaseLocks:
         and the release are statements on the loop's one session; waiters cost no thread."""
         import asyncio
 
-        from ._shielded import finished_anyway
+        from .._shielded import finished_anyway
 
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key, self._ledger.latency)

@@ -1,6 +1,6 @@
 """The PostgreSQL ledger through psycopg's asyncio driver: what AsyncAssetCache awaits.
 
-``_postgres.PostgresLedger`` owns the ledger (its URL and password, schema, mirror, spool, and
+``postgres.PostgresLedger`` owns the ledger (its URL and password, schema, mirror, spool, and
 how failures read); this module adds sessions made with ``psycopg.AsyncConnection`` for the
 resolve path, so that an asyncio program waits for the server (the newest row, the single-flight
 lock, recording an upload) on its event loop rather than in worker threads: a thousand waiting
@@ -26,17 +26,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _hit, _postgres
+from . import _hit
 from ._deadline import WATCHDOG
 from ._errors import LedgerError
 from ._shielded import finished_anyway, keep_running
-from .ledger import leases, schema
+from .ledger import leases, postgres, schema
 from .ledger.sqlite import asset_from_row
 
 if TYPE_CHECKING:
     from ._asset import Asset
-    from ._postgres import PostgresLedger
     from .ledger.leases import Lease
+    from .ledger.postgres import PostgresLedger
 
 _T = TypeVar("_T")
 
@@ -89,7 +89,7 @@ class AsyncSessions:
                     ledger.conninfo(None),
                     autocommit=True,
                     cursor_factory=_watched_cursor(psycopg),
-                    connect_timeout=_postgres.CONNECT_TIMEOUT_S,
+                    connect_timeout=postgres.CONNECT_TIMEOUT_S,
                     prepare_threshold=None,  # nothing kept in a server session (poolers)
                 )
             except psycopg.Error as exc:
@@ -126,7 +126,7 @@ class AsyncSessions:
                 del self._sessions[loop]
         if keep:
             closer = functools.partial(self._close_idle, loop, conn)
-            WATCHDOG.close_when_idle(conn, _postgres.IDLE_CLOSE_S, closer)
+            WATCHDOG.close_when_idle(conn, postgres.IDLE_CLOSE_S, closer)
         else:
             _finish(conn)
 
@@ -166,7 +166,7 @@ class AsyncSessions:
             WATCHDOG.in_use(conn)
             failure: BaseException | None = None
             try:
-                with WATCHDOG.watching(conn, conn.fileno, _postgres.SESSION_DEADLINE_S):
+                with WATCHDOG.watching(conn, conn.fileno, postgres.SESSION_DEADLINE_S):
                     yield conn
             except psycopg.Error as exc:
                 failure = exc  # a session that failed may be broken: never used again
@@ -186,7 +186,7 @@ class AsyncSessions:
             try:
                 async with self.session() as conn:
                     return await work(conn)
-            except _postgres.StaleSession:
+            except postgres.StaleSession:
                 async with self.session() as conn:
                     return await work(conn)
 
@@ -211,7 +211,7 @@ class AsyncSessions:
         if fresh:
             spooled = await asyncio.to_thread(ledger.spooled_newest, sha256, email, moment)
         began = _hit.machine_ns()
-        params = _postgres.newest_params(sha256, email, moment)
+        params = postgres.newest_params(sha256, email, moment)
         rows = await self._rows(schema.SELECT_NEWEST, params)
         answer = rows[0] if rows else None
         return await asyncio.to_thread(
@@ -232,7 +232,7 @@ class AsyncSessions:
             locks.recording.discard(lease.holder)
 
     async def _record(self, asset: Asset, lease: Lease | None) -> Asset:
-        deadline = time.monotonic() + _postgres.RECORD_RETRY_S
+        deadline = time.monotonic() + postgres.RECORD_RETRY_S
         delay = 0.2
         while True:
             began = _hit.machine_ns()
@@ -243,7 +243,7 @@ class AsyncSessions:
                 if self._ledger.give_up_recording(deadline, delay):
                     return await asyncio.to_thread(self._ledger.spool, asset, exc)
                 await asyncio.sleep(delay)
-                delay = _postgres.next_delay(delay)
+                delay = postgres.next_delay(delay)
                 continue
             # Rare (a taken-over lease), so the sync side's wait in a worker thread will do.
             written = await asyncio.to_thread(self._ledger.with_takers_answer, written)
@@ -323,21 +323,21 @@ class AsyncSessions:
         self._sessions, self._busy, self._turns = {}, set(), {}
 
 
-async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> _postgres.Written:
-    """``_postgres._write_upload``, awaited."""
+async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> postgres.Written:
+    """``postgres._write_upload``, awaited."""
     answer = None
     if lease is not None and not (await conn.execute(leases.RELEASE, lease.params)).rowcount:
-        params = _postgres.newest_params(asset.sha256, asset.email, _postgres.taken_over_at(asset))
+        params = postgres.newest_params(asset.sha256, asset.email, postgres.taken_over_at(asset))
         rows = await _read(conn, sql=schema.SELECT_NEWEST, params=params)
         answer = rows[0] if rows else None
-        asset = _postgres.superseded(asset)
+        asset = postgres.superseded(asset)
     cursor = await conn.execute(
-        _postgres.as_psycopg(schema.RECORD_UPLOAD), _postgres.upload_params(asset)
+        postgres.as_psycopg(schema.RECORD_UPLOAD), postgres.upload_params(asset)
     )
     row = await cursor.fetchone()
     return asset, (row[0], row[1]), answer
 
 
 async def _read(conn: Any, *, sql: str, params: dict[str, Any]) -> list[Asset]:
-    cursor = await conn.execute(_postgres.as_psycopg(sql), params)
+    cursor = await conn.execute(postgres.as_psycopg(sql), params)
     return [asset_from_row(row) for row in await cursor.fetchall()]

@@ -644,7 +644,7 @@ def bench_farm(tmp: Path) -> list[Row]:
 def pg_lookup_at_scale(server: object, rows: int, repeat: int) -> Row:
     import psycopg
 
-    from assetcache._postgres import PostgresLedger
+    from assetcache.ledger.postgres import PostgresLedger
 
     timings, sizes = {}, {}
     now = datetime.now(UTC)

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from assetcache import AssetCache, AsyncAssetCache, LedgerError, _postgres
+from assetcache import AssetCache, AsyncAssetCache, LedgerError
+from assetcache.ledger import postgres as _postgres
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, FakeLuma, png
 

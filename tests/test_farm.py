@@ -234,8 +234,8 @@ def test_a_server_that_stays_full_is_named_once_the_budget_runs_out(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from assetcache import _postgres
     from assetcache.cli import cli
+    from assetcache.ledger import postgres as _postgres
 
     path, _ = a_known_image
     monkeypatch.setattr(_postgres, "SLOT_WAIT_S", 3.0)  # the budget, shortened

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from assetcache import Asset
-from assetcache._postgres import PostgresLedger
+from assetcache.ledger.postgres import PostgresLedger
 
 from .conftest import EMAIL
 

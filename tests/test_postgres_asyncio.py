@@ -74,7 +74,7 @@ def test_two_machines_of_async_tasks_upload_each_image_once(
 def test_a_stopped_server_fails_async_readers_and_waiters_within_the_deadline(
     make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import _postgres
+    from assetcache.ledger import postgres as _postgres
 
     monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 1.0)
     server = make_postgres_server()
@@ -129,7 +129,8 @@ def test_async_sessions_a_restart_dropped_are_asked_again_once(make_postgres_ser
 def test_an_async_upload_the_ledger_could_not_record_is_spooled_then_merged(
     make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import AssetCache, _postgres
+    from assetcache import AssetCache
+    from assetcache.ledger import postgres as _postgres
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 0.5)
     server = make_postgres_server()
@@ -213,7 +214,7 @@ def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
     """aclose() while a task retries recording its upload (the server refuses the statement):
     the task ends soon after with the ledger's 'is closed', as on SQLite, instead of retrying a
     closed ledger for RECORD_RETRY_S."""
-    from assetcache import _postgres
+    from assetcache.ledger import postgres as _postgres
     from assetcache.ledger import schema as _schema
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)
@@ -239,7 +240,8 @@ def test_aclose_while_a_resolve_records_does_not_leave_it_retrying(
 def test_close_while_a_resolve_records_does_not_leave_it_retrying(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import AssetCache, _postgres
+    from assetcache import AssetCache
+    from assetcache.ledger import postgres as _postgres
     from assetcache.ledger import schema as _schema
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 60.0)

@@ -210,7 +210,7 @@ def test_a_hit_is_answered_from_this_machines_mirror_without_psycopg(
 def test_a_forget_elsewhere_reaches_the_mirror_within_its_bound(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache._postgres import MIRROR_TTL
+    from assetcache.ledger.postgres import MIRROR_TTL
 
     from .conftest import Clock
 
@@ -234,7 +234,7 @@ def test_a_forget_elsewhere_reaches_the_mirror_within_its_bound(
 def test_without_psycopg_a_postgresql_url_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from assetcache import _postgres
+    from assetcache.ledger import postgres as _postgres
 
     monkeypatch.setattr(_postgres, "_driver", lambda: None)
     with pytest.raises(LedgerError, match=r"assetcache\[postgres\]") as info:
@@ -338,7 +338,7 @@ def test_a_mirrored_ref_near_expiry_does_not_cost_a_second_upload(
 def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
     make_postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import _postgres
+    from assetcache.ledger import postgres as _postgres
 
     monkeypatch.setattr(_postgres, "SESSION_DEADLINE_S", 1.0)
     server = make_postgres_server()
@@ -386,7 +386,7 @@ def test_an_upload_the_ledger_could_not_record_is_spooled_then_merged(
     """The server goes away while an upload is in flight and stays away past the recording
     budget: the paid ref is still the answer, kept in this machine's spool, and the next
     session that reaches the server (a later process here) records it there."""
-    from assetcache import _postgres
+    from assetcache.ledger import postgres as _postgres
 
     monkeypatch.setattr(_postgres, "RECORD_RETRY_S", 0.5)
     server = make_postgres_server()

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from assetcache import AssetCache, AsyncAssetCache, Emulator, _postgres
+from assetcache import AssetCache, AsyncAssetCache, Emulator
 from assetcache.ledger import leases as _leases
+from assetcache.ledger import postgres as _postgres
 
 from .conftest import EMAIL, png, write
 

@@ -99,8 +99,9 @@ def test_a_failed_merge_of_the_spool_is_not_retried_by_every_session(
 ) -> None:
     """While the shared ledger cannot take the spool, each session would otherwise pay for a
     merge attempt (a connect timeout against a silent host) before its own work."""
-    from assetcache import LedgerError, _postgres
-    from assetcache._postgres import PostgresLedger
+    from assetcache import LedgerError
+    from assetcache.ledger import postgres as _postgres
+    from assetcache.ledger.postgres import PostgresLedger
 
     ledger = PostgresLedger(postgres_url)
     try:

@@ -175,7 +175,7 @@ def open_engine(location: str, *, lock_wait_s: float | None = None) -> LedgerEng
     own bound otherwise: ``_locks.LOCK_WAIT_S`` on this machine, ``_leases.LOCK_WAIT_S`` for a
     shared ledger's leases)."""
     if scheme_of(location) in POSTGRES_SCHEMES:
-        from .._postgres import PostgresLedger
+        from .postgres import PostgresLedger
 
         return PostgresLedger(location, lock_wait_s=lock_wait_s)
     from .sqlite import Ledger

@@ -66,21 +66,21 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from . import _hit
-from ._asset import RETENTION, Asset
-from ._config import Secret
-from ._deadline import WATCHDOG
-from ._errors import LedgerError
-from ._session_turn import SessionTurn, TurnLatency
-from .ledger import in_id_order, schema
-from .ledger.leases import RELEASE, Lease, LeaseLocks
-from .ledger.machine import open_machine_file
-from .ledger.pgurl import Secrets
-from .ledger.pgurl import hint as url_hint
-from .ledger.sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password
+from .. import _hit
+from .._asset import RETENTION, Asset
+from .._config import Secret
+from .._deadline import WATCHDOG
+from .._errors import LedgerError
+from .._session_turn import SessionTurn, TurnLatency
+from . import in_id_order, schema
+from .leases import RELEASE, Lease, LeaseLocks
+from .machine import open_machine_file
+from .pgurl import Secrets
+from .pgurl import hint as url_hint
+from .sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password
 
 if TYPE_CHECKING:
-    from ._postgres_async import AsyncSessions
+    from .._postgres_async import AsyncSessions
 
 _T = TypeVar("_T")
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
@@ -517,7 +517,7 @@ class PostgresLedger:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        from .ledger.sqlite import _migrations_dir
+        from .sqlite import _migrations_dir
 
         engine = create_engine(
             "postgresql+psycopg://", creator=self._plain_connection, poolclass=NullPool
@@ -603,7 +603,7 @@ class PostgresLedger:
         """This ledger through psycopg's asyncio driver (AsyncAssetCache's resolve path)."""
         with self._guard:
             if self._async is None:
-                from ._postgres_async import AsyncSessions
+                from .._postgres_async import AsyncSessions
 
                 self._async = AsyncSessions(self)
             return self._async

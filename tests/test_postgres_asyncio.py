@@ -170,8 +170,9 @@ def test_a_claim_cancelled_in_flight_leaves_the_key_free(
     or every other machine waits LEASE_S for a key nobody is uploading."""
     import psycopg
 
-    from assetcache import _postgres_async, _shielded
+    from assetcache import _shielded
     from assetcache.ledger import leases as _leases
+    from assetcache.ledger import postgres_async as _postgres_async
 
     cursor = _postgres_async._watched_cursor(psycopg)
     real = cursor.execute
@@ -273,7 +274,7 @@ def test_a_resolve_cancelled_while_recording_still_records_its_upload(
 ) -> None:
     """The upload was paid for: cancelling the resolve (wait_for, a task group) while its row is
     being written must not lose the row, or the next resolve pays again."""
-    from assetcache._postgres_async import AsyncSessions
+    from assetcache.ledger.postgres_async import AsyncSessions
 
     real = AsyncSessions.record
 

@@ -52,9 +52,9 @@ from typing import TYPE_CHECKING, Any, Final
 from .._errors import LedgerError
 
 if TYPE_CHECKING:
-    from .._postgres_async import AsyncSessions
     from .._session_turn import TurnLatency
     from .postgres import PostgresLedger
+    from .postgres_async import AsyncSessions
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.

@@ -80,7 +80,7 @@ from .pgurl import hint as url_hint
 from .sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password
 
 if TYPE_CHECKING:
-    from .._postgres_async import AsyncSessions
+    from .postgres_async import AsyncSessions
 
 _T = TypeVar("_T")
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
@@ -603,7 +603,7 @@ class PostgresLedger:
         """This ledger through psycopg's asyncio driver (AsyncAssetCache's resolve path)."""
         with self._guard:
             if self._async is None:
-                from .._postgres_async import AsyncSessions
+                from .postgres_async import AsyncSessions
 
                 self._async = AsyncSessions(self)
             return self._async

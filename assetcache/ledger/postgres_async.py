@@ -26,17 +26,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _hit
-from ._deadline import WATCHDOG
-from ._errors import LedgerError
-from ._shielded import finished_anyway, keep_running
-from .ledger import leases, postgres, schema
-from .ledger.sqlite import asset_from_row
+from .. import _hit
+from .._deadline import WATCHDOG
+from .._errors import LedgerError
+from .._shielded import finished_anyway, keep_running
+from . import leases, postgres, schema
+from .sqlite import asset_from_row
 
 if TYPE_CHECKING:
-    from ._asset import Asset
-    from .ledger.leases import Lease
-    from .ledger.postgres import PostgresLedger
+    from .._asset import Asset
+    from .leases import Lease
+    from .postgres import PostgresLedger
 
 _T = TypeVar("_T")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
-from . import _hit
-from ._hit import RETENTION as RETENTION
+from . import _rules
+from ._rules import RETENTION as RETENTION
 from .ledger.schema import UPLOAD_COLUMNS
 
-#: What a row is worth at a given moment (see ``Asset.state``).
-AssetState = Literal["live", "expired", "future", "revoked"]
+if TYPE_CHECKING:
+    from ._rules import AssetState
 
 #: The fields of an Asset as exported (JSON, CSV): the ledger's columns, the ref first and
 #: without the row id.
@@ -65,7 +65,7 @@ class Asset:
         while the clock ran ahead: its expiry may be days later than the real one, so it is no
         evidence that the ref still works. It is never an answer, and prune removes it.
         """
-        return _hit.state(self.uploaded_at, self.expires_at, self.revoked_at, now)
+        return _rules.state(self.uploaded_at, self.expires_at, self.revoked_at, now)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (times as ISO 8601 with offset), plus ``reused``."""

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
-from . import _config, _fill, _hit, _orchestration
+from . import _config, _fill, _hit, _orchestration, _rules
 from ._asset import RETENTION, Asset, answered
 from ._content import Content, Source, check, load_file
 from ._email import normalize_email
@@ -52,9 +52,7 @@ from ._errors import (
     UnauthorizedError,
     needs_setting,
 )
-from ._hit import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
 from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
-from ._hit import lookup_margin as lookup_margin
 from ._hit import this_host
 from ._hit import warn as _warn
 from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
@@ -63,6 +61,8 @@ from ._refs import MAX_REF_LENGTH, text_problem
 from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, RefreshStatus
 from ._results import Advice as Advice
 from ._retry import RetryPolicy
+from ._rules import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
+from ._rules import lookup_margin as lookup_margin
 from .ledger import open_engine, shown_location
 from .ledger.sqlite_file import FileStat
 
@@ -110,7 +110,7 @@ class _Core:
         self.location = _config.resolve_db(db)
         self.path = shown_location(self.location)
         self.base_url = _config.resolve_base_url(base_url)
-        self.min_remaining = _hit.check_min_remaining(min_remaining)
+        self.min_remaining = _rules.check_min_remaining(min_remaining)
         self._clock = clock or _hit.utcnow
         self._ledger: LedgerEngine | None = None
         self._open_lock = threading.Lock()
@@ -262,7 +262,7 @@ class _Core:
         )
 
     def min_remaining_or_default(self, value: timedelta | None) -> timedelta:
-        return self.min_remaining if value is None else _hit.check_min_remaining(value)
+        return self.min_remaining if value is None else _rules.check_min_remaining(value)
 
     # -- listing, pruning, audit ---------------------------------------------------------
 

@@ -88,7 +88,7 @@ def fast_ref(argv: Sequence[str]) -> int | None:
     db, files, email, min_remaining, offline = parsed
     from datetime import timedelta
 
-    from ._hit import DEFAULT_MIN_REMAINING
+    from ._rules import DEFAULT_MIN_REMAINING
 
     if min_remaining is None:  # the same margins as the click CLI's `ref` and `ref --offline`
         min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
@@ -138,7 +138,7 @@ def _ledger_refs(
     """The refs straight from an SQLite ledger (or a shared ledger's mirror, for rows this
     machine read recently) whose stat cache knows every file (the common case, and the
     cheapest: no ``Asset`` is built, and little is imported); else None."""
-    from . import _config, _hit
+    from . import _config, _hit, _rules
     from ._email import normalize_email
     from .ledger import POSTGRES_SCHEMES, machine_file, scheme_of
     from .ledger.sqlite_file import LedgerFile
@@ -153,7 +153,7 @@ def _ledger_refs(
     elif scheme != "sqlite":
         return None
     email = normalize_email(email)
-    margin = _hit.check_min_remaining(margin)
+    margin = _rules.check_min_remaining(margin)
     ledger = LedgerFile(location)
     try:
         refs = []

@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from ._refs import ref_problem
+from ._rules import state
 from .ledger import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, Final, Literal, Protocol, TypeVar
+    from datetime import timedelta
+    from typing import Any, Final, Protocol, TypeVar
 
     from .ledger.sqlite_file import FileStat, LedgerFile
-
-    AssetState = Literal["live", "expired", "future", "revoked"]
 
     class HitRow(Protocol):
         """What a hit decides on: an ``Asset``, or a ``StoredRow``."""
@@ -62,17 +61,6 @@ if TYPE_CHECKING:
 
     Row = TypeVar("Row", bound=HitRow)
 
-#: How long useapi.net keeps an upload (the documented retention).
-RETENTION: Final = timedelta(days=30)
-#: The margin ``resolve`` and ``assetcache ref`` ask for unless told otherwise.
-DEFAULT_MIN_REMAINING: Final = timedelta(days=1)
-#: How long a row read from a shared ledger answers lookups from this machine's mirror: the
-#: bound on how late a forget made on another machine reaches this one (see _postgres.py),
-#: kept by both clocks (``mirror_window``).
-MIRROR_TTL: Final = timedelta(minutes=5)
-MIRROR_TTL_NS: Final = MIRROR_TTL // timedelta(microseconds=1) * 1000
-#: The machine clock: time since boot, counting suspend where the system can (Linux).
-_BOOT_CLOCK: Final = getattr(time, "CLOCK_BOOTTIME", None)
 #: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
 #: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
 #: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
@@ -128,17 +116,6 @@ def unchanged(entry: FileStat, st: os.stat_result) -> bool:
 
 
 # -- 2. the row ------------------------------------------------------------------------------
-
-
-def state(
-    uploaded_at: datetime, expires_at: datetime, revoked_at: datetime | None, now: datetime
-) -> AssetState:
-    """What a row is worth at ``now`` (``Asset.state`` documents it)."""
-    if revoked_at is not None:
-        return "revoked"  # found dead before its time (forget): kept as history only
-    if uploaded_at > now or expires_at > now + RETENTION:
-        return "future"
-    return "live" if expires_at > now else "expired"
 
 
 def enough(row: HitRow, now: datetime, margin: timedelta) -> bool:
@@ -228,50 +205,7 @@ def warn(what: str, exc: BaseException) -> None:
     logging.getLogger("assetcache").warning("%s: %s", what, exc)
 
 
-# -- margins -----------------------------------------------------------------------------
-
-
-def check_min_remaining(value: timedelta) -> timedelta:
-    if not isinstance(value, timedelta):
-        raise TypeError("min_remaining must be a datetime.timedelta")
-    if value < timedelta(0) or value >= RETENTION:
-        raise ValueError(
-            f"min_remaining must be between 0 and {RETENTION.days} days (uploads live "
-            f"{RETENTION.days} days); got {value}"
-        )
-    return value
-
-
-def lookup_margin(min_remaining: timedelta | None) -> timedelta:
-    """lookup's margin: zero unless given ("is anything live cached?")."""
-    return timedelta(0) if min_remaining is None else check_min_remaining(min_remaining)
-
-
 # -- the console script's hit ------------------------------------------------------------
-
-
-def machine_ns() -> int:
-    """This machine's clock for its mirror of a shared ledger: nanoseconds since boot. Nobody
-    sets it (NTP, an administrator or a resumed VM may move the wall clock either way, this
-    never jumps), and every process of the machine reads the same one."""
-    if _BOOT_CLOCK is not None:
-        return time.clock_gettime_ns(_BOOT_CLOCK)
-    return time.monotonic_ns()
-
-
-def mirror_window(now: datetime) -> dict[str, str | int]:
-    """The reads of a shared ledger this machine's mirror still answers from at ``now`` (the
-    parameters of ``schema.SELECT_MIRRORED``, with ``credible_bounds``' ``:now``): those made
-    within MIRROR_TTL by the wall clock (``now``; a stamp later than it, made while the clock
-    ran ahead, is no answer) and by the machine clock (``machine_ns``: however the wall clock
-    jumped since, in either direction, a row read more than MIRROR_TTL ago is read again).
-    ``PostgresLedger`` and the console script's lean ``ref`` both answer by it."""
-    ticks = machine_ns()
-    return {
-        "seen_after": schema.to_db_time(now - MIRROR_TTL),
-        "seen_after_ns": ticks - MIRROR_TTL_NS,
-        "now_ns": ticks,
-    }
 
 
 def cached_ref(
@@ -287,10 +221,10 @@ def cached_ref(
     cache knows the file, without building an ``Asset``; None when the full cache must decide
     (the file must be hashed, or no live ref is known). ``email`` is normalised.
 
-    ``mirror``: ``ledger`` is a shared ledger's machine file (``_engine.machine_file``), which
+    ``mirror``: ``ledger`` is a shared ledger's machine file (``ledger.machine_file``), which
     answers from what this machine knows as ``PostgresLedger.newest`` does (rows read within
-    ``mirror_window``, and its spool); whatever must be asked of the server (a miss, a row too
-    short-lived) is the full cache's to ask."""
+    ``ledger.sqlite_file.mirror_window``, and its spool); whatever must be asked of the server
+    (a miss, a row too short-lived) is the full cache's to ask."""
     recorded = recordable_path(path)
     sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
     if sha256 is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import AssetCache, AsyncAssetCache, Emulator, _hit
+from assetcache import AssetCache, AsyncAssetCache, Emulator, _hit, _rules
 
 from .conftest import EMAIL, Clock, png
 
@@ -34,8 +34,8 @@ class MachineClock:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.passed = 0
-        real = getattr(_hit, "machine_ns", time.monotonic_ns)
-        monkeypatch.setattr(_hit, "machine_ns", lambda: real() + self.passed, raising=False)
+        real = getattr(_rules, "machine_ns", time.monotonic_ns)
+        monkeypatch.setattr(_rules, "machine_ns", lambda: real() + self.passed, raising=False)
 
     def advance(self, delta: timedelta) -> None:
         self.passed += int(delta.total_seconds() * 1_000_000_000)
@@ -195,9 +195,9 @@ def test_a_slower_read_never_replaces_a_later_ones_answer_whatever_its_wall_stam
     ) as here:
         asset = here.resolve(png("a"), email=EMAIL)
         engine = here._core.ledger
-        first_began = _hit.machine_ns()
+        first_began = _rules.machine_ns()
         machine.advance(timedelta(seconds=1))
-        second_began = _hit.machine_ns()
+        second_began = _rules.machine_ns()
         engine.remember(asset.sha256, EMAIL, None, clock.now, second_began)  # type: ignore[attr-defined]
         engine.remember(asset.sha256, EMAIL, asset, clock.now + AHEAD, first_began)  # type: ignore[attr-defined]
         clock.advance(AHEAD)
@@ -231,7 +231,7 @@ def test_a_read_made_before_a_reboot_is_neither_an_answer_nor_news(
         )
 
     ticks = [10 * 3600 * 10**9]  # ten hours since boot
-    monkeypatch.setattr(_hit, "machine_ns", lambda: ticks[0])
+    monkeypatch.setattr(_rules, "machine_ns", lambda: ticks[0])
     local = Ledger(str(tmp_path / "shared-local.db"))
     try:
         local.mirror("a" * 64, EMAIL, upload("before"), seen_at=now, seen_ns=ticks[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, _hit
+from assetcache import Asset, _rules
 from assetcache._errors import LedgerError
 from assetcache.ledger import machine_file
 from assetcache.ledger.machine import legacy_machine_file, open_machine_file
@@ -58,7 +58,7 @@ def _legacy_with_content(url: str = URL) -> str:
     ledger = Ledger(legacy)
     ledger.record(_asset(1))  # spooled: mirrored_at NULL
     ledger.mirror(
-        _asset(2).sha256, EMAIL, _asset(2), seen_at=datetime.now(UTC), seen_ns=_hit.machine_ns()
+        _asset(2).sha256, EMAIL, _asset(2), seen_at=datetime.now(UTC), seen_ns=_rules.machine_ns()
     )
     ledger.put_file_stat(FileStat("/frames/a.png", 1, 2, 3, 4, 5, "ab" * 32, 6))
     with ledger.locks.hold("some key"):

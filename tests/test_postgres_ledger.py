@@ -285,7 +285,7 @@ def test_every_command_works_on_a_postgresql_ledger_and_never_shows_its_password
 def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_forget(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from assetcache import _hit
+    from assetcache import _rules
 
     from .conftest import Clock
 
@@ -305,7 +305,7 @@ def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_fo
         # must not undo it.
         second = here.resolve(png("b"), email=EMAIL)
         engine = here._core.ledger
-        began = _hit.machine_ns()
+        began = _rules.machine_ns()
         engine.revoke(sha256=second.sha256, asset_ref=None, email=None, at=clock.now)
         engine.remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1), began)
         assert here.lookup(png("b"), email=EMAIL) is None
@@ -424,7 +424,7 @@ def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
     import types
     from datetime import UTC, datetime
 
-    from assetcache import _cache, _hit
+    from assetcache import _cache, _hit, _rules
     from assetcache._entry import fast_ref
 
     real = time.time_ns  # hashed "3 s after" the write: the stat cache trusts the file
@@ -447,7 +447,7 @@ def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
         with AssetCache() as elsewhere:
             assert len(elsewhere.forget(ref)) == 1
     assert console_ref() == (0, ref)  # within the bound: the mirror's documented staleness
-    later = datetime.now(UTC) + _hit.MIRROR_TTL + timedelta(seconds=1)
+    later = datetime.now(UTC) + _rules.MIRROR_TTL + timedelta(seconds=1)
     monkeypatch.setattr(_hit, "utcnow", lambda: later)
     assert console_ref() == (None, "")  # the full CLI asks the server, which says: revoked
 

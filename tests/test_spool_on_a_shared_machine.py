@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import Asset, _hit
+from assetcache import Asset, _rules
 from assetcache.ledger.sqlite import Ledger
 
 from .conftest import EMAIL
@@ -56,7 +56,7 @@ def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
     try:
         spooled = local.record(_upload("first"))
         read = local.spooled(10)
-        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW, seen_ns=_hit.machine_ns())
+        local.mirror(spooled.sha256, EMAIL, spooled, seen_at=NOW, seen_ns=_rules.machine_ns())
         local.unspool(read)
         assert local.mirrored(spooled.sha256, EMAIL, now=NOW) is not None
     finally:
@@ -87,7 +87,7 @@ def test_the_mirror_leaves_a_spooled_upload_revoked_here_to_the_merge(tmp_path: 
         spooled = local.record(_upload("first"))
         local.revoke_spooled(sha256=spooled.sha256, asset_ref=None, email=None, at=NOW)
         live = _upload("first")
-        local.mirror(spooled.sha256, EMAIL, live, seen_at=NOW, seen_ns=_hit.machine_ns())
+        local.mirror(spooled.sha256, EMAIL, live, seen_at=NOW, seen_ns=_rules.machine_ns())
         assert [a.revoked_at for a in local.spooled(10)] == [NOW]
         assert local.mirrored(spooled.sha256, EMAIL, now=NOW) is None
     finally:

@@ -26,10 +26,10 @@ serve both engines; what differs is here:
   dir (named for the database the URL connects to), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
   the shared ledger, each stamped when its read began by the wall clock and by the machine
-  clock (``_hit.machine_ns``: since boot, never set). A lookup answers from the mirror when the
-  key's row was read within ``MIRROR_TTL`` by both (``_hit.mirror_window``), without opening a
-  session or importing psycopg (which alone costs more than a whole SQLite hit). Why that is
-  safe: a mirrored row passes the same checks as any row (live, credible, unrevoked, with
+  clock (``_rules.machine_ns``: since boot, never set). A lookup answers from the mirror when
+  the key's row was read within ``MIRROR_TTL`` by both (``sqlite_file.mirror_window``), without
+  opening a session or importing psycopg (which alone costs more than a whole SQLite hit). Why
+  that is safe: a mirrored row passes the same checks as any row (live, credible, unrevoked, with
   ``min_remaining`` left), and the shared ledger never shortens a row's life; the only news the
   mirror can miss is a ``forget`` made on another machine, which reaches this one within
   ``MIRROR_TTL`` of real time: a row stamped before the read's snapshot answers no longer than
@@ -66,8 +66,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .. import _hit
-from .._asset import RETENTION, Asset
+from .. import _rules
+from .._asset import Asset
 from .._config import Secret
 from .._deadline import WATCHDOG
 from .._errors import LedgerError
@@ -146,7 +146,7 @@ SPOOL_RETRY_S: Final = 30.0
 _INHERITED: list[object] = []
 #: How long a row read from the shared ledger answers lookups from this machine's mirror: the
 #: bound on how late a forget made on another machine reaches this one.
-MIRROR_TTL: Final = _hit.MIRROR_TTL
+MIRROR_TTL: Final = _rules.MIRROR_TTL
 
 
 def _driver() -> Any:
@@ -566,13 +566,13 @@ class PostgresLedger:
         # out of sight of a read that looks there first. (Not fresh, ``from_mirror`` has just
         # looked at the spool and found no candidate.)
         spooled = self.spooled_newest(sha256, email, moment) if fresh else None
-        began = _hit.machine_ns()
+        began = _rules.machine_ns()
         rows = self._rows(schema.SELECT_NEWEST, newest_params(sha256, email, moment))
         return self.answered(sha256, email, rows[0] if rows else None, spooled, moment, began)
 
     def from_mirror(self, sha256: str, email: str, now: datetime) -> Asset | None:
         """What this machine knows of a key: its mirror's row, if read within the mirror's
-        window (``_hit.mirror_window``), or its spool's, whichever expires later."""
+        window (``sqlite_file.mirror_window``), or its spool's, whichever expires later."""
         return self._local.mirrored(sha256, email, now=now)
 
     def spooled_newest(self, sha256: str, email: str, now: datetime) -> Asset | None:
@@ -624,7 +624,7 @@ class PostgresLedger:
         deadline = time.monotonic() + RECORD_RETRY_S
         delay = 0.2
         while True:
-            began = _hit.machine_ns()
+            began = _rules.machine_ns()
             try:
                 with self._session() as conn, conn.transaction():
                     written = _write_upload(conn, asset, lease)
@@ -818,7 +818,7 @@ class PostgresLedger:
                 conn.execute(as_psycopg(schema.REVOKE_UPLOAD), {"id": asset.id, "revoked_at": at})
             _merged(conn, spooled)
         # After the commit, by the machine clock: later than any read that could have missed it.
-        seen_ns = _hit.machine_ns()
+        seen_ns = _rules.machine_ns()
         if spooled:
             with contextlib.suppress(LedgerError):  # else the next merge finds them there
                 self._local.unspool(spooled)
@@ -911,7 +911,7 @@ def newest_params(sha256: str, email: str, now: datetime) -> dict[str, Any]:
 
 def _bounds(now: datetime | None) -> dict[str, datetime]:
     moment = datetime.now(UTC) if now is None else now
-    return {"now": moment, "latest": moment + RETENTION}
+    return {"now": moment, "latest": moment + _rules.RETENTION}
 
 
 def upload_params(asset: Asset) -> dict[str, Any]:

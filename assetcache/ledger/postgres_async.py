@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import _hit
+from .. import _rules
 from .._deadline import WATCHDOG
 from .._errors import LedgerError
 from .._shielded import finished_anyway, keep_running
@@ -210,7 +210,7 @@ class AsyncSessions:
         spooled = None  # the spool before the server, as PostgresLedger.newest
         if fresh:
             spooled = await asyncio.to_thread(ledger.spooled_newest, sha256, email, moment)
-        began = _hit.machine_ns()
+        began = _rules.machine_ns()
         params = postgres.newest_params(sha256, email, moment)
         rows = await self._rows(schema.SELECT_NEWEST, params)
         answer = rows[0] if rows else None
@@ -235,7 +235,7 @@ class AsyncSessions:
         deadline = time.monotonic() + postgres.RECORD_RETRY_S
         delay = 0.2
         while True:
-            began = _hit.machine_ns()
+            began = _rules.machine_ns()
             try:
                 async with self.session() as conn, conn.transaction():
                     written = await _write_upload(conn, asset, lease)

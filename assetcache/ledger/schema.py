@@ -155,13 +155,14 @@ SELECT_PRUNE_BATCH: Final = (
 )
 DELETE_UPLOAD: Final = f"DELETE FROM {UPLOADS} WHERE id = :id"
 
-# A shared ledger's machine file (see _postgres.py) holds two kinds of rows beside its stat cache.
+# A shared ledger's machine file (see postgres.py) holds two kinds of rows beside its stat cache.
 #
 # The MIRROR: what the shared ledger answered for a key, each row stamped when its read began by
 # two clocks: the wall clock (mirrored_at, the cache's clock) and this machine's clock since
-# boot (mirrored_ns, _hit.machine_ns), which nobody sets. A mirrored row answers only while it
-# was read within MIRROR_TTL by both (_hit.mirror_window): neither a wall clock that ran ahead
-# while it read (a stamp "in the future") nor one set back since can stretch that bound.
+# boot (mirrored_ns, _rules.machine_ns), which nobody sets. A mirrored row answers only while
+# it was read within MIRROR_TTL by both (sqlite_file.mirror_window): neither a wall clock that
+# ran ahead while it read (a stamp "in the future") nor one set back since can stretch that
+# bound.
 # The SPOOL: uploads paid for while the shared ledger could not record them
 # (``mirrored_at IS NULL``: never read from the shared ledger), kept until a session can
 # merge them in. They are this machine's knowledge, answers whether or not merged yet.

@@ -63,7 +63,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from .. import _hit
+from .. import _rules
 from .._asset import Asset
 from .._errors import LedgerError
 from . import BATCH_ROWS, in_id_order, schema
@@ -166,7 +166,7 @@ class Ledger(LedgerFile):
         seen_ns: int,
     ) -> None:
         """As a mirror: what the shared ledger answered for a key, by a read that began at
-        ``seen_at`` by the wall clock and ``seen_ns`` by the machine clock (``_hit.machine_ns``),
+        ``seen_at`` by the wall clock and ``seen_ns`` by the machine clock (``_rules.machine_ns``),
         replaces what the mirror held of it, unless the mirror holds a read that began later by
         the machine clock (a revoked row is kept that way, as news outranking any read that
         began before it; so are the rows of a read that found nothing, as tombstones). The wall
@@ -174,7 +174,7 @@ class Ledger(LedgerFile):
         key = {"sha256": sha256, "email": email}
         stamps = {"mirrored_at": schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
         with self.write() as conn:
-            news = {**key, "seen_ns": seen_ns, "now_ns": _hit.machine_ns()}
+            news = {**key, "seen_ns": seen_ns, "now_ns": _rules.machine_ns()}
             if conn.execute(schema.SELECT_MIRROR_NEWS, news).fetchone():
                 return  # the mirror already holds a later read of this key
             if asset is None:  # nothing to answer: what the mirror held marks this read

@@ -20,9 +20,8 @@ from _thread import allocate_lock
 from _weakrefset import WeakSet
 from datetime import UTC, datetime
 
-from .. import _hit
+from .. import _rules
 from .._errors import LedgerError
-from .._hit import RETENTION
 from .._owner import make_private_dirs, require_own
 from . import schema
 
@@ -651,11 +650,11 @@ class LedgerFile:
 
     def mirrored_row(self, sha256: str, email: str, *, now: datetime) -> Row | None:
         """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
-        machine knows at ``now``: read from the shared ledger within ``_hit.mirror_window``, or
+        machine knows at ``now``: read from the shared ledger within ``mirror_window``, or
         spooled here (columns as ``newest_row``)."""
         params: dict[str, str | int] = {"sha256": sha256, "email": email}
         params.update(credible_bounds(now))
-        params.update(_hit.mirror_window(now))
+        params.update(mirror_window(now))
         with self._reading() as conn:
             row: Row | None = conn.execute(schema.SELECT_MIRRORED, params).fetchone()
         return row
@@ -811,10 +810,25 @@ def credible_bounds(now: datetime | None) -> dict[str, str]:
     """The :now and :latest bounds beyond which a row was recorded with the clock ahead."""
     moment = datetime.now(UTC) if now is None else now
     try:
-        latest = moment + RETENTION
+        latest = moment + _rules.RETENTION
     except OverflowError:
         latest = datetime.max.replace(tzinfo=UTC)
     return {"now": schema.to_db_time(moment), "latest": schema.to_db_time(latest)}
+
+
+def mirror_window(now: datetime) -> dict[str, str | int]:
+    """The reads of a shared ledger this machine's mirror still answers from at ``now`` (the
+    parameters of ``schema.SELECT_MIRRORED``, with ``credible_bounds``' ``:now``): those made
+    within MIRROR_TTL by the wall clock (``now``; a stamp later than it, made while the clock
+    ran ahead, is no answer) and by the machine clock (``_rules.machine_ns``: however the wall clock
+    jumped since, in either direction, a row read more than MIRROR_TTL ago is read again).
+    ``PostgresLedger`` and the console script's lean ``ref`` both answer by it."""
+    ticks = _rules.machine_ns()
+    return {
+        "seen_after": schema.to_db_time(now - _rules.MIRROR_TTL),
+        "seen_after_ns": ticks - _rules.MIRROR_TTL_NS,
+        "now_ns": ticks,
+    }
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

@@ -10,9 +10,9 @@ A resolve goes like this:
 2. **Hit.** The newest row for (sha256, email) with at least ``min_remaining`` left is the
    answer: no lock, no network, no ORM import. The rules of steps 1 and 2 are ``_hit.py``'s,
    which the console script's fast path applies too.
-3. **Miss.** Take the key's single-flight lock (``_locks.py``), look again (someone may have just
-   uploaded it), note the time, upload with no transaction open, then record the row in one
-   short ``BEGIN IMMEDIATE`` transaction.
+3. **Miss.** Take the key's single-flight lock (``ledger/locks.py``), look again (someone may
+   have just uploaded it), note the time, upload with no transaction open, then record the row
+   in one short ``BEGIN IMMEDIATE`` transaction.
 
 The stat cache and the source column are hints, so writing them is best effort: a full disk or
 a read-only ledger must not turn a cache hit into a failure.
@@ -20,7 +20,7 @@ a read-only ledger must not turn a cache hit into a failure.
 After ``fork`` a child must not use what it inherited: a pooled keep-alive HTTP connection
 would interleave two processes' requests on one socket (answers crossing, refs recorded for
 other bytes), and SQLite forbids carrying a connection across fork (the SQLite engine closes
-its idle ones just before, see ``_sqlite_ledger``). Each cache notes the pid that made its
+its idle ones just before, see ``ledger/sqlite_file.py``). Each cache notes the pid that made its
 client and connections and, when another pid uses it, drops them without closing them
 (closing is a use) and starts afresh.
 
@@ -146,7 +146,7 @@ class _Core:
                 if self._ledger is None:
                     from .ledger.locks import wait_for
 
-                    # Waiting for another resolver's upload: see _locks.wait_for.
+                    # Waiting for another resolver's upload: see ledger.locks.wait_for.
                     wait = wait_for(self._upload_s)
                     self._ledger = open_engine(self.location, lock_wait_s=wait)
         return self._ledger

@@ -140,8 +140,8 @@ def _ledger_refs(
     cheapest: no ``Asset`` is built, and little is imported); else None."""
     from . import _config, _hit, _rules
     from ._email import normalize_email
-    from .ledger import POSTGRES_SCHEMES, machine_file, scheme_of
-    from .ledger.sqlite_file import LedgerFile
+    from .ledger import POSTGRES_SCHEMES, scheme_of
+    from .ledger.sqlite_file import LedgerFile, machine_file
 
     location = _config.resolve_db(db)
     scheme = scheme_of(location)

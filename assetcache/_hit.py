@@ -165,7 +165,7 @@ class StoredRow:
     __slots__ = ("asset_ref", "expires_at", "id", "revoked_at", "source", "uploaded_at")
 
     def __init__(self, row: tuple[Any, ...]) -> None:
-        # Positions of schema.UPLOAD_COLUMNS, as _sqlite_ledger.asset_from_row reads them.
+        # Positions of schema.UPLOAD_COLUMNS, as ledger.base.asset_from_row reads them.
         self.id: int | None = row[0]
         self.asset_ref: str = row[3]
         self.uploaded_at = schema.from_db_time(row[6])

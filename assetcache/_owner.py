@@ -1,9 +1,9 @@
 """Whose files these are: the rule every file and folder assetcache trusts must pass.
 
 The ledger, its companions (``-wal``, ``-shm``, ``-journal``), the lock folder and its files
-must be the user's own and writable by nobody else (see ``_locks.py`` and ``_ledger_file.py``
-for why). Opening a ledger runs this on every cache hit, so it imports nothing but ``os`` and
-``stat``.
+must be the user's own and writable by nobody else (see ``ledger/locks.py`` and
+``ledger/sqlite_file.py`` for why). Opening a ledger runs this on every cache hit, so it imports
+nothing but ``os`` and ``stat``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Alembic environment for the assetcache ledger.
 
-assetcache runs migrations itself when a ledger is opened (see assetcache/_sqlite_ledger.py and
-assetcache/_postgres.py) and hands over its connection in ``config.attributes["connection"]``.
+assetcache runs migrations itself when a ledger is opened (see assetcache/ledger/migrate.py)
+and hands over its connection in ``config.attributes["connection"]``.
 Running ``alembic`` by hand against a ledger also works: set ``sqlalchemy.url`` on the command
 line with ``-x url=sqlite:///path`` (or ``-x url=postgresql+psycopg://...``).
 """

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from assetcache import Asset
 from assetcache._asset import answered
 from assetcache._hit import StoredRow
+from assetcache.ledger.base import asset_from_row
 from assetcache.ledger.schema import UPLOAD_COLUMNS, from_db_time, to_db_time
-from assetcache.ledger.sqlite import asset_from_row
 
 aware = st.datetimes(
     min_value=datetime(1000, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.just(UTC)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from assetcache import AssetCache, LedgerError
-from assetcache.ledger.sqlite import Ledger, ledger_path
+from assetcache.ledger.sqlite import Ledger
+from assetcache.ledger.sqlite_file import ledger_path
 
 from .conftest import EMAIL, png
 
@@ -161,7 +162,7 @@ def test_a_ledger_url_never_shows_its_password(url: str, tmp_path: Path) -> None
     ],
 )  # fmt: skip
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
-    from assetcache.ledger.sqlite import without_password
+    from assetcache.ledger.sqlite_file import without_password
 
     assert without_password(url) == shown
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from assetcache import AssetCache, LedgerError
-from assetcache.ledger.sqlite import Ledger, ledger_path
-from assetcache.ledger.sqlite_file import LedgerFile
+from assetcache.ledger.sqlite import Ledger
+from assetcache.ledger.sqlite_file import LedgerFile, ledger_path
 
 from .conftest import EMAIL, FAST_RETRY, TOKEN, Clock, FakeLuma, png
 

@@ -20,7 +20,7 @@ import pytest
 
 from assetcache import Asset, LedgerError
 from assetcache.ledger import locks as _locks
-from assetcache.ledger import sqlite as _sqlite_ledger
+from assetcache.ledger import sqlite_file
 from assetcache.ledger.locks import KeyLocks
 from assetcache.ledger.sqlite import Ledger
 
@@ -87,12 +87,12 @@ def test_forget_inherited_drops_connections_without_closing_them(ledger: Ledger)
     finally:
         held.release()
     assert ledger._idle == []
-    assert all(any(c is conn for c in _sqlite_ledger._INHERITED) for conn in inherited)
+    assert all(any(c is conn for c in sqlite_file._INHERITED) for conn in inherited)
     assert inherited[0].execute("SELECT 1").fetchone() == (1,)  # never closed
     assert ledger.newest(SHA, EMAIL, now=NOW) is not None  # a new guard, a new connection
     assert all(conn is not inherited[0] for conn in ledger._idle)
     for conn in inherited:  # this test's own process: closing them here is fine
-        _sqlite_ledger._INHERITED.remove(conn)
+        sqlite_file._INHERITED.remove(conn)
         conn.close()
 
 

@@ -18,10 +18,9 @@ import pytest
 
 from assetcache import Asset, _rules
 from assetcache._errors import LedgerError
-from assetcache.ledger import machine_file
-from assetcache.ledger.machine import legacy_machine_file, open_machine_file
+from assetcache.ledger.machine import open_machine_file
 from assetcache.ledger.sqlite import Ledger
-from assetcache.ledger.sqlite_file import FileStat
+from assetcache.ledger.sqlite_file import FileStat, legacy_machine_file, machine_file
 
 from .conftest import EMAIL
 
@@ -218,7 +217,7 @@ def test_naming_the_machine_file_imports_nothing_a_hit_does_without() -> None:
     from .test_entry import LEAN, _imported
 
     script = f"""
-        import assetcache.ledger as engine
+        import assetcache.ledger.sqlite_file as engine
         engine.machine_file({URL!r})
         engine.machine_file("postgresql://ann@/ledger?host=/run/postgresql")
         """

@@ -30,8 +30,7 @@ import pytest
 
 from assetcache import AssetCache, LedgerError
 from assetcache._demo import sample_png
-from assetcache.ledger import machine_file
-from assetcache.ledger.sqlite_file import LedgerFile
+from assetcache.ledger.sqlite_file import LedgerFile, machine_file
 
 from .conftest import EMAIL
 

@@ -14,13 +14,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from assetcache.ledger import schema as _schema
+from assetcache.ledger.migrate import migrations_dir
 from assetcache.ledger.models import metadata
-from assetcache.ledger.sqlite import Ledger, _migrations_dir
+from assetcache.ledger.sqlite import Ledger
 
 
 def scripts() -> ScriptDirectory:
     config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
+    config.set_main_option("script_location", str(migrations_dir()))
     return ScriptDirectory.from_config(config)
 
 
@@ -91,7 +92,7 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
     path = tmp_path / "round.db"
     Ledger(str(path)).close()
     config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.cmd_opts = None
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
@@ -117,7 +118,7 @@ def test_an_existing_ledger_is_upgraded_in_place_keeping_its_rows(tmp_path: Path
 
     path = tmp_path / "old.db"
     config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
+    config.set_main_option("script_location", str(migrations_dir()))
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         config.attributes["connection"] = conn
@@ -154,7 +155,7 @@ def test_copies_of_one_upload_are_folded_into_one_row_keeping_a_revocation(
     if engine == "sqlite":
         Path(ledger_location).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
+    config.set_main_option("script_location", str(migrations_dir()))
     insert = (
         "INSERT INTO uploads (sha256, email, asset_ref, content_type, size, uploaded_at, "
         "expires_at, upload_id, media_url, revoked_at) VALUES ('s', 'e@x', :ref, 'image/png', 1, "

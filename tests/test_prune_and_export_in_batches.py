@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from assetcache import AssetCache
-from assetcache import ledger as _engine
+from assetcache.ledger import base
 
 from .conftest import EMAIL, Clock, png
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.both_engines
 def test_rows_span_several_batches(
     make_cache: Callable[..., AssetCache], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_engine, "BATCH_ROWS", 2)
+    monkeypatch.setattr(base, "BATCH_ROWS", 2)
     cache = make_cache()
     refs = [cache.resolve(png(str(i)), email=EMAIL).asset_ref for i in range(5)]
     exported = [row["asset_ref"] for row in cache.export()]

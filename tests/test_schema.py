@@ -1,4 +1,4 @@
-"""The lean SQL in _schema.py returns exactly what the ORM models read from the same ledger."""
+"""The lean SQL in ledger/schema.py returns exactly what the ORM models read from the same ledger."""
 
 from __future__ import annotations
 
@@ -141,3 +141,13 @@ def test_per_account_queries_seek_the_email_index(tmp_path: Path) -> None:
             )
         )
     assert "SEARCH" in plan and "ix_uploads_email_expires_at" in plan and "SCAN" not in plan
+
+
+def test_exported_fields_are_the_upload_columns() -> None:
+    """An Asset exports the ledger's upload row: the ref first, without the row id (the value
+    type names its fields itself, as it never imports the ledger)."""
+    from assetcache._asset import EXPORT_FIELDS
+    from assetcache.ledger.schema import UPLOAD_COLUMNS
+
+    exported = list(EXPORT_FIELDS)
+    assert exported == ["asset_ref", *(c for c in UPLOAD_COLUMNS if c not in ("id", "asset_ref"))]

@@ -84,9 +84,9 @@ def test_installed_wheel_opens_a_new_ledger(wheel: Path, tmp_path: Path) -> None
         """
         import sqlite3, sys, assetcache
         from assetcache import AssetCache
-        from assetcache.ledger.sqlite import _migrations_dir
+        from assetcache.ledger.migrate import migrations_dir
         assert assetcache.__file__.startswith(sys.prefix), assetcache.__file__
-        assert str(_migrations_dir()).startswith(sys.prefix), _migrations_dir()
+        assert str(migrations_dir()).startswith(sys.prefix), migrations_dir()
         with AssetCache(db="ledger.db") as cache:
             assert cache.assets() == []
         print(sqlite3.connect("ledger.db").execute("select version_num from alembic_version").fetchone()[0])

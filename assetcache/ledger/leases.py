@@ -47,14 +47,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .._errors import LedgerError
 
+_T = TypeVar("_T")
+
 if TYPE_CHECKING:
     from .._session_turn import TurnLatency
-    from .postgres import PostgresLedger
-    from .postgres_async import AsyncSessions
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.
@@ -249,10 +249,40 @@ class KeyTurns:
         self._locks = {}
 
 
+class LeaseSessions(Protocol):
+    """The lease statements awaited on an event loop (``postgres_async.AsyncSessions``)."""
+
+    async def claim(self, lease: Lease, *, from_dead: bool = False) -> bool: ...
+
+    async def release(self, lease: Lease) -> None: ...
+
+    async def keep_renewing(self, lease: Lease) -> None: ...
+
+
+class LeaseLedger(Protocol):
+    """What leases ask of the shared ledger they live in (``postgres.PostgresLedger``): this
+    module names neither engine, so that both may import it."""
+
+    #: How long a turn on its session takes lately: leases last longer and waiters poll less
+    #: while it is high.
+    latency: TurnLatency
+
+    def run(self, work: Callable[[Any], _T]) -> _T: ...
+
+    def urgently(self) -> contextlib.AbstractContextManager[None]:
+        """This thread's statements go before those of threads that only wait (a holder's)."""
+
+    def fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError: ...
+
+    def slots_scarce(self) -> bool: ...
+
+    def async_sessions(self) -> LeaseSessions: ...
+
+
 class LeaseLocks:
     """The shared ledger's KeyLock: an in-process turn per key, then the key's lease."""
 
-    def __init__(self, ledger: PostgresLedger, *, wait_s: float | None = None) -> None:
+    def __init__(self, ledger: LeaseLedger, *, wait_s: float | None = None) -> None:
         self._ledger = ledger
         #: How long waiters poll: LOCK_WAIT_S, or longer when this process's uploads may take
         #: longer (its RetryPolicy), since other processes likely share that policy.
@@ -403,7 +433,7 @@ class LeaseLocks:
                     with contextlib.suppress(LedgerError, asyncio.CancelledError):
                         await finished_anyway(sessions.release(lease))
 
-    async def _aclaimed(self, lease: Lease, sessions: AsyncSessions) -> None:
+    async def _aclaimed(self, lease: Lease, sessions: LeaseSessions) -> None:
         """As ``_claimed``, awaited."""
         import asyncio
 

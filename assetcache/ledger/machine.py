@@ -1,7 +1,7 @@
 """This machine's SQLite file for a shared ledger, and the files older versions named otherwise.
 
-``_engine.machine_file`` names the file (stat cache, mirror, spool, lock folder) for the
-database a URL connects to (``_pgurl.identity``): every spelling of one database shares it.
+``sqlite_file.machine_file`` names the file (stat cache, mirror, spool, lock folder) for the
+database a URL connects to (``pgurl.identity``): every spelling of one database shares it.
 Earlier versions named it by a digest of the URL as written (password masked), so each
 spelling had its own file; opening a shared ledger adopts the file its own URL had then:
 
@@ -28,31 +28,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import sqlite3
 import stat
 
-from .._config import cache_dir
 from .._errors import LedgerError
-from . import machine_file
 from .pgurl import ConninfoError, parse, shown
 from .sqlite import Ledger
-from .sqlite_file import masked_userinfo
+from .sqlite_file import legacy_machine_file, machine_file
 
 log = logging.getLogger("assetcache")
 
 #: Spooled uploads moved per transaction from an old file.
 _SPOOL_BATCH = 500
 _COMPANIONS = ("-wal", "-shm", "-journal")
-
-
-def legacy_machine_file(url: str) -> str:
-    """The name this machine's file for ``url`` had before it was named for the database: a
-    digest of the URL with its password masked, as that version masked it."""
-    digest = hashlib.sha256(masked_userinfo(url).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir(), f"shared-{digest}.db")
 
 
 def open_machine_file(url: str) -> Ledger:

@@ -84,7 +84,7 @@ class FileStatRow(SQLModel, table=True):
 
 class UploadLeaseRow(SQLModel, table=True):
     """A claim on one (content, account) key while its upload runs (a shared ledger's single
-    flight): who holds it, and until when on the server's clock. See ``_leases.py``."""
+    flight): who holds it, and until when on the server's clock. See ``leases.py``."""
 
     __tablename__: ClassVar[str] = schema.UPLOAD_LEASES
 

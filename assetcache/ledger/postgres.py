@@ -1,6 +1,6 @@
 """The ledger in PostgreSQL: one ledger shared by every machine of a team.
 
-Chosen by ``_engine.open_engine`` for ``postgresql://`` URLs; imported only then, so the SQLite
+Chosen by ``ledger.open_engine`` for ``postgresql://`` URLs; imported only then, so the SQLite
 path never imports psycopg. The same Alembic revisions and the same queries (``schema.py``)
 serve both engines; what differs is here:
 
@@ -21,7 +21,7 @@ serve both engines; what differs is here:
   transaction-pooling PgBouncer may hand each transaction to any server connection.
 - **A server out of slots** (``53300``) **or starting up** (``57P03``) is asked again with
   backoff within ``SLOT_WAIT_S`` (logged at ``-v``), then named for what it is.
-- **Single flight across machines**: a lease row per key on the server's clock (``_leases``).
+- **Single flight across machines**: a lease row per key on the server's clock (``leases``).
 - **What is per machine stays local**: the stat cache lives in a SQLite file in the user cache
   dir (named for the database the URL connects to), never in the shared database.
 - **A mirror for fast hits**: that same local file mirrors the rows this machine has read from
@@ -42,8 +42,10 @@ serve both engines; what differs is here:
   them against the server's answer, ``revoke`` revokes them there and writes them to the shared
   ledger revoked, ``assets`` and ``export`` list them.
 
-- **asyncio**: ``_postgres_async.AsyncSessions`` is this ledger through psycopg's
-  ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it.
+- **asyncio**: ``postgres_async.AsyncSessions`` is this ledger through psycopg's
+  ``AsyncConnection``, for AsyncAssetCache's resolve path; everything above applies to it. That
+  module imports this one, never the reverse: ``ledger.open_engine`` hands the ledger a factory
+  for it (``async_driver``).
 - **A stopped server** (processes stopped, kernel alive: TCP still acknowledged) is noticed by
   this client's clock (``_deadline``): a statement waiting past ``SESSION_DEADLINE_S`` has its
   session cut. A pooled session a restart dropped is asked again once (``StaleSession``).
@@ -64,7 +66,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .. import _rules
 from .._asset import Asset
@@ -72,15 +74,23 @@ from .._config import Secret
 from .._deadline import WATCHDOG
 from .._errors import LedgerError
 from .._session_turn import SessionTurn, TurnLatency
-from . import in_id_order, schema
-from .leases import RELEASE, Lease, LeaseLocks
+from . import schema
+from .base import (
+    AsyncLedgerSide,
+    MergeOutcome,
+    asset_from_row,
+    in_id_order,
+    merge_outcome,
+    upload_params,
+)
+from .leases import RELEASE, Lease, LeaseLocks, LeaseSessions
 from .machine import open_machine_file
 from .pgurl import Secrets
 from .pgurl import hint as url_hint
-from .sqlite import FileStat, MergeOutcome, asset_from_row, merge_outcome, without_password
+from .sqlite_file import without_password
 
 if TYPE_CHECKING:
-    from .postgres_async import AsyncSessions
+    from .sqlite_file import FileStat
 
 _T = TypeVar("_T")
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).
@@ -102,7 +112,7 @@ SESSION_DEADLINE_S: Final = 30.0
 CONNECT_TIMEOUT_S: Final = 10
 #: A session unused this long is closed: its server slot goes back to the farm. A busy process
 #: (resolving, polling a lease every 250 ms at most) keeps it; a long upload's renewals (every
-#: _leases.RENEW_S) open one each, which is cheaper for a farm than a slot held meanwhile.
+#: leases.RENEW_S) open one each, which is cheaper for a farm than a slot held meanwhile.
 IDLE_CLOSE_S: Final = 3.0
 #: How long a thread waits for its turn on the process's session. Each statement on it is
 #: bounded by SESSION_DEADLINE_S; this covers a queue of them.
@@ -190,10 +200,32 @@ def _conninfo(url: str) -> str:
     return f"postgresql://{rest}" if scheme.lower().startswith("postgres") else url
 
 
-class PostgresLedger:
-    """A ledger in a PostgreSQL database. Thread-safe: one session, taken in turns."""
+class AsyncDriver(AsyncLedgerSide, LeaseSessions, Protocol):
+    """This ledger through an asyncio driver (``postgres_async.AsyncSessions``): what
+    AsyncAssetCache awaits on its resolve path, what lease holders and waiters await, and what
+    the ledger tells it about its sessions. That module imports this one, never the reverse:
+    ``ledger.open_engine`` hands the ledger a factory for it."""
 
-    def __init__(self, url: str, *, lock_wait_s: float | None = None) -> None:
+    def drop_idle(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def forget_inherited(self) -> None: ...
+
+
+class PostgresLedger:
+    """A ledger in a PostgreSQL database. Thread-safe: one session, taken in turns.
+
+    ``async_driver`` makes its asyncio driver when first awaited (``ledger.open_engine`` passes
+    ``postgres_async.AsyncSessions``); without one the ledger serves the sync API only."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lock_wait_s: float | None = None,
+        async_driver: Callable[[PostgresLedger], AsyncDriver] | None = None,
+    ) -> None:
         self.path = without_password(url)
         self._secret = Secret(_conninfo(url))
         self._conn: Any = None  # the process's one session, while it is open
@@ -213,7 +245,8 @@ class PostgresLedger:
         self._local = open_machine_file(url)
         # Waiters for a lease allow for the longest upload this process's policy allows.
         self.locks = LeaseLocks(self, wait_s=lock_wait_s)
-        self._async: AsyncSessions | None = None
+        self._async_driver = async_driver
+        self._async: AsyncDriver | None = None
 
     def __repr__(self) -> str:
         return f"PostgresLedger({self.path!r})"
@@ -223,7 +256,7 @@ class PostgresLedger:
     def fail(self, what: str, exc: BaseException | None = None, hint: str = "") -> LedgerError:
         detail = f" ({_one_line(exc)})" if exc is not None else ""
         # libpq quotes what it cannot parse, password and all, and a host holding a piece of a
-        # password split at a raw "@": scrub each, as written and decoded (see _pgurl.Secrets).
+        # password split at a raw "@": scrub each, as written and decoded (see pgurl.Secrets).
         detail = Secrets(self._secret.reveal()).mask(detail)
         return LedgerError(f"ledger {self.path}: {what}{detail}{hint}", path=self.path)
 
@@ -400,7 +433,7 @@ class PostgresLedger:
 
     def slots_scarce(self) -> bool:
         """Whether the server refused this process a slot lately: then lease waiters poll less
-        often (``_leases``), leaving the server's time to those who record."""
+        often (``leases``), leaving the server's time to those who record."""
         return time.monotonic() < self._scarce_until
 
     def _drop(self, conn: Any) -> None:
@@ -512,28 +545,17 @@ class PostgresLedger:
         return None if row is None else str(row[0])
 
     def _migrate(self) -> None:
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
+        # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
+        from .migrate import upgrade_to_head
 
-        from .sqlite import _migrations_dir
-
-        engine = create_engine(
-            "postgresql+psycopg://", creator=self._plain_connection, poolclass=NullPool
-        )
-        config = Config()
-        config.set_main_option("script_location", str(_migrations_dir()))
+        # The advisory lock first: processes opening a new database at once queue there, and
+        # each after the first finds the schema at head (PostgreSQL's DDL is transactional).
+        first = ("SELECT pg_advisory_xact_lock(:key)", {"key": _MIGRATION_LOCK})
         problem: Exception | None = None
         try:
-            with engine.connect() as conn, conn.begin():
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+            upgrade_to_head("postgresql+psycopg://", self._plain_connection, first=first)
         except Exception as exc:
             problem = exc
-        finally:
-            engine.dispose()
         if problem is not None:
             raise self.fail("could not be migrated to the current schema", problem)
 
@@ -596,16 +618,20 @@ class PostgresLedger:
             return spooled
         return answer
 
-    def async_side(self) -> AsyncSessions:
+    def async_side(self) -> AsyncDriver:
         return self.async_sessions()
 
-    def async_sessions(self) -> AsyncSessions:
-        """This ledger through psycopg's asyncio driver (AsyncAssetCache's resolve path)."""
+    def async_sessions(self) -> AsyncDriver:
+        """This ledger through psycopg's asyncio driver (AsyncAssetCache's resolve path, and
+        the leases it holds and waits for), made on first use."""
         with self._guard:
             if self._async is None:
-                from .postgres_async import AsyncSessions
-
-                self._async = AsyncSessions(self)
+                if self._async_driver is None:
+                    raise self.fail(
+                        "was opened without an asyncio driver",
+                        hint="; open it with assetcache.ledger.open_engine",
+                    )
+                self._async = self._async_driver(self)
             return self._async
 
     def remember(
@@ -837,7 +863,7 @@ Written = tuple[Asset, tuple[int, "datetime | None"], "Asset | None"]
 
 def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> Written:
     """Inside the recording transaction: release the lease and insert the row (see
-    ``PostgresLedger.recorded``; the asyncio twin is ``_postgres_async._write_upload``)."""
+    ``PostgresLedger.recorded``; the asyncio twin is ``postgres_async._write_upload``)."""
     answer = None
     if lease is not None and not conn.execute(RELEASE, lease.params).rowcount:
         params = newest_params(asset.sha256, asset.email, taken_over_at(asset))
@@ -912,23 +938,6 @@ def newest_params(sha256: str, email: str, now: datetime) -> dict[str, Any]:
 def _bounds(now: datetime | None) -> dict[str, datetime]:
     moment = datetime.now(UTC) if now is None else now
     return {"now": moment, "latest": moment + _rules.RETENTION}
-
-
-def upload_params(asset: Asset) -> dict[str, Any]:
-    return {
-        "sha256": asset.sha256,
-        "email": asset.email,
-        "asset_ref": asset.asset_ref,
-        "content_type": asset.content_type,
-        "size": asset.size,
-        "uploaded_at": asset.uploaded_at,
-        "expires_at": asset.expires_at,
-        "upload_id": asset.upload_id,
-        "media_url": asset.media_url,
-        "source": asset.source,
-        "revoked_at": asset.revoked_at,
-        "host": asset.host,
-    }
 
 
 def _one_line(exc: BaseException | None) -> str:

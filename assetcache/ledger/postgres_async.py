@@ -31,7 +31,7 @@ from .._deadline import WATCHDOG
 from .._errors import LedgerError
 from .._shielded import finished_anyway, keep_running
 from . import leases, postgres, schema
-from .sqlite import asset_from_row
+from .base import asset_from_row, upload_params
 
 if TYPE_CHECKING:
     from .._asset import Asset
@@ -249,7 +249,7 @@ class AsyncSessions:
             written = await asyncio.to_thread(self._ledger.with_takers_answer, written)
             return await asyncio.to_thread(self._ledger.recorded, written, began)
 
-    # -- single flight (see _leases) -----------------------------------------------------
+    # -- single flight (see leases) ------------------------------------------------------
 
     async def claim(self, lease: Lease, *, from_dead: bool = False) -> bool:
         """The lease's claim statement (or, ``from_dead``, taking the key from a dead process
@@ -332,7 +332,7 @@ async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> postgre
         answer = rows[0] if rows else None
         asset = postgres.superseded(asset)
     cursor = await conn.execute(
-        postgres.as_psycopg(schema.RECORD_UPLOAD), postgres.upload_params(asset)
+        postgres.as_psycopg(schema.RECORD_UPLOAD), upload_params(asset)
     )
     row = await cursor.fetchone()
     return asset, (row[0], row[1]), answer

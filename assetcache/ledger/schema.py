@@ -1,6 +1,6 @@
 """The ledger's schema as names and SQL, importable without the ORM.
 
-``_models.py`` declares the same tables as SQLModel classes for Alembic; this module holds the
+``models.py`` declares the same tables as SQLModel classes for Alembic; this module holds the
 statements the running code executes. They live side by side, and ``tests/test_schema.py``
 checks that every column named here exists in the models and that these queries return what
 the ORM returns, so the two cannot drift.
@@ -52,7 +52,7 @@ UPLOAD_COLUMNS: Final = (
 #: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
 MIRROR_ONLY_COLUMNS: Final = ("mirrored_at", "mirrored_ns")
 FILE_STATS: Final = "file_stats"
-#: A shared ledger's single-flight claims (see _leases.py; PostgreSQL only at run time).
+#: A shared ledger's single-flight claims (see leases.py; PostgreSQL only at run time).
 UPLOAD_LEASES: Final = "upload_leases"
 FILE_STAT_COLUMNS: Final = (
     "path",

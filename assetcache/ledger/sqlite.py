@@ -1,8 +1,9 @@
-"""The ledger: where it is, how it is opened, migrated and written, and its queries.
+"""The SQLite engine: a ledger in one SQLite file on this machine, its writes and its queries.
 
 Finding, checking, opening and pooling the file, the fork hooks and the reads of a cache hit
-are in ``_ledger_file.py`` (imported on every hit, so kept light); ``Ledger`` here builds the
-rest on it. The choices below hold for both.
+are in ``sqlite_file.py`` (imported on every hit, so kept light); ``Ledger`` here builds the
+rest on it, with the row mapping the engines share (``base.py``). The choices below hold for
+both.
 
 SQLite choices, each for a reason:
 
@@ -29,7 +30,7 @@ SQLite choices, each for a reason:
   switched on and migrations run. The fast path stays one connection and the one version
   read: that connection then serves the lookups.
 - The descriptor those checks are made on stays open while this process has the file open
-  (one per file, shared by every ``LedgerFile`` on it; ``_ledger_file._FILES``): closing any
+  (one per file, shared by every ``LedgerFile`` on it; ``sqlite_file._FILES``): closing any
   descriptor of a file drops every POSIX lock the process holds on it, SQLite's included, and
   another process would then believe itself the last user and delete the WAL and -shm under
   this one's connections.
@@ -50,9 +51,9 @@ SQLite choices, each for a reason:
   a use.
 
 Migrations are Alembic revisions in ``migrations/`` (shipped in the wheel as
-``assetcache/_migrations``), applied when a ledger is opened and found behind. The check that
-it is current reads ``alembic_version`` with plain sqlite3, so a current ledger never imports
-Alembic or SQLAlchemy.
+``assetcache/_migrations``), applied when a ledger is opened and found behind (``migrate.py``).
+The check that it is current reads ``alembic_version`` with plain sqlite3, so a current ledger
+never imports Alembic or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -61,25 +62,22 @@ import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final
 
 from .. import _rules
 from .._asset import Asset
 from .._errors import LedgerError
-from . import BATCH_ROWS, in_id_order, schema
+from . import schema
+from .base import (
+    BATCH_ROWS,
+    MergeOutcome,
+    asset_from_row,
+    in_id_order,
+    merge_outcome,
+    upload_params,
+)
 from .locks import KeyLocks
-
-# Re-exported (``X as X``): the other engines, the tests and the fork hooks' users name them here.
-from .sqlite_file import _INHERITED as _INHERITED
-from .sqlite_file import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
-from .sqlite_file import FileStat as FileStat
-from .sqlite_file import LedgerFile
-from .sqlite_file import credible_bounds as _credible_bounds
-from .sqlite_file import ledger_path as ledger_path
-from .sqlite_file import without_password as without_password
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from .sqlite_file import LedgerFile, credible_bounds
 
 #: Rows deleted per write transaction. Deletes cost index maintenance on random pages; 5000
 #: a batch shares more of those pages than 1000 (-35 % time at a million rows) while memory
@@ -89,23 +87,13 @@ PRUNE_BATCH: Final = BATCH_ROWS
 _UNREADABLE: Final = (ValueError, TypeError, OverflowError)
 
 
-def _migrations_dir() -> Path:
-    from pathlib import Path
-
-    package = Path(__file__).resolve().parent.parent  # assetcache/
-    for candidate in (package / "_migrations", package.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise LedgerError("assetcache is installed without its migrations; reinstall it")
-
-
 class Ledger(LedgerFile):
     """An opened, current ledger. Thread-safe: each thread gets its own SQLite connection."""
 
     def __init__(self, location: str, *, lock_wait_s: float | None = None) -> None:
         super().__init__(location)
-        #: Single flight for this ledger: a lock folder beside its real path (see _locks.py);
-        #: waiters give up after ``lock_wait_s`` (default: _locks.LOCK_WAIT_S).
+        #: Single flight for this ledger: a lock folder beside its real path (see locks.py);
+        #: waiters give up after ``lock_wait_s`` (default: locks.LOCK_WAIT_S).
         self.locks = KeyLocks(self.path + ".locks", ledger=self.path, wait_s=lock_wait_s)
 
     def forget_inherited(self) -> None:
@@ -181,7 +169,7 @@ class Ledger(LedgerFile):
                 conn.execute(schema.MARK_MIRRORED, {**key, **stamps})
                 return
             conn.execute(schema.DELETE_MIRRORED, key)
-            conn.execute(schema.INSERT_MIRRORED, {**_upload_params(asset), **stamps})
+            conn.execute(schema.INSERT_MIRRORED, {**_stored(asset), **stamps})
 
     def async_side(self) -> None:
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
@@ -205,7 +193,7 @@ class Ledger(LedgerFile):
     def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
         """As a shared ledger's local file: the spool's newest credible, unrevoked upload of a
         key (as ``newest``), to weigh against the shared ledger's answer."""
-        params = {"sha256": sha256, "email": email, **_credible_bounds(now)}
+        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
         with self._reading() as conn:
             return self._one(conn.execute(schema.SELECT_SPOOLED_NEWEST, params).fetchone())
 
@@ -230,7 +218,7 @@ class Ledger(LedgerFile):
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
-        params = _upload_params(asset)
+        params = _stored(asset)
         with self.write() as conn:
             row_id, _ = conn.execute(schema.RECORD_UPLOAD, params).fetchone()
         return replace(asset, id=row_id)
@@ -310,7 +298,7 @@ class Ledger(LedgerFile):
         outcomes: list[MergeOutcome] = []
         with self.write() as conn:
             for asset in assets:
-                params = _upload_params(asset)
+                params = _stored(asset)
                 if conn.execute(schema.MERGE_UPLOAD, params).rowcount:
                     outcomes.append("added")
                     continue
@@ -339,7 +327,7 @@ class Ledger(LedgerFile):
             "email": email,
             "expired_before": _db_time_or_none(expired_before),
             "uploaded_before": _db_time_or_none(uploaded_before),
-            **_credible_bounds(now),
+            **credible_bounds(now),
         }
         read = functools.partial(self._read_batch, schema.SELECT_PRUNE_BATCH)
         for batch in in_id_order(read, params):
@@ -349,85 +337,9 @@ class Ledger(LedgerFile):
             yield from batch
 
 
-def migrate(ledger: LedgerFile) -> None:
-    """Bring an opened ledger to the current schema with Alembic, in one transaction."""
-    # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine("sqlite://", creator=ledger._new_connection, poolclass=NullPool)
-
-    # Alembic's whole upgrade runs inside one BEGIN IMMEDIATE transaction: processes
-    # opening a new ledger at once queue on the write lock, and each one after the first
-    # finds the schema already at head and does nothing.
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
-    try:
-        with engine.connect() as conn, conn.begin():
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-    except Exception as exc:
-        raise ledger._fail("could not be migrated to the current schema", exc) from exc
-    finally:
-        engine.dispose()
-
-
-def asset_from_row(row: tuple[Any, ...]) -> Asset:
-    # Positional unpacking in UPLOAD_COLUMNS order (test_migrations checks that order): this
-    # runs once per listed row, so it avoids building a dict per row.
-    (
-        row_id,
-        sha256,
-        email,
-        asset_ref,
-        content_type,
-        size,
-        uploaded,
-        expires,
-        upload_id,
-        media,
-        src,
-        revoked,
-        host,
-    ) = row
-    return Asset(
-        id=row_id,
-        sha256=sha256,
-        email=email,
-        asset_ref=asset_ref,
-        content_type=content_type,
-        size=size,
-        uploaded_at=schema.from_db_time(uploaded),
-        expires_at=schema.from_db_time(expires),
-        upload_id=upload_id,
-        media_url=media,
-        source=src,
-        revoked_at=None if revoked is None else schema.from_db_time(revoked),
-        host=host,
-    )
-
-
-def _upload_params(asset: Asset) -> dict[str, Any]:
-    return {
-        "sha256": asset.sha256,
-        "email": asset.email,
-        "asset_ref": asset.asset_ref,
-        "content_type": asset.content_type,
-        "size": asset.size,
-        "uploaded_at": schema.to_db_time(asset.uploaded_at),
-        "expires_at": schema.to_db_time(asset.expires_at),
-        "upload_id": asset.upload_id,
-        "media_url": asset.media_url,
-        "source": asset.source,
-        "revoked_at": _db_time_or_none(asset.revoked_at),
-        "host": asset.host,
-    }
+def _stored(asset: Asset) -> dict[str, Any]:
+    """An Asset as the parameters of the shared statements, times as SQLite stores them."""
+    return upload_params(asset, time=schema.to_db_time)
 
 
 def _spooled_key(asset: Asset) -> dict[str, Any]:
@@ -439,18 +351,6 @@ def _spooled_key(asset: Asset) -> dict[str, Any]:
         "uploaded_at": schema.to_db_time(asset.uploaded_at),
         "revoked_at": _db_time_or_none(asset.revoked_at),
     }
-
-
-MergeOutcome = Literal["added", "revoked", "skipped"]
-
-
-def merge_outcome(held: tuple[Any, ...] | None, incoming: Asset) -> MergeOutcome:
-    """What importing ``incoming`` does, given the (id, revoked_at) of the same upload held."""
-    if held is None:
-        return "added"
-    if incoming.revoked_at is not None and held[1] is None:
-        return "revoked"
-    return "skipped"
 
 
 def _revoked(asset: Asset) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""The SQLite ledger file: found, checked, opened, pooled and kept safe across ``fork``, with
-the reads a cache hit makes. ``_sqlite_ledger.Ledger`` builds everything else on it.
+"""The SQLite ledger file: found (a path's real file, or this machine's file for a shared
+ledger), checked, opened, pooled and kept safe across ``fork``, with the reads a cache hit
+makes. ``sqlite.Ledger`` builds everything else on it.
 
 The console script answers a cache hit with this module and ``_hit.py`` alone, so it imports
 nothing that a hit does not need: no ``contextlib``, ``threading``, ``weakref``, ``typing`` or
 ``dataclasses`` (tests/test_entry.py pins it). That is why locks come from ``_thread``, the
 open-ledger set from ``_weakrefset`` (what ``weakref.WeakSet`` is), and the ``with`` blocks are
-small classes rather than ``contextlib.contextmanager``. See ``_sqlite_ledger.py`` for the
+small classes rather than ``contextlib.contextmanager``. See ``sqlite.py`` for the
 SQLite choices (WAL, busy timeout, BEGIN IMMEDIATE, look before changing anything, ownership,
 resolved paths, no connection across fork).
 """
@@ -159,7 +160,7 @@ def ledger_path(location: str) -> str:
 
 def without_password(url: str) -> str:
     """A URL as it may be shown: for PostgreSQL, the target libpq connects to with every piece
-    of its password masked (``_pgurl.shown``); in any other URL a password (``user:secret@host``,
+    of its password masked (``pgurl.shown``); in any other URL a password (``user:secret@host``,
     ``?password=secret``) becomes ``***``."""
 
     from .pgurl import is_postgres
@@ -173,7 +174,7 @@ def without_password(url: str) -> str:
 
 def masked_userinfo(url: str) -> str:
     """Any URL with a password (``user:secret@host``, ``?password=secret``) as ``***``: the
-    generic rule (and, for a PostgreSQL URL, the one versions before ``_pgurl`` applied, which
+    generic rule (and, for a PostgreSQL URL, the one versions before ``pgurl`` applied, which
     names their machine files)."""
     from urllib.parse import unquote
 
@@ -201,10 +202,41 @@ def _real(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
+def machine_file(location: str) -> str:
+    """This machine's SQLite file for a shared ledger: its stat cache, mirror, spool and lock
+    folder, in the user cache dir. Named for the database the URL connects to (host and port
+    of each server libpq tries, database, user: ``pgurl.identity``), so every spelling of one
+    database shares one file, one mirror and one lock folder. The console script calls this on
+    every hit: it parses the URL itself (no psycopg) and creates nothing."""
+    import hashlib
+
+    from .._config import cache_dir
+    from .pgurl import ConninfoError, identity
+
+    try:
+        name = identity(location)
+    except ConninfoError:  # no libpq reads it: no database to name; as older versions did
+        return legacy_machine_file(location)
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return os.path.join(cache_dir(), f"shared-{digest}.db")
+
+
+def legacy_machine_file(url: str) -> str:
+    """The name this machine's file for ``url`` had before it was named for the database: a
+    digest of the URL with its password masked, as that version masked it (``machine.py``
+    adopts that file)."""
+    import hashlib
+
+    from .._config import cache_dir
+
+    digest = hashlib.sha256(masked_userinfo(url).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir(), f"shared-{digest}.db")
+
+
 class LedgerFile:
     """An opened, current ledger file, with the reads and hints a cache hit needs.
 
-    Thread-safe: each thread gets its own SQLite connection. ``_sqlite_ledger.Ledger`` adds
+    Thread-safe: each thread gets its own SQLite connection. ``sqlite.Ledger`` adds
     the single-flight locks and everything else the cache asks of a ledger.
     """
 
@@ -538,10 +570,17 @@ class LedgerFile:
         )
 
     def _migrate(self) -> None:
+        """Bring the ledger to the current schema with Alembic, in one transaction."""
         # Imported here: a current ledger never pays for Alembic and SQLAlchemy.
-        from .sqlite import migrate
+        from .migrate import upgrade_to_head
 
-        migrate(self)
+        try:
+            # BEGIN IMMEDIATE around the whole upgrade: processes opening a new ledger at once
+            # queue on the write lock, and each one after the first finds the schema already
+            # at head and does nothing.
+            upgrade_to_head("sqlite://", self._new_connection, begin="BEGIN IMMEDIATE")
+        except Exception as exc:
+            raise self._fail("could not be migrated to the current schema", exc) from exc
 
     # -- connections ---------------------------------------------------------------------
 

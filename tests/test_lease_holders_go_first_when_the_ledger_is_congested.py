@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from assetcache import _leases
-from assetcache._leases import LEASE_MAX_S, LEASE_S, Lease, lease_seconds
-from assetcache._session_turn import SessionTurn, TurnLatency
+from assetcache.ledger import leases as _leases
+from assetcache.ledger.leases import LEASE_MAX_S, LEASE_S, Lease, lease_seconds
+from assetcache.ledger.session_turn import SessionTurn, TurnLatency
 
 
 def _wait_until(condition: object, timeout: float = 10.0) -> None:

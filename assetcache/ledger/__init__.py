@@ -27,6 +27,7 @@ The modules, each importing only those listed below it (never an engine the othe
 ``migrate``         Alembic on open, for any engine
 ``locks``           single flight on this machine: lock files
 ``leases``          single flight across machines: a lease row per key
+``session_turn``    whose turn it is on a process's one PostgreSQL session: lease holders first
 ``schema``          table and column names, and the SQL both engines run
 ``models``          the same tables as SQLModel classes, for Alembic only
 ``pgurl``           PostgreSQL URLs read as libpq reads them, shown without their password

@@ -54,7 +54,7 @@ from .._errors import LedgerError
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
-    from .._session_turn import TurnLatency
+    from .session_turn import TurnLatency
 
 #: How long a claim lasts without renewal: the takeover bound for a holder that died, stopped
 #: or vanished. Long enough that a database blinking for a few seconds costs nothing.

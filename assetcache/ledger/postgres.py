@@ -73,7 +73,6 @@ from .._asset import Asset
 from .._config import Secret
 from .._deadline import WATCHDOG
 from .._errors import LedgerError
-from .._session_turn import SessionTurn, TurnLatency
 from . import schema
 from .base import (
     AsyncLedgerSide,
@@ -87,6 +86,7 @@ from .leases import RELEASE, Lease, LeaseLocks, LeaseSessions
 from .machine import open_machine_file
 from .pgurl import Secrets
 from .pgurl import hint as url_hint
+from .session_turn import SessionTurn, TurnLatency
 from .sqlite_file import without_password
 
 if TYPE_CHECKING:

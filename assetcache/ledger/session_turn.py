@@ -72,7 +72,7 @@ class TurnLatency:
 
     It rises at once and falls slowly, so that one quick answer in a congested minute does not
     make lease holders bet on quick answers. Lease waiters poll less often and holders claim
-    longer leases while it is high (``_leases``)."""
+    longer leases while it is high (``leases``)."""
 
     #: How much of the old value a sample below it keeps.
     _DECAY = 0.9

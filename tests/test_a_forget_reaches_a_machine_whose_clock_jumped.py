@@ -213,7 +213,7 @@ def test_a_read_made_before_a_reboot_is_neither_an_answer_nor_news(
     from datetime import UTC, datetime
 
     from assetcache import Asset
-    from assetcache.ledger.sqlite import Ledger
+    from assetcache.ledger.machine import MachineFile
 
     now = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -232,7 +232,7 @@ def test_a_read_made_before_a_reboot_is_neither_an_answer_nor_news(
 
     ticks = [10 * 3600 * 10**9]  # ten hours since boot
     monkeypatch.setattr(_rules, "machine_ns", lambda: ticks[0])
-    local = Ledger(str(tmp_path / "shared-local.db"))
+    local = MachineFile(str(tmp_path / "shared-local.db"))
     try:
         local.mirror("a" * 64, EMAIL, upload("before"), seen_at=now, seen_ns=ticks[0])
         assert local.mirrored("a" * 64, EMAIL, now=now) is not None

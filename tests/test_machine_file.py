@@ -18,8 +18,7 @@ import pytest
 
 from assetcache import Asset, _rules
 from assetcache._errors import LedgerError
-from assetcache.ledger.machine import open_machine_file
-from assetcache.ledger.sqlite import Ledger
+from assetcache.ledger.machine import MachineFile, open_machine_file
 from assetcache.ledger.sqlite_file import FileStat, legacy_machine_file, machine_file
 
 from .conftest import EMAIL
@@ -54,7 +53,7 @@ def _legacy_with_content(url: str = URL) -> str:
     """An older version's machine file for ``url``: a spooled upload, a mirrored row, a stat
     cache entry and a lock folder."""
     legacy = legacy_machine_file(url)
-    ledger = Ledger(legacy)
+    ledger = MachineFile(legacy)
     ledger.record(_asset(1))  # spooled: mirrored_at NULL
     ledger.mirror(
         _asset(2).sha256, EMAIL, _asset(2), seen_at=datetime.now(UTC), seen_ns=_rules.machine_ns()
@@ -114,7 +113,7 @@ def test_a_legacy_file_is_adopted_with_its_spool_stat_cache_and_lock_folder() ->
 
 ADOPT = """
 import sys
-from assetcache.ledger.machine import open_machine_file
+from assetcache.ledger.machine import MachineFile, open_machine_file
 ledger = open_machine_file(sys.argv[1])
 print(ledger.path, len(ledger.spooled(10)), flush=True)
 ledger.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from assetcache import Asset, _rules
-from assetcache.ledger.sqlite import Ledger
+from assetcache.ledger.machine import MachineFile
 
 from .conftest import EMAIL
 
@@ -37,7 +37,7 @@ def test_a_merge_that_read_the_spool_late_never_drops_a_newer_spooled_upload(
     """Two processes merge the same spool: A merges and unspools the row; C spools a new upload,
     which SQLite gives the freed id; B, which read the spool before A unspooled it, unspools by
     that id. The newer upload, merged nowhere, must stay spooled."""
-    local = Ledger(str(tmp_path / "shared-local.db"))
+    local = MachineFile(str(tmp_path / "shared-local.db"))
     try:
         local.record(_upload("first"))
         read_by_b = local.spooled(10)
@@ -52,7 +52,7 @@ def test_a_merge_that_read_the_spool_late_never_drops_a_newer_spooled_upload(
 def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
     """A spooled upload the shared ledger then answered with becomes a mirrored row (the
     mirror's ON CONFLICT): unspooling after that must not delete this machine's mirror of it."""
-    local = Ledger(str(tmp_path / "shared-local.db"))
+    local = MachineFile(str(tmp_path / "shared-local.db"))
     try:
         spooled = local.record(_upload("first"))
         read = local.spooled(10)
@@ -66,7 +66,7 @@ def test_unspooling_leaves_a_row_the_mirror_took_over(tmp_path: Path) -> None:
 def test_unspooling_leaves_a_row_a_forget_revoked_since_it_was_read(tmp_path: Path) -> None:
     """A merge read the spool, then a forget revoked a row here: the merge sent it live, so
     unspooling must leave it, revoked, for the next merge to carry the revocation."""
-    local = Ledger(str(tmp_path / "shared-local.db"))
+    local = MachineFile(str(tmp_path / "shared-local.db"))
     try:
         spooled = local.record(_upload("first"))
         read = local.spooled(10)
@@ -82,7 +82,7 @@ def test_the_mirror_leaves_a_spooled_upload_revoked_here_to_the_merge(tmp_path: 
     """The shared ledger answers with an upload this machine spooled and then revoked (it was
     recorded there after all): the mirror must not take the row over, live, from the spool,
     or the revocation would never reach the shared ledger."""
-    local = Ledger(str(tmp_path / "shared-local.db"))
+    local = MachineFile(str(tmp_path / "shared-local.db"))
     try:
         spooled = local.record(_upload("first"))
         local.revoke_spooled(sha256=spooled.sha256, asset_ref=None, email=None, at=NOW)

@@ -1,5 +1,9 @@
 """This machine's SQLite file for a shared ledger, and the files older versions named otherwise.
 
+``MachineFile`` is that file: an SQLite ledger file (its stat cache and lock folder) that also
+mirrors the rows this machine read from the shared ledger and spools the uploads the shared
+ledger could not record (``postgres.py`` says how both are used).
+
 ``sqlite_file.machine_file`` names the file (stat cache, mirror, spool, lock folder) for the
 database a URL connects to (``pgurl.identity``): every spelling of one database shares it.
 Earlier versions named it by a digest of the URL as written (password masked), so each
@@ -32,11 +36,18 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
+from .. import _rules
+from .._asset import Asset
 from .._errors import LedgerError
+from . import schema
+from .base import upload_params
 from .pgurl import ConninfoError, parse, shown
 from .sqlite import Ledger
-from .sqlite_file import legacy_machine_file, machine_file
+from .sqlite_file import credible_bounds, legacy_machine_file, machine_file
 
 log = logging.getLogger("assetcache")
 
@@ -45,7 +56,105 @@ _SPOOL_BATCH = 500
 _COMPANIONS = ("-wal", "-shm", "-journal")
 
 
-def open_machine_file(url: str) -> Ledger:
+class MachineFile(Ledger):
+    """This machine's SQLite file for a shared ledger: a ledger file (its stat cache and lock
+    folder, as any SQLite ledger's) that also mirrors what the shared ledger answered
+    (``mirror``, ``mirrored``) and spools the uploads it could not record (``spooled`` and the
+    rest), for ``postgres.PostgresLedger``."""
+
+    # -- the mirror ----------------------------------------------------------------------
+
+    def mirrored(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """The newest credible, unrevoked row of a key this machine knows (``mirrored_row``:
+        read recently enough, or spooled)."""
+        return self._one(self.mirrored_row(sha256, email, now=now))
+
+    def mirror(
+        self,
+        sha256: str,
+        email: str,
+        asset: Asset | None,
+        *,
+        seen_at: datetime,
+        seen_ns: int,
+    ) -> None:
+        """What the shared ledger answered for a key, by a read that began at ``seen_at`` by
+        the wall clock and ``seen_ns`` by the machine clock (``_rules.machine_ns``), replaces
+        what the mirror held of it, unless the mirror holds a read that began later by
+        the machine clock (a revoked row is kept that way, as news outranking any read that
+        began before it; so are the rows of a read that found nothing, as tombstones). The wall
+        clock orders nothing: it may have been set since."""
+        key = {"sha256": sha256, "email": email}
+        stamps = {"mirrored_at": schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
+        with self.write() as conn:
+            news = {**key, "seen_ns": seen_ns, "now_ns": _rules.machine_ns()}
+            if conn.execute(schema.SELECT_MIRROR_NEWS, news).fetchone():
+                return  # the mirror already holds a later read of this key
+            if asset is None:  # nothing to answer: what the mirror held marks this read
+                conn.execute(schema.MARK_MIRRORED, {**key, **stamps})
+                return
+            row = upload_params(asset, time=schema.to_db_time)
+            conn.execute(schema.DELETE_MIRRORED, key)
+            conn.execute(schema.INSERT_MIRRORED, {**row, **stamps})
+
+    # -- the spool -----------------------------------------------------------------------
+
+    def spooled(self, limit: int, *, after: int = 0) -> list[Asset]:
+        """The oldest uploads waiting to be recorded in the shared ledger (after the row id
+        ``after``)."""
+        with self._reading() as conn:
+            params = {"limit": limit, "after": after}
+            return self._decoded(conn.execute(schema.SELECT_SPOOLED, params))
+
+    def unspool(self, assets: Iterable[Asset]) -> int:
+        """These spooled uploads are recorded in the shared ledger now, as they were read.
+        Returns how many left the spool (a row another process merged, the
+        mirror took over, or a forget revoked since it was read stays: see UNSPOOL)."""
+        with self.write() as conn:
+            done = conn.executemany(schema.UNSPOOL, [_spooled_key(a) for a in assets])
+            return max(done.rowcount, 0)
+
+    def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
+        """The spool's newest credible, unrevoked upload of a key (as ``newest``), to weigh
+        against the shared ledger's answer."""
+        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
+        with self._reading() as conn:
+            return self._one(conn.execute(schema.SELECT_SPOOLED_NEWEST, params).fetchone())
+
+    def spooled_assets(
+        self,
+        *,
+        email: str | None = None,
+        live_after: datetime | None = None,
+        expires_until: datetime | None = None,
+    ) -> list[Asset]:
+        """The spooled uploads ``assets`` would list."""
+        return self._listed(
+            email=email, live_after=live_after, expires_until=expires_until, spooled=True
+        )
+
+    def revoke_spooled(
+        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
+    ) -> list[Asset]:
+        """``revoke`` among the spooled uploads (the merge then carries the revocation to the
+        shared ledger)."""
+        return self._revoked(sha256, asset_ref, email, at, spooled=True)
+
+
+def _spooled_key(asset: Asset) -> dict[str, Any]:
+    """What identifies a spooled upload as it was read (see ``schema.UNSPOOL``)."""
+    revoked = None if asset.revoked_at is None else schema.to_db_time(asset.revoked_at)
+    return {
+        "id": asset.id,
+        "asset_ref": asset.asset_ref,
+        "sha256": asset.sha256,
+        "email": asset.email,
+        "uploaded_at": schema.to_db_time(asset.uploaded_at),
+        "revoked_at": revoked,
+    }
+
+
+def open_machine_file(url: str) -> MachineFile:
     """This machine's file for the shared ledger at ``url``, adopting the file an older
     version kept for the same URL; LedgerError for a URL no libpq can read."""
     try:
@@ -67,7 +176,7 @@ def open_machine_file(url: str) -> Ledger:
                 legacy,
                 exc,
             )
-    return Ledger(target)
+    return MachineFile(target)
 
 
 def _retire(legacy: str, target: str) -> None:
@@ -76,7 +185,7 @@ def _retire(legacy: str, target: str) -> None:
     with file_lock(os.path.join(os.path.dirname(target), "adopt.lock")):
         if not os.path.lexists(legacy):
             return  # another process adopted it meanwhile
-        Ledger(legacy).close()  # every check a ledger gets (ownership, kind, schema)
+        MachineFile(legacy).close()  # every check a ledger gets (ownership, kind, schema)
         if not os.path.lexists(target) and _rename_unused(legacy, target):
             return
         if os.path.lexists(target):
@@ -133,7 +242,7 @@ def _rename_unused(legacy: str, target: str) -> bool:
 
 def _move_spool(legacy: str, target: str) -> None:
     """Uploads spooled in ``legacy`` into ``target``'s spool (recording is idempotent)."""
-    old, new = Ledger(legacy), Ledger(target)
+    old, new = MachineFile(legacy), MachineFile(target)
     try:
         while batch := old.spooled(_SPOOL_BATCH):
             for asset in batch:

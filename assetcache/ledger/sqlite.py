@@ -64,7 +64,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
-from .. import _rules
 from .._asset import Asset
 from .._errors import LedgerError
 from . import schema
@@ -117,6 +116,12 @@ class Ledger(LedgerFile):
             "aside to start a new one (its content is then uploaded again when needed)",
         )
 
+    def _one(self, row: tuple[Any, ...] | None) -> Asset | None:
+        try:
+            return None if row is None else asset_from_row(row)
+        except _UNREADABLE as exc:
+            raise self._unreadable(exc) from None
+
     def newest(
         self, sha256: str, email: str, *, now: datetime | None = None, fresh: bool = False
     ) -> Asset | None:
@@ -133,88 +138,9 @@ class Ledger(LedgerFile):
         except _UNREADABLE as exc:
             raise self._unreadable(exc) from None
 
-    def mirrored(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
-        """As a shared ledger's machine file: the newest credible, unrevoked row of a key this
-        machine knows (``mirrored_row``: read recently enough, or spooled)."""
-        return self._one(self.mirrored_row(sha256, email, now=now))
-
-    def _one(self, row: tuple[Any, ...] | None) -> Asset | None:
-        try:
-            return None if row is None else asset_from_row(row)
-        except _UNREADABLE as exc:
-            raise self._unreadable(exc) from None
-
-    def mirror(
-        self,
-        sha256: str,
-        email: str,
-        asset: Asset | None,
-        *,
-        seen_at: datetime,
-        seen_ns: int,
-    ) -> None:
-        """As a mirror: what the shared ledger answered for a key, by a read that began at
-        ``seen_at`` by the wall clock and ``seen_ns`` by the machine clock (``_rules.machine_ns``),
-        replaces what the mirror held of it, unless the mirror holds a read that began later by
-        the machine clock (a revoked row is kept that way, as news outranking any read that
-        began before it; so are the rows of a read that found nothing, as tombstones). The wall
-        clock orders nothing: it may have been set since."""
-        key = {"sha256": sha256, "email": email}
-        stamps = {"mirrored_at": schema.to_db_time(seen_at), "mirrored_ns": seen_ns}
-        with self.write() as conn:
-            news = {**key, "seen_ns": seen_ns, "now_ns": _rules.machine_ns()}
-            if conn.execute(schema.SELECT_MIRROR_NEWS, news).fetchone():
-                return  # the mirror already holds a later read of this key
-            if asset is None:  # nothing to answer: what the mirror held marks this read
-                conn.execute(schema.MARK_MIRRORED, {**key, **stamps})
-                return
-            conn.execute(schema.DELETE_MIRRORED, key)
-            conn.execute(schema.INSERT_MIRRORED, {**_stored(asset), **stamps})
-
     def async_side(self) -> None:
         """None: a local file has no asyncio driver; AsyncAssetCache uses worker threads."""
         return
-
-    def spooled(self, limit: int, *, after: int = 0) -> list[Asset]:
-        """As a shared ledger's local file: the oldest uploads waiting to be recorded there
-        (after the row id ``after``)."""
-        with self._reading() as conn:
-            params = {"limit": limit, "after": after}
-            return self._decoded(conn.execute(schema.SELECT_SPOOLED, params))
-
-    def unspool(self, assets: Iterable[Asset]) -> int:
-        """As a shared ledger's local file: these spooled uploads are recorded there now, as
-        they were read. Returns how many left the spool (a row another process merged, the
-        mirror took over, or a forget revoked since it was read stays: see UNSPOOL)."""
-        with self.write() as conn:
-            done = conn.executemany(schema.UNSPOOL, [_spooled_key(a) for a in assets])
-            return max(done.rowcount, 0)
-
-    def spooled_newest(self, sha256: str, email: str, *, now: datetime) -> Asset | None:
-        """As a shared ledger's local file: the spool's newest credible, unrevoked upload of a
-        key (as ``newest``), to weigh against the shared ledger's answer."""
-        params = {"sha256": sha256, "email": email, **credible_bounds(now)}
-        with self._reading() as conn:
-            return self._one(conn.execute(schema.SELECT_SPOOLED_NEWEST, params).fetchone())
-
-    def spooled_assets(
-        self,
-        *,
-        email: str | None = None,
-        live_after: datetime | None = None,
-        expires_until: datetime | None = None,
-    ) -> list[Asset]:
-        """As a shared ledger's local file: the spooled uploads ``assets`` would list."""
-        return self._listed(
-            email=email, live_after=live_after, expires_until=expires_until, spooled=True
-        )
-
-    def revoke_spooled(
-        self, *, sha256: str | None, asset_ref: str | None, email: str | None, at: datetime
-    ) -> list[Asset]:
-        """As a shared ledger's local file: ``revoke`` among the spooled uploads (the merge then
-        carries the revocation to the shared ledger)."""
-        return self._revoked(sha256, asset_ref, email, at, spooled=True)
 
     def record(self, asset: Asset) -> Asset:
         """Insert a new upload row and return the asset with its id."""
@@ -240,6 +166,7 @@ class Ledger(LedgerFile):
         expires_until: datetime | None,
         spooled: bool = False,
     ) -> list[Asset]:
+        """``assets``; ``spooled``: among a machine file's spool only (``machine.py``)."""
         given = {
             "email": email,
             "live_after": _db_time_or_none(live_after),
@@ -278,6 +205,7 @@ class Ledger(LedgerFile):
         *,
         spooled: bool = False,
     ) -> list[Asset]:
+        """``revoke``; ``spooled``: among a machine file's spool only (``machine.py``)."""
         stamp = schema.to_db_time(at)
         if sha256 is not None:
             query = schema.SELECT_SPOOLED_BY_CONTENT if spooled else schema.SELECT_BY_CONTENT
@@ -340,17 +268,6 @@ class Ledger(LedgerFile):
 def _stored(asset: Asset) -> dict[str, Any]:
     """An Asset as the parameters of the shared statements, times as SQLite stores them."""
     return upload_params(asset, time=schema.to_db_time)
-
-
-def _spooled_key(asset: Asset) -> dict[str, Any]:
-    return {
-        "id": asset.id,
-        "asset_ref": asset.asset_ref,
-        "sha256": asset.sha256,
-        "email": asset.email,
-        "uploaded_at": schema.to_db_time(asset.uploaded_at),
-        "revoked_at": _db_time_or_none(asset.revoked_at),
-    }
 
 
 def _revoked(asset: Asset) -> dict[str, Any]:

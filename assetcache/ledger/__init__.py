@@ -12,13 +12,13 @@ cache (path, inode, mtime -> sha256) means nothing on another host, so a shared 
 in a local SQLite file (``machine``). Single flight is each engine's own: SQLite's locks are
 this machine's (``locks``), a shared ledger's are lease rows in the shared database (``leases``).
 
-The modules, each importing only those listed below it (never an engine the other's names):
+The modules, each importing only modules listed below it (so neither engine imports the other):
 
 ==================  ==========================================================================
 ``__init__``        ``open_engine``: the one place an engine is chosen from a location
 ``postgres_async``  the PostgreSQL engine through psycopg's asyncio driver (AsyncAssetCache)
 ``postgres``        the PostgreSQL engine: sessions, the mirror and the spool, leases
-``machine``         this machine's file for a shared ledger, adopting the names older versions used
+``machine``         this machine's file for a shared ledger (``MachineFile``): mirror and spool
 ``sqlite``          the SQLite engine
 ``base``            the written interface, and what both engines share: the row mapping, merge
                     outcomes, keyset pagination
@@ -28,8 +28,8 @@ The modules, each importing only those listed below it (never an engine the othe
 ``locks``           single flight on this machine: lock files
 ``leases``          single flight across machines: a lease row per key
 ``session_turn``    whose turn it is on a process's one PostgreSQL session: lease holders first
-``schema``          table and column names, and the SQL both engines run
 ``models``          the same tables as SQLModel classes, for Alembic only
+``schema``          table and column names, and the SQL both engines run
 ``pgurl``           PostgreSQL URLs read as libpq reads them, shown without their password
 ==================  ==========================================================================
 

@@ -1,5 +1,5 @@
 """uploads.mirrored_ns: in a machine's local mirror of a shared ledger, this machine's clock
-since boot (``_hit.machine_ns``) when the row was read from the shared ledger. Nobody sets
+since boot (``_rules.machine_ns``) when the row was read from the shared ledger. Nobody sets
 that clock, so it bounds how long the mirror trusts a row, and orders two reads of one key,
 however the wall clock jumped meanwhile (``mirrored_at`` alone was the wall clock's word).
 Always NULL in a ledger proper; rows mirrored before it are NULL too, so never answers again:

@@ -175,8 +175,12 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         expiring_within: timedelta | None = None,
         expired: bool | None = None,
+        *,
+        current: bool = False,
     ) -> list[Asset]:
-        return await asyncio.to_thread(self._core.assets, email, expiring_within, expired)
+        return await asyncio.to_thread(
+            self._core.assets, email, expiring_within, expired, current
+        )
 
     async def prune(
         self,

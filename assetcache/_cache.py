@@ -55,6 +55,8 @@ from ._errors import (
 from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
 from ._hit import this_host
 from ._hit import warn as _warn
+from ._listing import current_per_key, selected
+from ._listing import newest_per_key as _newest_per_key
 from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
 from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._refs import MAX_REF_LENGTH, text_problem
@@ -271,10 +273,14 @@ class _Core:
         email: str | None,
         expiring_within: timedelta | None,
         expired: bool | None,
+        current: bool = False,
     ) -> list[Asset]:
         now = self.now()
         if expired and expiring_within is not None:
             raise ValueError("expired=True and expiring_within select disjoint sets; pick one")
+        if current:  # which row is current is decided over all of a key's rows, then filtered
+            rows = current_per_key(self.assets(email, None, None), now)
+            return selected(rows, now, expiring_within=expiring_within, expired=expired)
         live_after = now if (expired is False or expiring_within is not None) else None
         expires_until = now if expired else None
         if expiring_within is not None:
@@ -434,19 +440,6 @@ class _Core:
         rows = self.assets(email, None, None)
         title = "assetcache report" + ("" if email is None else f" for {normalize_email(email)}")
         return build(rows, self.now(), title=title)
-
-
-def _newest_per_key(rows: Iterable[Asset], now: datetime) -> list[Asset]:
-    """The latest-expiring credible row of each (content, account), in expiry order.
-
-    Rows recorded while the clock ran ahead are left out (they would outrank the correct ones),
-    and so are revoked ones (they are dead whatever their expiry says).
-    """
-    newest: dict[tuple[str, str], Asset] = {}
-    for asset in rows:  # sorted by expiry: the last one wins
-        if asset.state(now) in ("live", "expired"):
-            newest[(asset.sha256, asset.email)] = asset
-    return sorted(newest.values(), key=lambda a: (a.expires_at, a.id or 0))
 
 
 def _later(moment: datetime, delta: timedelta) -> datetime:
@@ -636,9 +629,14 @@ class AssetCache(_Facade):
         email: str | None = None,
         expiring_within: timedelta | None = None,
         expired: bool | None = None,
+        *,
+        current: bool = False,
     ) -> list[Asset]:
-        """Ledger rows sorted by expiry; ``expired`` True/False keeps only dead/live ones."""
-        return self._core.assets(email, expiring_within, expired)
+        """Ledger rows sorted by expiry; ``expired`` True/False keeps only dead/live ones.
+
+        ``current``: one row per (content, account), the one resolve decides on now (see
+        ``_listing.current_per_key``), before the other filters apply."""
+        return self._core.assets(email, expiring_within, expired, current)
 
     def prune(
         self,

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,19 +14,39 @@ from ... import _config
 from ..._asset import EXPORT_FIELDS, Asset
 from ..._cache import AccountAudit, Advice
 from ..._durations import format_duration, relative
+from ..._listing import current_per_key, listed_status, selected
 from ...ledger import pgurl
 from ..app import app_of
 from ..options import DURATION, OUTPUT_FILE, email_option, writing
 from ..output import emit_json, human_size, short_ref, shown, table
 from ..terminal import SOON, STATUS_COLOURS, colour_on, note, painted
 
+if TYPE_CHECKING:
+    from ..._listing import ListedStatus
+
 _FIELDS = EXPORT_FIELDS
+
+
+#: ls --sort: each a key over rows already in expiry order (sorted() keeps ties in that order).
+_SORTS = ("expiry", "uploaded", "name", "size")
 
 
 @click.command("ls")
 @email_option(required=False)
 @click.option("--expiring-within", type=DURATION, help="Only live refs expiring within this.")
 @click.option("--expired", is_flag=True, help="Only expired refs.")
+@click.option(
+    "--history", "--all", "history", is_flag=True,
+    help="Every upload, not only the current row of each file and account; rows a later "
+    "upload of the same content replaced are marked superseded.",
+)
+@click.option(
+    "--sort", "sort_by", type=click.Choice(_SORTS), default="expiry", show_default=True,
+    help="expiry: soonest first; uploaded: latest first; name: by source file name; "
+    "size: largest first.",
+)
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N rows.")
+@click.option("--full", is_flag=True, help="Whole refs in the table (they are shortened).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of objects.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
 @click.pass_context
@@ -35,55 +55,101 @@ def ls_command(
     email: str | None,
     expiring_within: timedelta | None,
     expired: bool,
+    history: bool,
+    sort_by: str,
+    limit: int | None,
+    full: bool,
     as_json: bool,
     as_csv: bool,
 ) -> None:
-    """List the ledger, sorted by expiry."""
+    """List the ledger: by default the row `ref` decides on for each file and account (live,
+    or why nothing answers: expired, revoked, FUTURE(clock)), sorted by expiry."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive")
     if expired and expiring_within is not None:
         raise click.UsageError("--expired and --expiring-within are exclusive")
     app = app_of(ctx)
-    assets = app.cache().assets(
-        email=email, expiring_within=expiring_within, expired=True if expired else None
-    )
+    everything = app.cache().assets(email=email)  # one read: both views are decided over it
     now = app.now()
+    current = current_per_key(everything, now)
+    listed = selected(
+        everything if history else current,
+        now,
+        expiring_within=expiring_within,
+        expired=True if expired else None,
+    )
+    total = len(listed)
+    listed = _sorted(listed, sort_by)[:limit]
+    current_ids = {id(a) for a in current}  # the same objects: no second read to disagree
+    rows = [_row(a, listed_status(a, now, id(a) in current_ids)) for a in listed]
     if as_json:
-        emit_json([_row(a, now) for a in assets], indent=2)
+        emit_json(rows, indent=2)
     elif as_csv:
-        import csv
-        import io
-
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=(*_FIELDS, "status"), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_row(a, now) for a in assets)
-        click.echo(out.getvalue(), nl=False)
-    elif not assets:
+        _echo_csv(rows)
+    elif not listed:
         note("no entries", quiet=app.quiet, err=True)
     else:
-        rows = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "STATUS", "SOURCE")]
-        rows += [
-            (
-                shown(short_ref(a.asset_ref)),
-                shown(a.email),
-                human_size(a.size),
-                shown(a.content_type.removeprefix("image/")),
-                relative(a.uploaded_at, now),
-                relative(a.expires_at, now),
-                _STATUS_SHOWN[a.state(now)],
-                shown(a.source or "-"),
-            )
-            for a in assets
-        ]
-        colours = [{}, *(_colours(a, now) for a in assets)] if colour_on(sys.stdout) else None
-        # one write: tens of thousands of rows is common
-        click.echo("\n".join(table(rows, colours)))
+        _echo_table(listed, rows, now, full=full)
+        if len(listed) < total:
+            note(f"{len(listed)} of {total} rows shown (--limit)", quiet=app.quiet, err=True)
+
+
+def _sorted(assets: list[Asset], sort_by: str) -> list[Asset]:
+    if sort_by == "uploaded":
+        return sorted(assets, key=lambda a: a.uploaded_at, reverse=True)
+    if sort_by == "size":
+        return sorted(assets, key=lambda a: a.size, reverse=True)
+    if sort_by == "name":  # by file name, then folder; rows resolved from bytes last
+        return sorted(assets, key=_name_key)
+    return assets  # the ledger lists them by expiry
+
+
+def _name_key(asset: Asset) -> tuple[bool, str, str]:
+    source = asset.source
+    return (source is None, os.path.basename(source or ""), source or "")
+
+
+def _echo_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=(*_FIELDS, "status"), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    click.echo(out.getvalue(), nl=False)
+
+
+def _echo_table(
+    assets: list[Asset], rows: list[dict[str, Any]], now: datetime, *, full: bool
+) -> None:
+    ref_of = (lambda ref: ref) if full else short_ref
+    lines = [("REF", "EMAIL", "SIZE", "TYPE", "UPLOADED", "EXPIRES", "STATUS", "SOURCE")]
+    lines += [
+        (
+            shown(ref_of(a.asset_ref)),
+            shown(a.email),
+            human_size(a.size),
+            shown(a.content_type.removeprefix("image/")),
+            relative(a.uploaded_at, now),
+            relative(a.expires_at, now),
+            _STATUS_SHOWN[row["status"]],
+            shown(a.source or "-"),
+        )
+        for a, row in zip(assets, rows, strict=True)
+    ]
+    colours = None
+    if colour_on(sys.stdout):
+        pairs = zip(assets, rows, strict=True)
+        colours = [{}, *(_colours(a, row["status"], now) for a, row in pairs)]
+    # one write: tens of thousands of rows is common
+    click.echo("\n".join(table(lines, colours)))
 
 
 #: ls's STATUS column; "future" rows were recorded while the clock ran ahead (never answers).
-_STATUS_SHOWN = {
+_STATUS_SHOWN: dict[str, str] = {
     "live": "live",
+    "superseded": "superseded",
     "expired": "expired",
     "revoked": "revoked",
     "future": "FUTURE(clock)",
@@ -94,22 +160,23 @@ _STATUS_SHOWN = {
 _EXPIRES, _STATUS = 5, 6
 
 
-def _colours(asset: Asset, now: datetime) -> dict[int, str]:
+def _colours(asset: Asset, status: ListedStatus, now: datetime) -> dict[int, str]:
     """The colour of a row's cells (on a terminal): its status, or its expiry when it is live
-    and expires within 24 h."""
-    state = asset.state(now)
-    if state == "live":
+    and expires within 24 h. A superseded row is history, not news: no colour."""
+    if status == "superseded":
+        return {}
+    if status == "live":
         if asset.remaining_at(now) > SOON:
             return {}
         soon = STATUS_COLOURS["soon"]
         return {_EXPIRES: soon, _STATUS: soon}
-    return {_STATUS: STATUS_COLOURS[state]}
+    return {_STATUS: STATUS_COLOURS[status]}
 
 
-def _row(asset: Asset, now: datetime) -> dict[str, Any]:
+def _row(asset: Asset, status: ListedStatus) -> dict[str, Any]:
     data = asset.to_dict()
     row = {k: data[k] for k in _FIELDS}
-    row["status"] = asset.state(now)
+    row["status"] = status
     return row
 
 

@@ -93,6 +93,8 @@ def fast_ref(argv: Sequence[str]) -> int | None:
     if min_remaining is None:  # the same margins as the click CLI's `ref` and `ref --offline`
         min_remaining = timedelta(0) if offline else DEFAULT_MIN_REMAINING
     try:
+        if offline and _absent(db):  # a read creates no ledger: the full CLI says it is missing
+            return None
         refs = _ledger_refs(db, files, email, min_remaining)
         if refs is None:  # a file to hash, or another engine: the caches' own lookup decides
             refs = _cache_refs(db, files, email, min_remaining)
@@ -130,6 +132,14 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # no descriptor (a test's StringIO): nothing
         return
+
+
+def _absent(db: str | None) -> bool:
+    """Whether the SQLite ledger ``db`` names does not exist (``ledger.absent_ledger``)."""
+    from . import _config
+    from .ledger import absent_ledger
+
+    return absent_ledger(_config.resolve_db(db)) is not None
 
 
 def _ledger_refs(

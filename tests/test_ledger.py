@@ -99,12 +99,20 @@ def test_unwritable_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ("location", "expected"),
     [
         ("sqlite:////abs/l.db", "/abs/l.db"),
-        ("sqlite:///rel.db", os.path.abspath("rel.db")),
+        ("rel.db", os.path.abspath("rel.db")),
         ("~/x.db", "HOME/x.db"),
     ],
 )
 def test_locations(location: str, expected: str) -> None:
     assert ledger_path(location) == expected.replace("HOME", os.environ["HOME"])
+
+
+def test_a_three_slash_url_is_refused_naming_the_four_slash_one() -> None:
+    """sqlite:///tmp/x.db meant ./tmp/x.db (SQLAlchemy's reading) without a word: refused."""
+    with pytest.raises(LedgerError) as caught:
+        ledger_path("sqlite:///tmp/x.db")
+    message = str(caught.value)
+    assert "sqlite:////tmp/x.db" in message and "relative path tmp/x.db" in message
 
 
 @pytest.mark.parametrize("location", ["postgresql://u@h/db", "sqlite://", "sqlite:///:memory:"])

@@ -59,6 +59,23 @@ class App:
             cache.on_resolved = step
         return cache
 
+    def reading_cache(self) -> AssetCache:
+        """The cache for a command that only reads the ledger: one that does not exist is an
+        error naming its path, and nothing is created (a typo in --db must not make an empty
+        ledger, nor its folders, and report "no entries")."""
+        from .. import _config
+        from .._errors import LedgerError
+        from ..ledger import absent_ledger
+
+        missing = absent_ledger(_config.resolve_db(self.db))
+        if missing is not None:
+            raise LedgerError(
+                f"ledger {missing}: there is no ledger there (nothing was created); "
+                "check the path, or upload something to start one there",
+                path=missing,
+            )
+        return self.cache()
+
     def now(self) -> datetime:
         return self.clock() if self.clock else datetime.now(UTC)
 

@@ -2,7 +2,7 @@
 
 Engines, picked by the location's scheme and imported only when chosen (``open_engine``):
 
-- a file path or ``sqlite:///path``: ``sqlite.Ledger``, SQLite on this machine (default);
+- a file path or ``sqlite:////absolute/path``: ``sqlite.Ledger``, SQLite on this machine (default);
 - ``postgresql://`` (or ``postgres://``, ``postgresql+psycopg://``): ``postgres.PostgresLedger``,
   one ledger shared by every machine, with the ``postgres`` extra installed; its asyncio driver
   (``postgres_async``) is handed to it from here.
@@ -15,7 +15,8 @@ this machine's (``locks``), a shared ledger's are lease rows in the shared datab
 The modules, each importing only modules listed below it (so neither engine imports the other):
 
 ==================  ==========================================================================
-``__init__``        ``open_engine``: the one place an engine is chosen from a location
+``__init__``        ``open_engine``: the one place an engine is chosen from a location;
+                    ``absent_ledger``: whether a read would find no SQLite ledger
 ``postgres_async``  the PostgreSQL engine through psycopg's asyncio driver (AsyncAssetCache)
 ``postgres``        the PostgreSQL engine: sessions, the mirror and the spool, leases
 ``machine``         this machine's file for a shared ledger (``MachineFile``): mirror and spool
@@ -69,6 +70,18 @@ def shown_location(location: str) -> str:
     from .sqlite_file import ledger_path
 
     return ledger_path(location)
+
+
+def absent_ledger(location: str) -> str | None:
+    """The path of an SQLite ledger that does not exist yet, else None (it exists, or the
+    ledger is a shared one, whose database the server keeps). Commands that only read ask
+    first, so that a mistyped path creates nothing. Creates nothing itself."""
+    import os
+
+    if scheme_of(location) in POSTGRES_SCHEMES:
+        return None
+    path = shown_location(location)
+    return None if os.path.lexists(path) else path
 
 
 def open_engine(location: str, *, lock_wait_s: float | None = None) -> LedgerEngine:

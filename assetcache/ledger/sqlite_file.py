@@ -146,9 +146,18 @@ def ledger_path(location: str) -> str:
             "URL (SQLite on this machine) or a postgresql:// URL (a ledger shared by machines)",
             path=without_password(location),
         )
-    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
+    # sqlite:////absolute/path, as SQLAlchemy spells it.
     path = rest[1:] if rest.startswith("/") else rest
     path = path.split("?", 1)[0]
+    if path and path != ":memory:" and not path.startswith("/"):
+        # SQLAlchemy reads sqlite:///tmp/x.db as the relative tmp/x.db, which is not what
+        # anyone typing it means: refused, naming both spellings, rather than guessed.
+        raise LedgerError(
+            f"ledger URL {location}: three slashes name the relative path {path} "
+            f"(SQLAlchemy's reading); write sqlite:////{path} for the absolute path /{path}, "
+            f"or give the path itself ({path} or /{path})",
+            path=location,
+        )
     if not path or path == ":memory:":
         raise LedgerError(
             "an in-memory ledger would forget every upload when the process exits; "

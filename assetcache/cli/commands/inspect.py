@@ -69,7 +69,7 @@ def ls_command(
     if expired and expiring_within is not None:
         raise click.UsageError("--expired and --expiring-within are exclusive")
     app = app_of(ctx)
-    everything = app.cache().assets(email=email)  # one read: both views are decided over it
+    everything = app.reading_cache().assets(email=email)  # one read decides both views
     now = app.now()
     current = current_per_key(everything, now)
     listed = selected(
@@ -189,7 +189,7 @@ def _row(asset: Asset, status: ListedStatus) -> dict[str, Any]:
 @click.pass_context
 def audit(ctx: click.Context, email: str | None, as_json: bool) -> None:
     """Per account: live refs, expiring within 24 h and 7 d, expired, and refreshable."""
-    report = app_of(ctx).cache().audit(email=email)
+    report = app_of(ctx).reading_cache().audit(email=email)
     advice = _overall_advice(report)
     if as_json:
         accounts = [
@@ -274,7 +274,7 @@ def report(ctx: click.Context, email: str | None, output: str) -> None:
     """Write one self-contained HTML page: a summary per account, expiries per day, and every
     ref with its thumbnail, time left, source, a copy button, account and size, to search by
     file name or ref and filter by account and urgency."""
-    page = app_of(ctx).cache().report(email=email)
+    page = app_of(ctx).reading_cache().report(email=email)
     with writing(output) as out:
         out.write(page)
     if output != "-":  # on stdout the page is the whole output

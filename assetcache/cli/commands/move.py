@@ -28,7 +28,7 @@ def export(ctx: click.Context, email: str | None, live: bool) -> None:
 
     app = app_of(ctx)
     encoder = json.JSONEncoder(ensure_ascii=False)
-    rows = app.cache().export(email=email, live=live)  # streamed: any size
+    rows = app.reading_cache().export(email=email, live=live)  # streamed: any size
     # A bar while the rows go to a file or a pipe; on the terminal, rows scrolling by are
     # progress enough.
     with progress("exporting", None, quiet=app.quiet, unit="row", wanted=_elsewhere()) as bar:

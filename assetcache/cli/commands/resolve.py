@@ -134,8 +134,9 @@ def ref(
     """Print exactly the assetRef of each FILE, one a line in input order, for
     REF=$(assetcache ref x.png). A FILE that fails leaves its line empty (so lines stay in
     step with the arguments), its error goes to stderr, and the exit code is the worst one."""
-    cache = app_of(ctx).cache()
     email = need_email(email)
+    app = app_of(ctx)
+    cache = app.reading_cache() if offline else app.cache()  # a read creates no ledger
     if len(files) == 1:  # errors propagate: one message, its exit code, empty stdout
         asset = _ref_of(cache, files[0], email, min_remaining, offline)
         click.echo(asset.asset_ref)

@@ -113,8 +113,8 @@ class _Group(click.Group):
     show_envvar=True,
     metavar="PATH_OR_URL",
     shell_complete=complete_path,
-    help="The ledger: a file path or a sqlite:/// URL (SQLite on this machine), or a "
-    "postgresql://user:password@host/dbname URL (one ledger shared by machines). Default: "
+    help="The ledger: a file path or a sqlite:////absolute/path URL (SQLite on this machine), "
+    "or a postgresql://user:password@host/dbname URL (one ledger shared by machines). Default: "
     "ledger.db in the user data dir (assetcache path prints it).",
 )
 @click.option("-v", "--verbose", count=True, help="Log to stderr; -vv for debug. Never the token.")

@@ -23,7 +23,8 @@ EXIT_REMOTE = 6
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  success
-  1  unexpected error (rerun with -v for the traceback), or an unusable ledger
+  1  unexpected error (rerun with -v for the traceback), an unusable ledger, or
+     a missing one for a command that only reads
   2  usage error (bad option or argument, missing or malformed --email, an -o
      file that cannot be written), or malformed fill or import input
   3  no live ref cached (ref --offline)

@@ -57,6 +57,7 @@ def test_ref_prints_exactly_the_ref(run, tmp_path: Path, luma: FakeLuma) -> None
 
 def test_ref_offline(run, tmp_path: Path, luma: FakeLuma) -> None:  # type: ignore[no-untyped-def]
     path = write(tmp_path / "a.png", png("a"))
+    run("prune")  # opens the ledger: a read of one that does not exist is an error
     miss = run("ref", str(path), "--email", EMAIL, "--offline")
     assert miss.exit_code == 3
     assert miss.stdout == ""
@@ -225,12 +226,14 @@ def test_ls_table_json_csv(run, tmp_path: Path, clock: Clock) -> None:  # type: 
 
 
 def test_ls_empty(run) -> None:  # type: ignore[no-untyped-def]
+    run("prune")  # opens the ledger: a read of one that does not exist is an error
     result = run("ls")
     assert result.exit_code == 0 and result.stdout == "" and "no entries" in result.stderr
     assert json.loads(run("ls", "--json").stdout) == []
 
 
 def test_audit_text_and_json(run, tmp_path: Path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    run("prune")  # opens the ledger: a read of one that does not exist is an error
     assert "empty" in run("audit").stdout
     run("ref", str(write(tmp_path / "a.png", png("a"))), "--email", EMAIL)
     clock.advance(timedelta(days=25))
@@ -309,6 +312,7 @@ def test_unexpected_error_suggests_verbose(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")
 
+    run("prune")  # opens the ledger: a read of one that does not exist is an error
     monkeypatch.setattr("assetcache._cache.AssetCache.assets", boom)
     quiet = run("ls")
     assert quiet.exit_code == 1

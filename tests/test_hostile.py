@@ -58,6 +58,7 @@ def test_hostile_files_through_the_cli(hostile_dir: Path, tmp_path: Path, ledger
         "/dev/zero": "device",
         str(hostile_dir / "missing.png"): "no such file",
     }
+    assert run_cli(["prune"], env).returncode == 0  # opens the ledger: a read of one that does not exist is an error
     for path, words in cases.items():
         result = run_cli(["ref", path, "--offline"], env, timeout=15)  # a FIFO must not block
         assert result.returncode == 4, (path, result.stderr)
@@ -222,6 +223,7 @@ def test_fuzzed_arguments_never_crash(args: list[str], tmp_path: Path) -> None:
 def test_unix_socket_is_refused(tmp_path: Path) -> None:
     sock_path = tmp_path / "s.png"
     env = dict(os.environ, ASSETCACHE_DB=str(tmp_path / "l.db"), ASSETCACHE_EMAIL=EMAIL)
+    assert run_cli(["prune"], env).returncode == 0  # opens the ledger: a read of one that does not exist is an error
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(sock_path))
         result = run_cli(["ref", str(sock_path), "--offline"], env)

@@ -131,7 +131,7 @@ class FileStat:
 
 
 def ledger_path(location: str) -> str:
-    """The real filesystem path for a ledger location (a path or a ``sqlite:////absolute/path`` URL).
+    """The real filesystem path for a ledger location (a path, or a ``sqlite:////abs/path`` URL).
 
     Symlinks are resolved, so every name of one ledger gives one path, and so one WAL (SQLite
     keeps it beside the name it is given), one lock folder (``<path>.locks``) and one single

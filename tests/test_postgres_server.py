@@ -165,7 +165,10 @@ def test_stop_start_and_kill_keep_data_port_and_url(
 
     processes = server.process_ids()
     assert len(processes) > 1  # the postmaster and its helpers (checkpointer, …)
-    assert all(process_alive(pid) for pid in processes)
+    # Not all: the backend of the session just closed, or an autovacuum worker, may be ending
+    # between the listing and this look.
+    assert process_alive(processes[0])
+    assert len([pid for pid in processes if process_alive(pid)]) > 1
     server.stop()
     assert server.pid is None
     assert [pid for pid in processes if process_alive(pid)] == []

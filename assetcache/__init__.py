@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ._aio import AsyncAssetCache
     from ._asset import RETENTION, Asset
     from ._cache import AssetCache
-    from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
     from ._errors import (
         AccountError,
         AccountNotFoundError,
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from ._fill import REF_FIELDS, FillError
     from ._results import AccountAudit, Advice, ImportReport, RefreshItem
     from ._retry import RetryPolicy
+    from .content.sniff import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
     from .emulator import EmulatedUpload, Emulator
 
 __version__ = "0.1.0"
@@ -80,7 +80,7 @@ _HOMES = {
     "_aio": ("AsyncAssetCache",),
     "_asset": ("RETENTION", "Asset"),
     "_cache": ("AssetCache",),
-    "_content": ("MAX_UPLOAD_BYTES", "SUPPORTED_TYPES"),
+    "content.sniff": ("MAX_UPLOAD_BYTES", "SUPPORTED_TYPES"),
     "emulator": ("EmulatedUpload", "Emulator"),
     "_errors": (
         "AccountError",

@@ -25,11 +25,11 @@ from ._cache import (
     _Key,
     lookup_margin,
 )
-from ._content import Source
 from ._email import normalize_email
 from ._errors import AssetCacheError
 from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
 from ._shielded import finished_anyway
+from .content.sniff import Source
 from .ledger.sqlite import PRUNE_BATCH
 
 if TYPE_CHECKING:

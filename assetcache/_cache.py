@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 from . import _config, _fill, _hit, _orchestration, _rules
 from ._asset import RETENTION, Asset, answered
-from ._content import Content, Source, check, load_file
 from ._email import normalize_email
 from ._errors import (
     AssetCacheError,
@@ -65,6 +64,7 @@ from ._results import Advice as Advice
 from ._retry import RetryPolicy
 from ._rules import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
 from ._rules import lookup_margin as lookup_margin
+from .content.sniff import Content, Source, check, load_file
 from .ledger import open_engine, shown_location
 from .ledger.sqlite_file import FileStat
 

@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from ._asset import RETENTION, Asset
-from ._content import Source, display_path
 from ._email import normalize_email
 from ._errors import AssetCacheError, NotCachedError
 from ._results import RefreshItem
+from .content.sniff import Source, display_path
 
 #: How many resolves a batch runs at once unless told otherwise.
 DEFAULT_JOBS: Final = 4

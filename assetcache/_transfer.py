@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ._asset import EXPORT_FIELDS, RETENTION, Asset
-from ._content import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
 from ._email import normalize_email
 from ._errors import InvalidEmailError
 from ._refs import MAX_ID_LENGTH, ref_problem, text_problem, url_problem
+from .content.sniff import MAX_UPLOAD_BYTES, SUPPORTED_TYPES
 
 _HEX: Final = frozenset("0123456789abcdef")
 #: Columns added after the first export format: rows from older ledgers may lack them.

@@ -262,7 +262,7 @@ def bench_stat_cache(tmp: Path, emu: Emulator, repeat: int) -> list[Row]:
 
 
 def bench_hashing(tmp: Path, repeat: int) -> list[Row]:
-    from assetcache._content import load_file
+    from assetcache.content.sniff import load_file
 
     path = make_png(tmp / "hash-20mib.png", 20 * 1024 * 1024 - 16, seed=3)
     empty = tmp / "empty"

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assetcache import MAX_UPLOAD_BYTES, InvalidImageError
-from assetcache._content import check, describe_unsupported, load_file, sniff
+from assetcache.content.sniff import check, describe_unsupported, load_file, sniff
 
 from .conftest import jpeg, png, webp
 

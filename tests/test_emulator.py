@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from assetcache._content import MAX_UPLOAD_BYTES
+from assetcache.content.sniff import MAX_UPLOAD_BYTES
 from assetcache.emulator import EmulatedUpload, Emulator
 from assetcache.emulator.state import SESSION_ERROR_MESSAGE
 

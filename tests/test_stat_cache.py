@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import AssetCache, _cache, _content
+from assetcache import AssetCache, _cache
+from assetcache.content import sniff
 
 from .conftest import EMAIL, FakeLuma, png, write
 
@@ -31,7 +32,7 @@ def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = _content.load_file
+    real = sniff.load_file
 
     def spy(path: object) -> object:
         seen.append(os.fsdecode(path))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from socketserver import BaseServer
 from typing import Any, Final
 from urllib.parse import unquote
 
-from .._content import MAX_UPLOAD_BYTES
+from ..content.sniff import MAX_UPLOAD_BYTES
 from .state import ACCEPTED_CONTENT_TYPES, SESSION_ERROR_STATUS, RequestError, State
 
 _ASSETS_PREFIX: Final = "/v1/luma/assets/"

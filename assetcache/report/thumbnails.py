@@ -25,7 +25,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from .._asset import Asset
-from .._content import SUPPORTED_TYPES
+from ..content.sniff import SUPPORTED_TYPES
 
 #: A file larger than this is never embedded (a thumbnail's worth; a keyframe is far larger).
 EMBED_MAX_BYTES: Final = 64 * 1024

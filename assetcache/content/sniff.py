@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from ._errors import InvalidImageError
+from .._errors import InvalidImageError
 
 #: The documented limit is "20 MB" without saying which megabyte. We take the larger reading
 #: (20 MiB) so we never refuse a file the server would accept; if the server means 20,000,000

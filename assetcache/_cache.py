@@ -6,10 +6,10 @@ A resolve goes like this:
    when its device, inode, size, mtime and ctime are unchanged since it was hashed and its mtime
    is not too close to that moment (git's racy-clean rule: a write in the same timestamp tick
    would otherwise be invisible). Otherwise the file is read (at most limit + 1 bytes),
-   checked and hashed.
+   checked, hashed and recorded. All of step 1 is ``content/stat_cache.py``'s.
 2. **Hit.** The newest row for (sha256, email) with at least ``min_remaining`` left is the
-   answer: no lock, no network, no ORM import. The rules of steps 1 and 2 are ``_hit.py``'s,
-   which the console script's fast path applies too.
+   answer: no lock, no network, no ORM import. The rules of step 2 are ``_hit.py``'s, which
+   the console script's fast path applies too (with the stat cache's of step 1).
 3. **Miss.** Take the key's single-flight lock (``ledger/locks.py``), look again (someone may
    have just uploaded it), note the time, upload with no transaction open, then record the row
    in one short ``BEGIN IMMEDIATE`` transaction.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,13 +46,10 @@ from ._email import normalize_email
 from ._errors import (
     AssetCacheError,
     ImportRowError,
-    LedgerError,
     UnauthorizedError,
     needs_setting,
 )
-from ._hit import RACY_WINDOW_NS as RACY_WINDOW_NS
 from ._hit import this_host
-from ._hit import warn as _warn
 from ._listing import current_per_key, selected
 from ._listing import newest_per_key as _newest_per_key
 from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
@@ -64,9 +60,9 @@ from ._results import Advice as Advice
 from ._retry import RetryPolicy
 from ._rules import DEFAULT_MIN_REMAINING as DEFAULT_MIN_REMAINING
 from ._rules import lookup_margin as lookup_margin
-from .content.sniff import Content, Source, check, load_file
+from .content import stat_cache
+from .content.sniff import Content, Source, check
 from .ledger import open_engine, shown_location
-from .ledger.sqlite_file import FileStat
 
 if TYPE_CHECKING:
     import httpx
@@ -176,36 +172,17 @@ class _Core:
             content = check(bytes(source))
             return _Key(content.sha256, content, None, None)
         path = source
-        recorded = _hit.recordable_path(path)
+        recorded = stat_cache.recordable_path(path)
         if recorded is not None:
-            sha256 = _hit.stat_cached_sha(self.ledger, path, recorded)
+            sha256 = stat_cache.cached_sha256(self.ledger, path, recorded)
             if sha256 is not None:
                 return _Key(sha256, None, path, recorded)
         return self._hash_file(path, recorded)
 
-    def _remember_stat(self, recorded: str, st: os.stat_result, sha256: str, at_ns: int) -> None:
-        entry = FileStat(
-            path=recorded,
-            device=st.st_dev,
-            inode=st.st_ino,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            ctime_ns=st.st_ctime_ns,
-            sha256=sha256,
-            recorded_ns=at_ns,
-        )
-        try:
-            self.ledger.put_file_stat(entry)
-        except LedgerError as exc:  # a hint lost only costs hashing the file again next time
-            _warn("stat cache not updated", exc)
-
     def _hash_file(
         self, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str | None
     ) -> _Key:
-        hashed_at = time.time_ns()
-        content, st = load_file(path)
-        if recorded is not None:
-            self._remember_stat(recorded, st, content.sha256, hashed_at)
+        content = stat_cache.hash_file(self.ledger, path, recorded)
         return _Key(content.sha256, content, path, recorded)
 
     def content(self, key: _Key) -> _Key:

@@ -3,9 +3,9 @@
 ``AssetCache`` and ``AsyncAssetCache`` (through ``_cache._Core``) and the console script's fast
 path (``_entry.py``) all decide a hit with these functions:
 
-1. **Key from the stat cache.** The sha256 recorded for a path is trusted when the file's
-   device, inode, size, mtime and ctime are unchanged since it was hashed and neither stamp is
-   within ``RACY_WINDOW_NS`` of that moment (git's racy-clean rule).
+1. **Key from the stat cache** (``content/stat_cache.py``: its racy-clean rule, and its rows
+   in the ledger file). A file the stat cache does not trust is no fast hit: the caches hash
+   it (``stat_cache.hash_file``), the console script leaves it to them.
 2. **The newest credible row** of (sha256, email), live with at least the margin left: the
    SQL skips rows recorded while the clock ran ahead and revoked rows, and ``state`` checks
    again. A row too short-lived is asked again from the ledger itself (a shared ledger's
@@ -21,21 +21,20 @@ which never builds an ``Asset``.
 
 from __future__ import annotations
 
-import os
-import stat as stat_module
 from datetime import UTC, datetime
 
 from ._refs import ref_problem
 from ._rules import state
+from .content import stat_cache
 from .ledger import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import timedelta
-    from typing import Any, Final, Protocol, TypeVar
+    from typing import Any, Protocol, TypeVar
 
-    from .ledger.sqlite_file import FileStat, LedgerFile
+    from .ledger.sqlite_file import LedgerFile
 
     class HitRow(Protocol):
         """What a hit decides on: an ``Asset``, or a ``StoredRow``."""
@@ -54,65 +53,15 @@ if TYPE_CHECKING:
         def source(self) -> str | None: ...
 
     class HitLedger(Protocol):
-        """The part of a ledger (any engine) a hit reads, and the hint it writes."""
+        """The hint a hit writes to a ledger (any engine)."""
 
-        def file_stat(self, path: str) -> FileStat | None: ...
         def set_source(self, row_id: int, source: str, host: str) -> None: ...
 
     Row = TypeVar("Row", bound=HitRow)
 
-#: A file whose mtime or ctime is this close to when it was hashed is hashed again next time:
-#: a same-size rewrite within one filesystem timestamp tick would not change its stat. Two
-#: seconds covers the coarsest common ticks (1 s: ext4 with 128-byte inodes, SMB, some NFS;
-#: 2 s: FAT mtime). ctime matters as much as mtime: ``cp -p``, ``tar``, ``rsync -t`` and
-#: ``shutil.copy2`` restore the old mtime, leaving ctime as the only trace of the rewrite.
-RACY_WINDOW_NS: Final = 2_000_000_000
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-# -- 1. the key ------------------------------------------------------------------------------
-
-
-def recordable_path(path: str | os.PathLike[str] | os.PathLike[bytes]) -> str | None:
-    """The absolute path as ledger text, or None when it is not valid UTF-8 (not recorded)."""
-    try:
-        absolute = os.path.abspath(os.fsdecode(path))
-        absolute.encode("utf-8")
-    except (UnicodeError, ValueError):
-        return None
-    return absolute
-
-
-def stat_cached_sha(
-    ledger: HitLedger, path: str | os.PathLike[str] | os.PathLike[bytes], recorded: str
-) -> str | None:
-    """The sha256 the stat cache holds for an unchanged regular file, else None (hash it)."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None  # reading it will say what is wrong
-    if not stat_module.S_ISREG(st.st_mode):
-        return None
-    entry = ledger.file_stat(recorded)
-    if entry is None or not unchanged(entry, st):
-        return None
-    return entry.sha256
-
-
-def unchanged(entry: FileStat, st: os.stat_result) -> bool:
-    inode = schema.to_sqlite_int(st.st_ino)
-    return (
-        entry.device == st.st_dev
-        and entry.inode == inode
-        and entry.size == st.st_size
-        and entry.mtime_ns == st.st_mtime_ns
-        and entry.ctime_ns == st.st_ctime_ns
-        # Racy-clean: a stamp within one tick of the hashing could hide a later rewrite.
-        and max(st.st_mtime_ns, st.st_ctime_ns) + RACY_WINDOW_NS <= entry.recorded_ns
-    )
 
 
 # -- 2. the row ------------------------------------------------------------------------------
@@ -225,8 +174,8 @@ def cached_ref(
     answers from what this machine knows as ``PostgresLedger.newest`` does (rows read within
     ``ledger.sqlite_file.mirror_window``, and its spool); whatever must be asked of the server
     (a miss, a row too short-lived) is the full cache's to ask."""
-    recorded = recordable_path(path)
-    sha256 = None if recorded is None else stat_cached_sha(ledger, path, recorded)
+    recorded = stat_cache.recordable_path(path)
+    sha256 = None if recorded is None else stat_cache.cached_sha256(ledger, path, recorded)
     if sha256 is None:
         return None
 

@@ -150,13 +150,13 @@ def test_the_console_scripts_hit_follows_the_same_rule(
 ) -> None:
     """The lean ``ref`` reads the mirror without the server: a.png was asked of the server
     while its stamp was ahead (its row replaced), b.png not (an hour of real time passed)."""
-    from assetcache import _cache
     from assetcache._entry import fast_ref
+    from assetcache.content import stat_cache
 
     clock = Clock()
     monkeypatch.setattr(_hit, "utcnow", clock)
     real = time.time_ns  # hashed "3 s after" the write: the stat cache trusts the files
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     monkeypatch.setenv("ASSETCACHE_DB", postgres_url)
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(png("a"))

@@ -134,14 +134,14 @@ def test_the_console_scripts_ref_answers_a_spooled_upload_while_the_database_is_
     import time
     import types
 
-    from assetcache import _cache
     from assetcache._entry import fast_ref
+    from assetcache.content import stat_cache
 
     server = make_postgres_server()
     url = server.create_database("down")
     monkeypatch.setenv("ASSETCACHE_DB", url)
     real = time.time_ns  # hashed "3 s after" the write: the stat cache trusts the file
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     path = tmp_path / "paid.png"
     path.write_bytes(png("paid"))
     luma = FakeLuma()

@@ -21,6 +21,7 @@ import assetcache
 from assetcache import AssetCache, RetryPolicy, _cache, _entry, _hit
 from assetcache._entry import _parse_ref, fast_ref
 from assetcache.cli import cli
+from assetcache.content import stat_cache
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 
@@ -33,7 +34,7 @@ def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:
     trusts them and the fast path answers from the ledger file alone. (Tests cannot age a
     file's ctime; they can age the moment the stat cache records.)"""
     real = time.time_ns
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
 
 
 @pytest.fixture(params=["ledger-file", "cache"])
@@ -158,6 +159,7 @@ LEAN = (
     "assetcache._cache",
     "assetcache.cli",  # the click CLI: the fast path lives outside it (assetcache/_entry.py)
     "assetcache.ledger.sqlite",
+    "assetcache.content.sniff",  # the stat cache reads no file on a hit, so never imports it
     "platformdirs",
 )
 

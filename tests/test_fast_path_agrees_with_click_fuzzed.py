@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from assetcache import AssetCache, RetryPolicy, _cache
+from assetcache import AssetCache, RetryPolicy
 from assetcache._config import ENV_EMAIL
 from assetcache._entry import fast_ref
 from assetcache.cli import cli
+from assetcache.content import stat_cache
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 
@@ -67,7 +68,7 @@ def ledger(tmp_path: Path, luma: FakeLuma, monkeypatch: pytest.MonkeyPatch) -> d
     """Two uploads whose stats the ledger trusts (the lean path answers them), a missing file
     and a folder; the ledger is also the default one, in the test's private HOME."""
     real = time.time_ns  # hashed "3 s after" the last change: past the racy window
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     paths = {
         HIT: write(tmp_path / "hit.png", png("hit")),
         SECOND: write(tmp_path / "-second.png", png("second")),  # named like an option

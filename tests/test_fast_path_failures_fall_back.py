@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from assetcache import AssetCache, _cache, _config
+from assetcache import AssetCache, _config
 from assetcache._entry import fast_ref
 from assetcache.cli import cli
+from assetcache.content import stat_cache
 
 from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 
@@ -24,7 +25,7 @@ from .conftest import EMAIL, TOKEN, FakeLuma, png, write
 def settled(tmp_path: Path, luma: FakeLuma, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """A ledger whose stat cache trusts its one file: the lean path reads the row itself."""
     real = time.time_ns  # hashed "3 s after" its last change: past the racy window
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     db = tmp_path / "l.db"
     path = write(tmp_path / "a.png", png("fallback"))
     with AssetCache(token=TOKEN, db=db, transport=luma.transport) as cache:

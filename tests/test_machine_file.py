@@ -18,8 +18,9 @@ import pytest
 
 from assetcache import Asset, _rules
 from assetcache._errors import LedgerError
+from assetcache.content.stat_cache import FileStat
 from assetcache.ledger.machine import MachineFile, open_machine_file
-from assetcache.ledger.sqlite_file import FileStat, legacy_machine_file, machine_file
+from assetcache.ledger.sqlite_file import legacy_machine_file, machine_file
 
 from .conftest import EMAIL
 

@@ -424,11 +424,12 @@ def test_the_console_scripts_mirror_hit_keeps_the_mirrors_bound(
     import types
     from datetime import UTC, datetime
 
-    from assetcache import _cache, _hit, _rules
+    from assetcache import _hit, _rules
     from assetcache._entry import fast_ref
+    from assetcache.content import stat_cache
 
     real = time.time_ns  # hashed "3 s after" the write: the stat cache trusts the file
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     path = tmp_path / "k.png"
     path.write_bytes(png("kept"))
     monkeypatch.setenv("ASSETCACHE_DB", postgres_url)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from assetcache import AssetCache, _cache
-from assetcache.content import sniff
+from assetcache import AssetCache
+from assetcache.content import sniff, stat_cache
 
 from .conftest import EMAIL, FakeLuma, png, write
 
@@ -26,7 +26,7 @@ def hashed_later(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     real = time.time_ns
     shifted = types.SimpleNamespace(time_ns=lambda: real() + 3_000_000_000)
-    monkeypatch.setattr(_cache, "time", shifted)
+    monkeypatch.setattr(stat_cache, "time", shifted)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(os.fsdecode(path))  # type: ignore[arg-type]
         return real(path)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("assetcache._cache.load_file", spy)
+    monkeypatch.setattr(sniff, "load_file", spy)
     return seen
 
 
@@ -85,13 +85,13 @@ def test_racily_clean_file_is_hashed_again(
     path.write_bytes(png("fresh"))  # mtime is "now": too close to the hashing moment
     old = path.stat().st_mtime_ns - 10_000_000_000
     monkeypatch.setattr(
-        _cache, "time", types.SimpleNamespace(time_ns=lambda: old + 10_500_000_000)
+        stat_cache, "time", types.SimpleNamespace(time_ns=lambda: old + 10_500_000_000)
     )  # hashed 0.5 s after the write: within the window
     cache.resolve(path, email=EMAIL)
     cache.resolve(path, email=EMAIL)
     assert len(reads) == 2  # not trusted yet...
     monkeypatch.setattr(
-        _cache, "time", types.SimpleNamespace(time_ns=lambda: old + 13_000_000_000)
+        stat_cache, "time", types.SimpleNamespace(time_ns=lambda: old + 13_000_000_000)
     )  # hashed 3 s after the write: past the window
     cache.resolve(path, email=EMAIL)
     cache.resolve(path, email=EMAIL)
@@ -148,7 +148,7 @@ def test_a_file_is_trusted_once_its_ctime_is_old_enough(
     cache.resolve(path, email=EMAIL)
     assert len(reads) == 2  # ctime too recent: read again
     real = time.time_ns
-    monkeypatch.setattr(_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
+    monkeypatch.setattr(stat_cache, "time", types.SimpleNamespace(time_ns=lambda: real() + 3 * 10**9))
     cache.resolve(path, email=EMAIL)  # hashed "3 s later": now recorded as trustworthy
     cache.resolve(path, email=EMAIL)
     cache.lookup(path, email=EMAIL)

@@ -23,7 +23,7 @@ from .._asset import Asset
 from . import schema
 
 if TYPE_CHECKING:
-    from .sqlite_file import FileStat
+    from ..content.stat_cache import FileStat
 
 #: Rows per read (and per delete) when an engine walks many rows: prune, export.
 BATCH_ROWS = 5000

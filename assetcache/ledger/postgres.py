@@ -90,7 +90,7 @@ from .session_turn import SessionTurn, TurnLatency
 from .sqlite_file import without_password
 
 if TYPE_CHECKING:
-    from .sqlite_file import FileStat
+    from ..content.stat_cache import FileStat
 
 _T = TypeVar("_T")
 #: The shared queries are written with ``:name`` parameters (sqlite3's style).

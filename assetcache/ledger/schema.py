@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+# The stat cache's table and statements are its own (content/stat_cache.py, below the ledger);
+# named here too, beside the ledger's other tables, for the models and the schema's tests.
+from ..content.stat_cache import FILE_STAT_COLUMNS as FILE_STAT_COLUMNS
+from ..content.stat_cache import FILE_STATS as FILE_STATS
+from ..content.stat_cache import SELECT_STAT as SELECT_STAT
+from ..content.stat_cache import UPSERT_STAT as UPSERT_STAT
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
@@ -51,19 +58,8 @@ UPLOAD_COLUMNS: Final = (
 )
 #: Columns only a machine's mirror of a shared ledger fills (never read, exported or imported).
 MIRROR_ONLY_COLUMNS: Final = ("mirrored_at", "mirrored_ns")
-FILE_STATS: Final = "file_stats"
 #: A shared ledger's single-flight claims (see leases.py; PostgreSQL only at run time).
 UPLOAD_LEASES: Final = "upload_leases"
-FILE_STAT_COLUMNS: Final = (
-    "path",
-    "device",
-    "inode",
-    "size",
-    "mtime_ns",
-    "ctime_ns",
-    "sha256",
-    "recorded_ns",
-)
 
 _UPLOAD_SELECT: Final = f"SELECT {', '.join(UPLOAD_COLUMNS)} FROM {UPLOADS}"
 
@@ -112,15 +108,6 @@ SELECT_BY_REF: Final = f"{_NOT_REVOKED} AND asset_ref = :asset_ref ORDER BY id"
 SELECT_SPOOLED_BY_CONTENT: Final = SELECT_BY_CONTENT.replace(" ORDER BY", _SPOOLED + " ORDER BY")
 SELECT_SPOOLED_BY_REF: Final = SELECT_BY_REF.replace(" ORDER BY", _SPOOLED + " ORDER BY")
 REVOKE_UPLOAD: Final = f"UPDATE {UPLOADS} SET revoked_at = :revoked_at WHERE id = :id"
-
-SELECT_STAT: Final = f"SELECT {', '.join(FILE_STAT_COLUMNS)} FROM {FILE_STATS} WHERE path = :path"
-
-UPSERT_STAT: Final = (
-    f"INSERT INTO {FILE_STATS} ({', '.join(FILE_STAT_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in FILE_STAT_COLUMNS)}) "
-    "ON CONFLICT (path) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in FILE_STAT_COLUMNS[1:])
-)
 
 _ASSET_FILTERS: Final = {
     "email": "email = :email",
@@ -235,11 +222,6 @@ SELECT_SAME_UPLOAD: Final = (
 
 
 _STORED_LENGTH: Final = len("2026-01-01 00:00:00.000000")
-
-
-def to_sqlite_int(value: int) -> int:
-    """An unsigned 64-bit number (an inode) as the signed integer SQLite can store."""
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def to_db_time(moment: datetime) -> str:

@@ -24,12 +24,15 @@ from datetime import UTC, datetime
 from .. import _rules
 from .._errors import LedgerError
 from .._owner import make_private_dirs, require_own
+from ..content import stat_cache
 from . import schema
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Final
+
+    from ..content.stat_cache import FileStat
 
     #: An upload row as read, in ``schema.UPLOAD_COLUMNS`` order.
     Row = tuple[Any, ...]
@@ -57,77 +60,6 @@ _OPEN_LEDGERS: WeakSet[LedgerFile] = WeakSet()
 #: last of them and all their connections are closed. Guarded by _FILES_GUARD.
 _FILES: dict[tuple[int, int], list[int]] = {}
 _FILES_GUARD = allocate_lock()
-
-
-class FileStat:
-    """A file's identity at the moment it was hashed (see the stat cache in _hit.py).
-
-    Immutable, compared by value. A plain class, not a dataclass: it is read on every hit.
-    """
-
-    __slots__ = ("ctime_ns", "device", "inode", "mtime_ns", "path", "recorded_ns", "sha256", "size")
-    _FIELDS: Final = (
-        "path", "device", "inode", "size", "mtime_ns", "ctime_ns", "sha256", "recorded_ns"
-    )  # fmt: skip
-
-    path: str
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    sha256: str
-    recorded_ns: int
-
-    def __init__(
-        self,
-        path: str,
-        device: int,
-        inode: int,
-        size: int,
-        mtime_ns: int,
-        ctime_ns: int,
-        sha256: str,
-        recorded_ns: int,
-    ) -> None:
-        # Unrolled (this runs on every hit), through object.__setattr__ as it is immutable.
-        init = object.__setattr__
-        init(self, "path", path)
-        init(self, "device", device)
-        init(self, "inode", inode)
-        init(self, "size", size)
-        init(self, "mtime_ns", mtime_ns)
-        init(self, "ctime_ns", ctime_ns)
-        init(self, "sha256", sha256)
-        init(self, "recorded_ns", recorded_ns)
-
-    def values(self) -> tuple[Any, ...]:
-        """The fields in column order (``schema.FILE_STAT_COLUMNS``), the inode as stored."""
-        inode = schema.to_sqlite_int(self.inode)  # unsigned 64-bit on some filesystems
-        values = (self.path, self.device, inode, self.size, self.mtime_ns, self.ctime_ns)
-        return (*values, self.sha256, self.recorded_ns)
-
-    def _fields(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, FileStat)
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"FileStat({shown})"
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"FileStat is immutable: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"FileStat is immutable: cannot delete {name!r}")
 
 
 def ledger_path(location: str) -> str:
@@ -711,15 +643,15 @@ class LedgerFile:
         with self.write() as conn:
             conn.execute(schema.UPDATE_SOURCE, {"id": row_id, "source": source, "host": host})
 
+    # -- the stat cache's rows (content/stat_cache.py), on this file's connections -------
+
     def file_stat(self, path: str) -> FileStat | None:
         with self._reading() as conn:
-            row = conn.execute(schema.SELECT_STAT, {"path": path}).fetchone()
-        return None if row is None else FileStat(*row)
+            return stat_cache.read_row(conn, path)
 
     def put_file_stat(self, entry: FileStat) -> None:
-        params = dict(zip(schema.FILE_STAT_COLUMNS, entry.values(), strict=True))
         with self.write() as conn:
-            conn.execute(schema.UPSERT_STAT, params)
+            stat_cache.write_row(conn, entry)
 
 
 class _Checkout:

@@ -131,7 +131,7 @@ def _source(value: object) -> str | None:
     if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
         raise ValueError("source is neither null nor an absolute path")
     try:
-        value.encode("utf-8")  # the ledger records only UTF-8 paths (see _hit.recordable_path)
+        value.encode("utf-8")  # the ledger records only UTF-8 paths (stat_cache.recordable_path)
     except UnicodeEncodeError:
         raise ValueError(
             "source is not UTF-8 text: it holds a lone surrogate (an unpaired \\ud800-\\udfff "

@@ -2,8 +2,9 @@
 ledger), checked, opened, pooled and kept safe across ``fork``, with the reads a cache hit
 makes. ``sqlite.Ledger`` builds everything else on it.
 
-The console script answers a cache hit with this module and ``_hit.py`` alone, so it imports
-nothing that a hit does not need: no ``contextlib``, ``threading``, ``weakref``, ``typing`` or
+The console script answers a cache hit with this module, ``_hit.py`` and the stat cache
+(``content/stat_cache.py``, whose rows are read here) alone, so it imports nothing that a hit
+does not need: no ``contextlib``, ``threading``, ``weakref``, ``typing`` or
 ``dataclasses`` (tests/test_entry.py pins it). That is why locks come from ``_thread``, the
 open-ledger set from ``_weakrefset`` (what ``weakref.WeakSet`` is), and the ``with`` blocks are
 small classes rather than ``contextlib.contextmanager``. See ``sqlite.py`` for the

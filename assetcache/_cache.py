@@ -168,6 +168,8 @@ class _Core:
     # -- keys ----------------------------------------------------------------------------
 
     def key(self, source: Source) -> _Key:
+        """The source's sha256: for a path, the stat cache's when it trusts the file, else the
+        file read, hashed and recorded there (``content/stat_cache.py`` does both)."""
         if isinstance(source, bytes | bytearray | memoryview):
             content = check(bytes(source))
             return _Key(content.sha256, content, None, None)

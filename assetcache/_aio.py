@@ -1,5 +1,5 @@
-"""AsyncAssetCache: the same cache for asyncio, sharing every step with AssetCache via _Core, and
-every method of several steps via _orchestration: here they are only awaited.
+"""AsyncAssetCache: the same cache for asyncio, sharing every step with AssetCache via
+_ResolveSteps, and every method of several steps via _orchestration: here they are only awaited.
 
 Kept apart from ``_cache.py`` so that a synchronous cache hit never imports asyncio.
 """
@@ -21,7 +21,7 @@ from ._cache import (
     AccountAudit,
     ImportReport,
     RefreshItem,
-    _Facade,
+    _CacheCommon,
     _Key,
     lookup_margin,
 )
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-class AsyncAssetCache(_Facade):
+class AsyncAssetCache(_CacheCommon):
     """The same cache for asyncio: ``await cache.resolve(...)``; ``async with`` or ``aclose()``.
 
     Disk work runs in worker threads; the upload and waiting for another resolver's upload
@@ -64,7 +64,7 @@ class AsyncAssetCache(_Facade):
         self._forget_client_after_fork()
         if self._client is not None:
             await self._client.aclose()
-        self._core.close()
+        self._steps.close()
 
     def _upload_client(self) -> AsyncLumaClient:
         from ._client import AsyncLumaClient
@@ -79,25 +79,25 @@ class AsyncAssetCache(_Facade):
         force: bool = False,
         min_remaining: timedelta | None = None,
     ) -> Asset:
-        core = self._core
+        steps = self._steps
         email = normalize_email(email)
-        margin = core.min_remaining_or_default(min_remaining)
-        key = await asyncio.to_thread(core.key, source)
+        margin = steps.min_remaining_or_default(min_remaining)
+        key = await asyncio.to_thread(steps.key, source)
         ledger = await self._ledger()  # opened now, never under a key lock
         if not force and (hit := await self._live(ledger, key, email, margin)):
             return hit
-        key = await asyncio.to_thread(core.content, key)
-        async with core.locks.ahold(f"{key.sha256}:{email}"):
+        key = await asyncio.to_thread(steps.content, key)
+        async with steps.locks.ahold(f"{key.sha256}:{email}"):
             recheck = await self._live(ledger, key, email, margin, fresh=True)
             if not force and recheck:
                 return recheck  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None
-            uploaded_at = core.now()
+            uploaded_at = steps.now()
             result = await client.upload(
                 key.content.data, content_type=key.content.content_type, email=email
             )
-            recording = ledger.record(core.uploaded(key, email, uploaded_at, result))
+            recording = ledger.record(steps.uploaded(key, email, uploaded_at, result))
             # The upload was paid for: a caller cancelled now must not lose its row (SQLite's
             # worker thread runs on anyway; psycopg's asyncio driver would cancel the statement).
             return await finished_anyway(recording)
@@ -105,8 +105,8 @@ class AsyncAssetCache(_Facade):
     async def _ledger(self) -> AsyncLedgerSide:
         """The ledger's resolve path as awaitables: its engine's asyncio driver if it has one,
         else its sync calls in worker threads."""
-        core = self._core
-        engine = await asyncio.to_thread(lambda: core.ledger)
+        steps = self._steps
+        engine = await asyncio.to_thread(lambda: steps.ledger)
         side = engine.async_side()
         return LedgerInThreads(engine) if side is None else side
 
@@ -119,13 +119,13 @@ class AsyncAssetCache(_Facade):
         *,
         fresh: bool = False,
     ) -> Asset | None:
-        """As _Core.live, awaiting the ledger; the decisions are _Core's."""
-        core = self._core
-        now = core.now()
+        """As _ResolveSteps.live, awaiting the ledger; the decisions are _ResolveSteps's."""
+        steps = self._steps
+        now = steps.now()
         row = await ledger.newest(key.sha256, email, now=now, fresh=fresh)
         if _hit.ask_again(row, now, margin, fresh=fresh):
             row = await ledger.newest(key.sha256, email, now=now, fresh=True)
-        return await asyncio.to_thread(core.answer, key, email, row, now, margin)
+        return await asyncio.to_thread(steps.answer, key, email, row, now, margin)
 
     async def resolve_many(
         self,
@@ -157,10 +157,10 @@ class AsyncAssetCache(_Facade):
     async def lookup(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
     ) -> Asset | None:
-        core = self._core
+        steps = self._steps
         margin = lookup_margin(min_remaining)
         email = normalize_email(email)
-        key = await asyncio.to_thread(core.key, source)
+        key = await asyncio.to_thread(steps.key, source)
         return await self._live(await self._ledger(), key, email, margin)
 
     async def require(
@@ -179,7 +179,7 @@ class AsyncAssetCache(_Facade):
         current: bool = False,
     ) -> list[Asset]:
         return await asyncio.to_thread(
-            self._core.assets, email, expiring_within, expired, current
+            self._steps.assets, email, expiring_within, expired, current
         )
 
     async def prune(
@@ -200,11 +200,11 @@ class AsyncAssetCache(_Facade):
     ) -> AsyncIterator[Asset]:
         """Like prune, but yields rows as batches are deleted: ``async for a in ...``."""
         # The arguments are checked now, before the first ``async for``.
-        return _batched(self._core.prune(expired, older_than, email, dry_run))
+        return _batched(self._steps.prune(expired, older_than, email, dry_run))
 
     def export(self, email: str | None = None, live: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Like AssetCache.export: ``async for row in cache.export()``."""
-        return _batched(self._core.export(email, live))
+        return _batched(self._steps.export(email, live))
 
     async def fill(
         self,
@@ -237,18 +237,18 @@ class AsyncAssetCache(_Facade):
 
     async def report(self, email: str | None = None) -> str:
         """Like AssetCache.report."""
-        return await asyncio.to_thread(self._core.report, email)
+        return await asyncio.to_thread(self._steps.report, email)
 
     async def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Like AssetCache.forget."""
-        return await asyncio.to_thread(self._core.forget, source_or_ref, email)
+        return await asyncio.to_thread(self._steps.forget, source_or_ref, email)
 
     async def import_rows(self, rows: Iterable[object]) -> ImportReport:
         """Like AssetCache.import_rows (the rows are read in a worker thread)."""
-        return await asyncio.to_thread(self._core.import_rows, rows)
+        return await asyncio.to_thread(self._steps.import_rows, rows)
 
     async def audit(self, email: str | None = None) -> list[AccountAudit]:
-        return await asyncio.to_thread(self._core.audit, email)
+        return await asyncio.to_thread(self._steps.audit, email)
 
     async def refresh(
         self,
@@ -256,7 +256,7 @@ class AsyncAssetCache(_Facade):
         email: str | None = None,
         dry_run: bool = False,
     ) -> list[RefreshItem]:
-        return await self._run(_orchestration.refresh(self._core, expiring_within, email, dry_run))
+        return await self._run(_orchestration.refresh(self._steps, expiring_within, email, dry_run))
 
     # -- how this cache waits: on the event loop, blocking calls in worker threads ----------
 

@@ -24,8 +24,8 @@ its idle ones just before, see ``ledger/sqlite_file.py``). Each cache notes the 
 client and connections and, when another pid uses it, drops them without closing them
 (closing is a use) and starts afresh.
 
-``AssetCache`` and ``AsyncAssetCache`` share every step through ``_Core``, and the methods of
-several steps (``resolve_many``, ``fill``, ``refresh``...) are written once in ``_orchestration``
+``AssetCache`` and ``AsyncAssetCache`` share every step through ``_ResolveSteps``, and the methods
+of several steps (``resolve_many``, ``fill``, ``refresh``...) are written once in ``_orchestration``
 (and ``_fill``) as generators that each cache drives; the caches differ only in how they wait
 (threads vs. the event loop) and which httpx client sends.
 """
@@ -91,7 +91,7 @@ class _Key:
 IMPORT_BATCH: Final = 1000
 
 
-class _Core:
+class _ResolveSteps:
     """Everything resolve needs except waiting and sending, shared by both cache classes."""
 
     def __init__(
@@ -247,6 +247,22 @@ class _Core:
 
     # -- listing, pruning, audit ---------------------------------------------------------
 
+    def _current_live(
+        self, email: str | None, expiring_within: timedelta | None, now: datetime
+    ) -> list[Asset]:
+        """The current rows that are live (and expire within ``expiring_within``): a key's
+        current row, when live, is among its live rows, so only the keys of the (indexed, few)
+        live candidates are asked for their current row, one indexed read each, rather than
+        every row of the ledger read into memory."""
+        candidates = self.assets(email, expiring_within, False)
+        current: dict[tuple[str, str], int | None] = {}
+        for asset in candidates:
+            key = (asset.sha256, asset.email)
+            if key not in current:
+                newest = self.ledger.newest(asset.sha256, asset.email, now=now)
+                current[key] = None if newest is None else newest.id
+        return [a for a in candidates if current[(a.sha256, a.email)] == a.id]
+
     def assets(
         self,
         email: str | None,
@@ -257,6 +273,8 @@ class _Core:
         now = self.now()
         if expired and expiring_within is not None:
             raise ValueError("expired=True and expiring_within select disjoint sets; pick one")
+        if current and (expired is False or expiring_within is not None):
+            return self._current_live(email, expiring_within, now)
         if current:  # which row is current is decided over all of a key's rows, then filtered
             rows = current_per_key(self.assets(email, None, None), now)
             return selected(rows, now, expiring_within=expiring_within, expired=expired)
@@ -437,7 +455,7 @@ def _earlier(moment: datetime, delta: timedelta) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-class _Facade:
+class _CacheCommon:
     """Construction, repr and the read-only methods common to both caches."""
 
     _client: object = None  # the HTTP client, once made (each cache declares its kind)
@@ -453,7 +471,7 @@ class _Facade:
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self._core = _Core(
+        self._steps = _ResolveSteps(
             token=token,
             db=db,
             base_url=base_url,
@@ -467,16 +485,16 @@ class _Facade:
         self._client_pid = os.getpid()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(db={self._core.path!r}, base_url={self._core.base_url!r})"
+        return f"{type(self).__name__}(db={self._steps.path!r}, base_url={self._steps.base_url!r})"
 
     @property
     def db_path(self) -> str:
         """The ledger's file path."""
-        return self._core.path
+        return self._steps.path
 
     @property
     def base_url(self) -> str:
-        return self._core.base_url
+        return self._steps.base_url
 
     def _forget_client_after_fork(self) -> None:
         """In a forked child, drop the parent's HTTP client: its pooled sockets are shared."""
@@ -493,15 +511,15 @@ class _Facade:
         with self._client_lock:
             if self._client is None:
                 self._client = make(
-                    token=self._core.token(),
-                    base_url=self._core.base_url,
+                    token=self._steps.token(),
+                    base_url=self._steps.base_url,
                     retry=self._retry or RetryPolicy(),
                     transport=self._transport,
                 )
             return cast(_T, self._client)
 
 
-class AssetCache(_Facade):
+class AssetCache(_CacheCommon):
     """Resolve images to live Luma assetRefs, uploading only when the ledger has none.
 
     Safe to share between threads. Use as a context manager, or call ``close()``.
@@ -524,7 +542,7 @@ class AssetCache(_Facade):
         self._forget_client_after_fork()
         if self._client is not None:
             self._client.close()
-        self._core.close()
+        self._steps.close()
 
     def _upload_client(self) -> LumaClient:
         from ._client import LumaClient  # the HTTP stack is only needed to upload
@@ -540,24 +558,24 @@ class AssetCache(_Facade):
         min_remaining: timedelta | None = None,
     ) -> Asset:
         """A live asset for ``source`` on ``email``'s account, uploading only if needed."""
-        core = self._core
+        steps = self._steps
         email = normalize_email(email)
-        margin = core.min_remaining_or_default(min_remaining)
-        key = core.key(source)
-        if not force and (hit := core.live(key, email, margin)) is not None:
+        margin = steps.min_remaining_or_default(min_remaining)
+        key = steps.key(source)
+        if not force and (hit := steps.live(key, email, margin)) is not None:
             return hit
-        key = core.content(key)
-        core.ledger  # noqa: B018 - open (and migrate) now, never while holding a key lock
-        with core.locks.hold(f"{key.sha256}:{email}"):
-            if not force and (hit := core.live(key, email, margin, fresh=True)) is not None:
+        key = steps.content(key)
+        steps.ledger  # noqa: B018 - open (and migrate) now, never while holding a key lock
+        with steps.locks.hold(f"{key.sha256}:{email}"):
+            if not force and (hit := steps.live(key, email, margin, fresh=True)) is not None:
                 return hit  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None
-            uploaded_at = core.now()  # before the request: never later than the server's
+            uploaded_at = steps.now()  # before the request: never later than the server's
             result = client.upload(
                 key.content.data, content_type=key.content.content_type, email=email
             )
-            return core.record(key, email, uploaded_at, result)
+            return steps.record(key, email, uploaded_at, result)
 
     def resolve_many(
         self,
@@ -592,9 +610,9 @@ class AssetCache(_Facade):
 
         With ``min_remaining`` (default: zero here), a ref with less time left counts as absent.
         """
-        core = self._core
+        steps = self._steps
         margin = lookup_margin(min_remaining)
-        return core.live(core.key(source), normalize_email(email), margin)
+        return steps.live(steps.key(source), normalize_email(email), margin)
 
     def require(
         self, source: Source, *, email: str, min_remaining: timedelta | None = None
@@ -615,7 +633,7 @@ class AssetCache(_Facade):
 
         ``current``: one row per (content, account), the one resolve decides on now (see
         ``_listing.current_per_key``), before the other filters apply."""
-        return self._core.assets(email, expiring_within, expired, current)
+        return self._steps.assets(email, expiring_within, expired, current)
 
     def prune(
         self,
@@ -638,11 +656,11 @@ class AssetCache(_Facade):
         dry_run: bool = False,
     ) -> Iterator[Asset]:
         """Like prune, but yields rows as batches are deleted: memory stays bounded."""
-        return self._core.prune(expired, older_than, email, dry_run)
+        return self._steps.prune(expired, older_than, email, dry_run)
 
     def audit(self, email: str | None = None) -> list[AccountAudit]:
         """Per account: live, expiring (24 h, 7 d), expired and refreshable refs."""
-        return self._core.audit(email)
+        return self._steps.audit(email)
 
     def fill(
         self,
@@ -685,19 +703,19 @@ class AssetCache(_Facade):
         """One self-contained HTML page: a summary per account, a chart of expiries per day,
         and every ref (thumbnail, time left, source, ref with a copy button, account, size),
         to search by file name or ref and filter by account and urgency."""
-        return self._core.report(email)
+        return self._steps.report(email)
 
     def forget(self, source_or_ref: Source, email: str | None = None) -> list[Asset]:
         """Mark the rows of this content (a path or bytes), or of this ref (a str that names no
         file), revoked: Luma rejected a ref the ledger thought live. They are kept as history
         with the time, never answered again, and the next resolve uploads. ``email`` limits it
         to one account. Returns the rows revoked now (none if nothing matched)."""
-        return self._core.forget(source_or_ref, email)
+        return self._steps.forget(source_or_ref, email)
 
     def export(self, email: str | None = None, live: bool = False) -> Iterator[dict[str, Any]]:
         """Every upload row as a JSON-ready dict (every column but the local row id), streamed;
         ``email`` keeps one account's, ``live`` only refs still live."""
-        return self._core.export(email, live)
+        return self._steps.export(email, live)
 
     def import_rows(self, rows: Iterable[object]) -> ImportReport:
         """Merge rows as ``export`` gives them; the same rows twice add nothing.
@@ -706,7 +724,7 @@ class AssetCache(_Facade):
         within the retention...); an invalid one raises ImportRowError (a ValueError) naming
         it, once the rows before it are merged: importing again after fixing it is safe.
         """
-        return self._core.import_rows(rows)
+        return self._steps.import_rows(rows)
 
     def refresh(
         self,
@@ -715,7 +733,7 @@ class AssetCache(_Facade):
         dry_run: bool = False,
     ) -> list[RefreshItem]:
         """Re-upload live refs expiring within the window whose source file is unchanged."""
-        return self._run(_orchestration.refresh(self._core, expiring_within, email, dry_run))
+        return self._run(_orchestration.refresh(self._steps, expiring_within, email, dry_run))
 
     # -- how this cache waits: in the calling thread, a batch in a pool of threads ---------
 

@@ -1,7 +1,7 @@
 """A cache hit, defined once: the rules that say when the ledger may answer without an upload.
 
-``AssetCache`` and ``AsyncAssetCache`` (through ``_cache._Core``) and the console script's fast
-path (``_entry.py``) all decide a hit with these functions:
+``AssetCache`` and ``AsyncAssetCache`` (through ``_cache._ResolveSteps``) and the console
+script's fast path (``_entry.py``) all decide a hit with these functions:
 
 1. **Key from the stat cache** (``content/stat_cache.py``: its racy-clean rule, and its rows
    in the ledger file). A file the stat cache does not trust is no fast hit: the caches hash

@@ -194,7 +194,7 @@ def test_a_slower_read_never_replaces_a_later_ones_answer_whatever_its_wall_stam
         db=postgres_url, token=emu.token, base_url=emu.base_url, clock=clock
     ) as here:
         asset = here.resolve(png("a"), email=EMAIL)
-        engine = here._core.ledger
+        engine = here._steps.ledger
         first_began = _rules.machine_ns()
         machine.advance(timedelta(seconds=1))
         second_began = _rules.machine_ns()

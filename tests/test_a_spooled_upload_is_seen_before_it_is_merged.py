@@ -44,7 +44,7 @@ def held_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _spooled_refs(cache: AssetCache | AsyncAssetCache) -> list[str]:
-    local = cache._core.ledger._local  # type: ignore[attr-defined]
+    local = cache._steps.ledger._local  # type: ignore[attr-defined]
     return [a.asset_ref for a in local.spooled(10)]
 
 

@@ -49,7 +49,7 @@ def test_a_new_ledger_in_a_symlinked_folder_resolves_too(tmp_path: Path) -> None
 
 def test_every_name_gives_one_lock_folder(names: list[str]) -> None:
     caches = [AssetCache(db=name) for name in names]
-    assert {cache._core.locks.directory for cache in caches} == {names[0] + ".locks"}
+    assert {cache._steps.locks.directory for cache in caches} == {names[0] + ".locks"}
     assert {cache.db_path for cache in caches} == {names[0]}
     for cache in caches:
         cache.close()

@@ -113,3 +113,31 @@ def test_the_library_keyword_in_both_caches(make_cache: Callable[..., AssetCache
     assert [x.asset_ref for x in cache.assets(current=True)] == [second.asset_ref]
     assert cache.assets(current=True, expiring_within=timedelta(days=3)) == []
     assert len(cache.assets(expiring_within=timedelta(days=3))) == 1  # every row, as before
+
+
+def test_the_live_current_rows_are_found_without_reading_every_row(
+    run: Run, tmp_path: Path, clock: Clock, db: Path
+) -> None:
+    """``assets(current=True, expiring_within=…)`` asks only the live candidates' keys for their
+    current row; it lists exactly what deciding over every row lists."""
+    from assetcache._listing import current_per_key, selected
+
+    files = [write(tmp_path / f"{i}.png", png(str(i))) for i in range(6)]
+    for path in files:
+        run("ref", str(path), "--email", EMAIL)
+    clock.advance(timedelta(days=10))
+    run("upload", "--force", str(files[0]), str(files[1]), "--email", EMAIL)  # superseded ones
+    clock.advance(timedelta(days=17))
+    run("forget", str(files[2]), "--email", EMAIL)  # a revoked key
+    with AssetCache(db=db, clock=clock) as cache:
+        now = clock()
+        for within in (timedelta(days=1), timedelta(days=3), timedelta(days=20), None):
+            every = current_per_key(cache.assets(), now)
+            expected = selected(every, now, expiring_within=within, expired=False)
+            if within is None:
+                got = cache.assets(current=True, expired=False)
+            else:
+                got = cache.assets(current=True, expiring_within=within)
+                expected = selected(every, now, expiring_within=within, expired=None)
+            assert [a.id for a in got] == [a.id for a in expected], within
+        assert len(cache.assets(current=True, expired=False)) == 5  # 6 keys, one forgotten

@@ -32,7 +32,7 @@ def test_the_resolve_path_uses_psycopgs_asyncio_driver(postgres_url: str) -> Non
             async with _cache(postgres_url, emu) as cache:
                 first = await cache.resolve(png("a"), email=EMAIL)
                 assert (await cache.resolve(png("a"), email=EMAIL, min_remaining=None)).reused
-                sessions = cache._core.ledger.async_side()
+                sessions = cache._steps.ledger.async_side()
                 loop = asyncio.get_running_loop()
                 session = sessions._sessions[loop]  # one per loop: reads, claims, recording
                 assert isinstance(session, psycopg.AsyncConnection)
@@ -93,7 +93,7 @@ def test_a_stopped_server_fails_async_readers_and_waiters_within_the_deadline(
                 # The cut session is gone; a waiter's claim needs a new one, which the frozen
                 # server never finishes starting: libpq's connect_timeout ends it.
                 with pytest.raises(LedgerError, match="did not answer within 1 s|cannot be reached"):
-                    async with cache._core.locks.ahold("some-key"):
+                    async with cache._steps.locks.ahold("some-key"):
                         pass
                 return time.monotonic() - began
 
@@ -189,7 +189,7 @@ def test_a_claim_cancelled_in_flight_leaves_the_key_free(
         with Emulator() as emu:
             async with _cache(postgres_url, emu) as cache:
                 await cache.assets()  # migrated
-                sessions = cache._core.ledger.async_side()
+                sessions = cache._steps.ledger.async_side()
                 with monkeypatch.context() as slow:
                     slow.setattr(cursor, "execute", answer_late)
                     attempt = asyncio.ensure_future(sessions.claim(lease))

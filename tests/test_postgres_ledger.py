@@ -78,7 +78,7 @@ import sys, time
 from assetcache import AssetCache
 url = sys.argv[1]
 with AssetCache(db=url) as cache:
-    with cache._core.ledger.locks.hold("key"):
+    with cache._steps.ledger.locks.hold("key"):
         print("held", flush=True)
         time.sleep(600)
 """
@@ -96,7 +96,7 @@ def test_a_killed_lock_holder_frees_the_key_for_another_machine(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         other = AssetCache(db=postgres_url)
-        locks = other._core.ledger.locks
+        locks = other._steps.ledger.locks
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
         began = time.monotonic()
@@ -304,7 +304,7 @@ def test_the_mirror_bound_holds_when_a_clock_ran_ahead_and_races_with_a_local_fo
         # A read of the server that began before a forget made here and finishes after it
         # must not undo it.
         second = here.resolve(png("b"), email=EMAIL)
-        engine = here._core.ledger
+        engine = here._steps.ledger
         began = _rules.machine_ns()
         engine.revoke(sha256=second.sha256, asset_ref=None, email=None, at=clock.now)
         engine.remember(second.sha256, EMAIL, second, clock.now - timedelta(seconds=1), began)
@@ -352,7 +352,7 @@ def test_a_stopped_server_fails_readers_and_lock_waiters_within_the_deadline(
                 cache.assets()
             # The cut session is gone; a waiter's claim needs a new one, which the frozen server
             # never finishes starting: libpq's connect_timeout ends it.
-            waiter = cache._core.locks.hold("some-key")
+            waiter = cache._steps.locks.hold("some-key")
             stalled = "did not answer within 1 s|cannot be reached"
             with pytest.raises(LedgerError, match=stalled), waiter:
                 pass
@@ -410,7 +410,7 @@ def test_an_upload_the_ledger_could_not_record_is_spooled_then_merged(
         with AssetCache(db=url, token=emu.token, base_url=emu.base_url) as later:
             assert [a.asset_ref for a in later.assets()] == [asset.asset_ref]
             assert later.resolve(png("paid"), email=EMAIL).asset_ref == asset.asset_ref
-            assert later._core.ledger._local.spooled(10) == []  # type: ignore[attr-defined]
+            assert later._steps.ledger._local.spooled(10) == []  # type: ignore[attr-defined]
         assert len(emu.uploads) == 1
 
 
@@ -462,7 +462,7 @@ def test_a_spooled_upload_is_merged_by_the_next_session_of_the_same_process(
     with Emulator() as emu:
         cache = AssetCache(db=postgres_url, token=emu.token, base_url=emu.base_url)
         with cache:
-            ledger = cache._core.ledger
+            ledger = cache._steps.ledger
             cache.assets()  # migrated
 
             def spooled_upload(source: bytes) -> Asset:

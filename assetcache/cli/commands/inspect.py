@@ -69,19 +69,26 @@ def ls_command(
     if expired and expiring_within is not None:
         raise click.UsageError("--expired and --expiring-within are exclusive")
     app = app_of(ctx)
-    everything = app.reading_cache().assets(email=email)  # one read decides both views
+    cache = app.reading_cache()
     now = app.now()
-    current = current_per_key(everything, now)
-    listed = selected(
-        everything if history else current,
-        now,
-        expiring_within=expiring_within,
-        expired=True if expired else None,
-    )
+    if expiring_within is not None:
+        # Only live rows expiring soon can be listed: the ledger's index finds those, and each
+        # one's key is asked for its current row, rather than every row read into memory.
+        current = cache.assets(email=email, expiring_within=expiring_within, current=True)
+        listed = cache.assets(email=email, expiring_within=expiring_within) if history else current
+    else:
+        everything = cache.assets(email=email)  # one read decides both views
+        current = current_per_key(everything, now)
+        listed = selected(
+            everything if history else current,
+            now,
+            expiring_within=None,
+            expired=True if expired else None,
+        )
     total = len(listed)
     listed = _sorted(listed, sort_by)[:limit]
-    current_ids = {id(a) for a in current}  # the same objects: no second read to disagree
-    rows = [_row(a, listed_status(a, now, id(a) in current_ids)) for a in listed]
+    current_ids = {a.id for a in current}
+    rows = [_row(a, listed_status(a, now, a.id in current_ids)) for a in listed]
     if as_json:
         emit_json(rows, indent=2)
     elif as_csv:

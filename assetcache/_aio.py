@@ -12,7 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from . import _fill, _hit, _orchestration
 from ._asset import Asset
@@ -27,9 +27,19 @@ from ._cache import (
 )
 from ._email import normalize_email
 from ._errors import AssetCacheError
-from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
+from ._orchestration import (
+    BatchOrder,
+    Blocking,
+    Outcome,
+    Resolve,
+    ResolveEach,
+    Step,
+    Steps,
+    required,
+)
 from ._shielded import finished_anyway
 from .content.sniff import Source
+from .ledger.busy import KeyBusy
 from .ledger.sqlite import PRUNE_BATCH
 
 if TYPE_CHECKING:
@@ -79,6 +89,21 @@ class AsyncAssetCache(_CacheCommon):
         force: bool = False,
         min_remaining: timedelta | None = None,
     ) -> Asset:
+        """A live asset for ``source`` on ``email``'s account, uploading only if needed."""
+        return await self._resolve(
+            source, email=email, force=force, min_remaining=min_remaining, patient=True
+        )
+
+    async def _resolve(
+        self,
+        source: Source,
+        *,
+        email: str,
+        force: bool,
+        min_remaining: timedelta | None,
+        patient: bool,
+    ) -> Asset:
+        """``resolve``; ``patient=False``: KeyBusy rather than wait for another holder."""
         steps = self._steps
         email = normalize_email(email)
         margin = steps.min_remaining_or_default(min_remaining)
@@ -87,10 +112,15 @@ class AsyncAssetCache(_CacheCommon):
         if not force and (hit := await self._live(ledger, key, email, margin)):
             return hit
         key = await asyncio.to_thread(steps.content, key)
-        async with steps.locks.ahold(f"{key.sha256}:{email}"):
-            recheck = await self._live(ledger, key, email, margin, fresh=True)
-            if not force and recheck:
-                return recheck  # someone uploaded it while we waited: no token needed
+
+        async def look() -> Asset | None:
+            return None if force else await self._live(ledger, key, email, margin, fresh=True)
+
+        async with steps.locks.ahold(f"{key.sha256}:{email}", look, patient=patient) as found:
+            if found is not None:
+                return found  # another holder's upload, found while waiting: nothing held
+            if (hit := await look()) is not None:
+                return hit  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None
             uploaded_at = steps.now()
@@ -178,9 +208,7 @@ class AsyncAssetCache(_CacheCommon):
         *,
         current: bool = False,
     ) -> list[Asset]:
-        return await asyncio.to_thread(
-            self._steps.assets, email, expiring_within, expired, current
-        )
+        return await asyncio.to_thread(self._steps.assets, email, expiring_within, expired, current)
 
     async def prune(
         self,
@@ -271,23 +299,31 @@ class AsyncAssetCache(_CacheCommon):
             return await self._settled(step)
         return await self._resolve_each(step)
 
-    async def _settled(self, order: Resolve) -> Outcome:
-        """The order resolved, or the AssetCacheError that stopped it."""
+    async def _settled(self, order: Resolve, *, patient: bool = True) -> Outcome:
+        """The order resolved, or the AssetCacheError that stopped it (KeyBusy propagates)."""
         try:
-            return await order.by(self.resolve)
+            return await order.by(self._resolve, patient=patient)
         except AssetCacheError as exc:
             return exc
 
     async def _resolve_each(self, batch: ResolveEach) -> list[Outcome]:
-        """One task per order, ``jobs`` of them resolving at a time."""
-        gate = asyncio.Semaphore(batch.jobs)
+        """``jobs`` tasks taking the orders in ``BatchOrder``'s order."""
+        count = len(batch.orders)
+        outcomes: list[Outcome | None] = [None] * count
+        queue = BatchOrder(count)
 
-        async def one(index: int) -> Outcome:
-            async with gate:
-                outcome = await self._settled(batch.orders[index])
-            return batch.finished(index, outcome)
+        async def work() -> None:
+            while (taken := queue.next()) is not None:
+                index, patient = taken
+                try:
+                    outcome = await self._settled(batch.orders[index], patient=patient)
+                except KeyBusy:
+                    queue.busy(index)
+                    continue
+                outcomes[index] = batch.finished(index, outcome)
 
-        return list(await asyncio.gather(*(one(i) for i in range(len(batch.orders)))))
+        await asyncio.gather(*(work() for _ in range(min(batch.jobs, count))))
+        return cast(list[Outcome], outcomes)  # every task ended normally: each order ran
 
 
 class LedgerInThreads:

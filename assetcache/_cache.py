@@ -53,7 +53,16 @@ from ._hit import this_host
 from ._listing import current_per_key, selected
 from ._listing import newest_per_key as _newest_per_key
 from ._orchestration import DEFAULT_JOBS as DEFAULT_JOBS
-from ._orchestration import Blocking, Outcome, Resolve, ResolveEach, Step, Steps, required
+from ._orchestration import (
+    BatchOrder,
+    Blocking,
+    Outcome,
+    Resolve,
+    ResolveEach,
+    Step,
+    Steps,
+    required,
+)
 from ._refs import MAX_REF_LENGTH, text_problem
 from ._results import AUDIT_HORIZON, AccountAudit, ImportReport, RefreshItem, RefreshStatus
 from ._results import Advice as Advice
@@ -63,6 +72,7 @@ from ._rules import lookup_margin as lookup_margin
 from .content import stat_cache
 from .content.sniff import Content, Source, check
 from .ledger import open_engine, shown_location
+from .ledger.busy import KeyBusy
 
 if TYPE_CHECKING:
     import httpx
@@ -222,9 +232,7 @@ class _ResolveSteps:
     def record(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
         return self.ledger.record(self.uploaded(key, email, uploaded_at, result))
 
-    def uploaded(
-        self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult
-    ) -> Asset:
+    def uploaded(self, key: _Key, email: str, uploaded_at: datetime, result: UploadResult) -> Asset:
         """The row an upload that succeeded makes (not yet recorded)."""
         assert key.content is not None
         return Asset(
@@ -558,6 +566,20 @@ class AssetCache(_CacheCommon):
         min_remaining: timedelta | None = None,
     ) -> Asset:
         """A live asset for ``source`` on ``email``'s account, uploading only if needed."""
+        return self._resolve(
+            source, email=email, force=force, min_remaining=min_remaining, patient=True
+        )
+
+    def _resolve(
+        self,
+        source: Source,
+        *,
+        email: str,
+        force: bool,
+        min_remaining: timedelta | None,
+        patient: bool,
+    ) -> Asset:
+        """``resolve``; ``patient=False``: KeyBusy rather than wait for another holder."""
         steps = self._steps
         email = normalize_email(email)
         margin = steps.min_remaining_or_default(min_remaining)
@@ -566,8 +588,14 @@ class AssetCache(_CacheCommon):
             return hit
         key = steps.content(key)
         steps.ledger  # noqa: B018 - open (and migrate) now, never while holding a key lock
-        with steps.locks.hold(f"{key.sha256}:{email}"):
-            if not force and (hit := steps.live(key, email, margin, fresh=True)) is not None:
+
+        def look() -> Asset | None:
+            return None if force else steps.live(key, email, margin, fresh=True)
+
+        with steps.locks.hold(f"{key.sha256}:{email}", look, patient=patient) as found:
+            if found is not None:
+                return found  # another holder's upload, found while waiting: nothing held
+            if (hit := look()) is not None:
                 return hit  # someone uploaded it while we waited: no token needed
             client = self._upload_client()
             assert key.content is not None
@@ -748,26 +776,39 @@ class AssetCache(_CacheCommon):
             return self._settled(step)
         return self._resolve_each(step)
 
-    def _settled(self, order: Resolve) -> Outcome:
-        """The order resolved, or the AssetCacheError that stopped it."""
+    def _settled(self, order: Resolve, *, patient: bool = True) -> Outcome:
+        """The order resolved, or the AssetCacheError that stopped it (KeyBusy propagates)."""
         try:
-            return order.by(self.resolve)
+            return order.by(self._resolve, patient=patient)
         except AssetCacheError as exc:
             return exc
 
     def _resolve_each(self, batch: ResolveEach) -> list[Outcome]:
-        """In this thread when one at a time will do; else ``jobs`` threads, no more."""
+        """In this thread when one at a time will do; else ``jobs`` threads, no more; in
+        ``BatchOrder``'s order either way."""
+        count = len(batch.orders)
+        outcomes: list[Outcome | None] = [None] * count
+        queue = BatchOrder(count)
 
-        def one(index: int) -> Outcome:
-            return batch.finished(index, self._settled(batch.orders[index]))
+        def work() -> None:
+            while (taken := queue.next()) is not None:
+                index, patient = taken
+                try:
+                    outcome = self._settled(batch.orders[index], patient=patient)
+                except KeyBusy:
+                    queue.busy(index)
+                    continue
+                outcomes[index] = batch.finished(index, outcome)
 
-        indices = range(len(batch.orders))
-        if batch.jobs == 1 or len(indices) <= 1:
-            return [one(i) for i in indices]
-        from concurrent.futures import ThreadPoolExecutor  # only batches pay for it
+        if batch.jobs == 1 or count <= 1:
+            work()
+        else:
+            from concurrent.futures import ThreadPoolExecutor  # only batches pay for it
 
-        with ThreadPoolExecutor(max_workers=min(batch.jobs, len(indices))) as pool:
-            return list(pool.map(one, indices))
+            with ThreadPoolExecutor(max_workers=min(batch.jobs, count)) as pool:
+                for worker in [pool.submit(work) for _ in range(min(batch.jobs, count))]:
+                    worker.result()  # what stopped a worker (an interrupt) stops the batch
+        return cast(list[Outcome], outcomes)  # every worker ended normally: each order ran
 
 
 __all__: Sequence[str] = ("AccountAudit", "Advice", "AssetCache", "ImportReport", "RefreshItem")

@@ -110,7 +110,6 @@ def usable_token(value: str) -> str:
     stripped = value.strip()
     if not stripped or any(not ("!" <= ch <= "~") for ch in stripped):
         raise ValueError(
-            "the API token contains spaces, control or non-ASCII characters, which no API "
-            "token has"
+            "the API token contains spaces, control or non-ASCII characters, which no API token has"
         )
     return stripped

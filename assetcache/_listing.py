@@ -84,11 +84,7 @@ def selected(
         return list(rows)
     wanted = "expired" if expired else "live"
     until = None if expiring_within is None else _later(now, expiring_within)
-    return [
-        a
-        for a in rows
-        if a.state(now) == wanted and (until is None or a.expires_at <= until)
-    ]
+    return [a for a in rows if a.state(now) == wanted and (until is None or a.expires_at <= until)]
 
 
 def _later(moment: datetime, delta: timedelta) -> datetime:

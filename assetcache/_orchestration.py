@@ -14,6 +14,7 @@ Nothing here imports asyncio or threading: the synchronous cache's hit pays for 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,18 +53,29 @@ class Resolve:
     force: bool = False
     min_remaining: timedelta | None = None
 
-    def by(self, resolve: Resolver[T_co]) -> T_co:
-        """What a cache's ``resolve`` gives for this order (an Asset, or an awaitable one)."""
+    def by(self, resolve: Resolver[T_co], *, patient: bool = True) -> T_co:
+        """What a cache's ``_resolve`` gives for this order (an Asset, or an awaitable one);
+        ``patient=False``: KeyBusy rather than wait for another holder of its key."""
         return resolve(
-            self.source, email=self.email, force=self.force, min_remaining=self.min_remaining
+            self.source,
+            email=self.email,
+            force=self.force,
+            min_remaining=self.min_remaining,
+            patient=patient,
         )
 
 
 class Resolver(Protocol[T_co]):
-    """A cache's ``resolve`` method."""
+    """A cache's ``_resolve`` method (``resolve``, and whether to wait for another holder)."""
 
     def __call__(
-        self, source: Source, *, email: str, force: bool, min_remaining: timedelta | None
+        self,
+        source: Source,
+        *,
+        email: str,
+        force: bool,
+        min_remaining: timedelta | None,
+        patient: bool,
     ) -> T_co: ...
 
 
@@ -80,6 +92,41 @@ class ResolveEach:
         if self.on_result is not None:
             self.on_result(index, outcome)
         return outcome
+
+
+class BatchOrder:
+    """The order a batch's resolves run in, shared by the workers that take them (threads or
+    tasks): each order first without waiting for another holder of its key (another
+    process, machine or worker uploading the same image); an order whose key was busy comes
+    back after every other order was tried, and then waits. So a farm's processes given one
+    list of images upload different ones at once, instead of queueing behind whichever
+    started first; and a batch never sits idle behind someone else's upload while it has
+    other work. Outcomes still come out in the orders' order (``ResolveEach.finished``).
+
+    ``next()`` and ``busy()`` are single deque operations (atomic under the GIL), so threads
+    share one without a lock: a worker that finds both queues empty may end while another
+    puts an order back, but that one then takes it up itself."""
+
+    def __init__(self, count: int) -> None:
+        self._first = deque(range(count))
+        self._later: deque[int] = deque()
+
+    def next(self) -> tuple[int, bool] | None:
+        """The next order's index, and whether it may wait (None: nothing left)."""
+        try:
+            index = self._first.popleft()
+        except IndexError:
+            try:
+                return self._later.popleft(), True
+            except IndexError:
+                return None
+        # The batch's last order waits at once: there is nothing else to do meanwhile.
+        alone = not self._first and not self._later
+        return index, alone
+
+    def busy(self, index: int) -> None:
+        """The order's key was busy: take it up again later."""
+        self._later.append(index)
 
 
 Step = Blocking[Any] | Resolve | ResolveEach
@@ -156,8 +203,7 @@ def resolve_many(
 class RefreshPlanner(Protocol):
     """What refresh needs of the cache's core: which entries are due, and can be refreshed."""
 
-    def refresh_plan(self, expiring_within: timedelta, email: str | None) -> list[RefreshItem]:
-        ...
+    def refresh_plan(self, expiring_within: timedelta, email: str | None) -> list[RefreshItem]: ...
 
 
 def refresh(

@@ -13,23 +13,30 @@ import click
 from .._asset import Asset
 from .._cache import AssetCache
 from .._retry import RetryPolicy
+from ..ledger.busy import KeyBusy
 
 
 class CountingCache(AssetCache):
     """The CLI's AssetCache: ``on_resolved`` is called as each resolve ends, however it ends.
 
     fill and refresh resolve their files inside one library call (``fill_many``, ``refresh``),
-    which goes through ``resolve`` for each file; counting there gives their progress bars
-    steps without the library printing, or taking a callback in its public signatures.
+    which goes through ``_resolve`` for each file (as ``resolve`` does); counting there gives
+    their progress bars steps without the library printing, or taking a callback in its public
+    signatures. A resolve a batch puts off (its key busy elsewhere: KeyBusy) has not ended.
     """
 
     on_resolved: Callable[[], None] = staticmethod(lambda: None)
 
-    def resolve(self, *args: Any, **kwargs: Any) -> Asset:
+    def _resolve(self, *args: Any, **kwargs: Any) -> Asset:
         try:
-            return super().resolve(*args, **kwargs)
-        finally:
+            asset = super()._resolve(*args, **kwargs)
+        except KeyBusy:
+            raise
+        except BaseException:
             self.on_resolved()
+            raise
+        self.on_resolved()
+        return asset
 
 
 @dataclass

@@ -71,4 +71,3 @@ def _coloured(row: Sequence[str], widths: Sequence[int], colours: Mapping[int, s
         for i, (cell, width) in enumerate(zip(row, widths, strict=True))
     )
     return "  ".join(cells).rstrip()
-

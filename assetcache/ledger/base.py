@@ -15,15 +15,18 @@ Neither engine imports the other: whatever both need lives here, below them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from .._asset import Asset
 from . import schema
+from .busy import KeyBusy as KeyBusy
 
 if TYPE_CHECKING:
     from ..content.stat_cache import FileStat
+
+_T = TypeVar("_T")
 
 #: Rows per read (and per delete) when an engine walks many rows: prune, export.
 BATCH_ROWS = 5000
@@ -34,11 +37,31 @@ MergeOutcome = Literal["added", "revoked", "skipped"]
 
 
 class KeyLock(Protocol):
-    """Single flight for one (content, account) key: at most one holder, wherever it runs."""
+    """Single flight for one (content, account) key: at most one holder, wherever it runs.
 
-    def hold(self, key: str) -> contextlib.AbstractContextManager[None]: ...
+    ``hold`` yields None while the caller holds the key, and the caller looks for the answer
+    again before it uploads (someone may have uploaded while it waited). ``look`` is that look,
+    offered for the wait itself: an engine whose waiters can tell that the holder they waited
+    for is done (the shared ledger's leases) asks it then, and yields what it found without
+    taking the key, so that the waiters of a finished upload do not take the key one after
+    another only to find the row. An engine whose waiters cannot tell (SQLite's file locks,
+    where the kernel queues them, cheaply) never calls it and always yields None.
 
-    def ahold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+    ``patient=False``: raise ``KeyBusy`` rather than wait when someone else (another process,
+    machine or thread) holds the key now, so that a batch uploads something else meanwhile.
+    """
+
+    def hold(
+        self, key: str, look: Callable[[], _T | None] | None = None, *, patient: bool = True
+    ) -> contextlib.AbstractContextManager[_T | None]: ...
+
+    def ahold(
+        self,
+        key: str,
+        look: Callable[[], Awaitable[_T | None]] | None = None,
+        *,
+        patient: bool = True,
+    ) -> contextlib.AbstractAsyncContextManager[_T | None]: ...
 
     def forget_inherited(self) -> None: ...
 
@@ -208,4 +231,3 @@ def in_id_order(
     while batch := read(params):
         yield batch
         params["after"] = batch[-1].id
-

@@ -4,7 +4,13 @@ A resolver about to upload *claims* its key: one autocommit statement inserts a 
 ``upload_leases`` holding a token of its own and an expiry ``LEASE_S`` ahead on the **server's
 clock**, or takes over a row whose expiry has passed. While the upload runs the holder renews
 the expiry every ``RENEW_S``; the transaction that records the upload deletes the lease, so a
-waiter that finds the key free finds the row too. Waiters poll the claim with backoff.
+waiter that finds the key free finds the row too. Waiters poll with backoff (``Waiting``): a
+refused claim names the holder; later polls read the lease row (a read queues behind no lock)
+and tell whether the holder died (below) or finished: when the holder changes or leaves, the
+one the waiter waited for is done, and the waiter asks the caller's ``look`` for the answer
+before it claims. Without that, the waiters of a popular key would each claim its row at every
+poll (queueing on the row's lock behind each other and the holder's renewals), then take the
+key one after another only to find the row and let go.
 
 Why rows and not ``pg_advisory_lock``: an advisory lock lives in a server session, so a process
 waiting on one needs a session of its own for as long as it waits, a transaction-pooling
@@ -15,8 +21,8 @@ through any pooler, and a waiter can name the holder.
 
 The bounds, all on the server's clock (no machine's clock matters):
 
-- a holder of this machine killed (``kill -9``) is taken over within ``_DEAD_CHECK_S``: its
-  token names its host, pid and pid namespace, and a waiter of the same machine that finds that
+- a holder of this machine killed (``kill -9``) is taken over within one poll: its token
+  names its host, pid and pid namespace, and a waiter of the same machine that finds that
   process gone takes the key from that exact token;
 - a holder of another machine killed, stopped (``SIGSTOP``, a debugger, a paused VM) or cut off
   stops renewing; its key is taken over at most ``LEASE_S`` (20 s) after its last renewal,
@@ -41,15 +47,17 @@ waiting costs statements, not sessions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .._errors import LedgerError
+from .busy import KeyBusy
 
 _T = TypeVar("_T")
 
@@ -77,27 +85,29 @@ _SCARCE_POLL_MAX_S: Final = 1.0
 #: The slowest poll on a congested ledger.
 _CONGESTED_POLL_MAX_S: Final = 2.0
 
-#: How often a waiter looks whether the key's holder is a dead process of this machine.
-_DEAD_CHECK_S: Final = 0.5
-
 _LEASES: Final = "upload_leases"
-#: Take the key if it is free, expired, or already ours (a claim repeated after a lost answer).
+#: Take the key if it is free, expired, or already ours (a claim repeated after a lost answer);
+#: either way, say who holds it now: ``(true, us)`` or ``(false, holder)``, so that a waiter
+#: learns the holder (alive? changed?) from the poll itself. No row: the holder's row went or
+#: came between the insert's look and the select's snapshot; ask again.
 CLAIM: Final = (
-    f"INSERT INTO {_LEASES} AS held (sha256, email, holder, expires_at) "
+    f"WITH claimed AS (INSERT INTO {_LEASES} AS held (sha256, email, holder, expires_at) "
     "VALUES (%(sha256)s, %(email)s, %(holder)s, "
     "clock_timestamp() + %(lease_s)s * interval '1 second') "
     "ON CONFLICT (sha256, email) DO UPDATE SET holder = excluded.holder, "
     "expires_at = excluded.expires_at "
     "WHERE held.expires_at < clock_timestamp() OR held.holder = excluded.holder "
-    "RETURNING holder"
+    "RETURNING holder) "
+    "SELECT true, holder FROM claimed "
+    f"UNION ALL SELECT false, holder FROM {_LEASES} "
+    "WHERE sha256 = %(sha256)s AND email = %(email)s AND NOT EXISTS (SELECT FROM claimed)"
 )
 RENEW: Final = (
     f"UPDATE {_LEASES} SET expires_at = clock_timestamp() + %(lease_s)s * interval '1 second' "
     "WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(holder)s"
 )
 RELEASE: Final = (
-    f"DELETE FROM {_LEASES} WHERE sha256 = %(sha256)s AND email = %(email)s "
-    "AND holder = %(holder)s"
+    f"DELETE FROM {_LEASES} WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(holder)s"
 )
 #: Take the key from a holder known to be dead (its exact token: never a later claim's).
 TAKE_FROM: Final = (
@@ -187,6 +197,54 @@ def is_dead_here(holder: str) -> bool:
     return False
 
 
+def claim_outcome(row: Any) -> tuple[bool, str | None]:
+    """CLAIM's answer: whether the key is ours, and who holds it (None: unknown)."""
+    if row is None:
+        return False, None
+    return bool(row[0]), str(row[1])
+
+
+def holder_now(row: Any) -> str | None:
+    """HELD_BY's answer: who holds the key now (None: nobody, or a lease that ran out)."""
+    if row is None or float(row[1]) <= 0:
+        return None
+    return str(row[0])
+
+
+class Waiting:
+    """What a waiter makes of the key's holder at each poll (the sync and asyncio paths share
+    it): the first claim tells who holds the key; then polls read the lease row, without
+    taking it (a read waits for no one, where 99 claims of one row would queue on its lock
+    behind each other and the holder's renewals). The key is claimed again only once nobody
+    holds it, and the caller's look comes first: the holder that left likely left its row."""
+
+    #: Take the key from its holder, a dead process of this machine.
+    TAKE: Final = "take"
+    #: The holder changed or left: the one waited for is done; its answer may be in.
+    LOOK: Final = "look"
+    #: The same holder, still at it: poll again.
+    WAIT: Final = "wait"
+
+    def __init__(self, holder: str | None, patient: bool = True) -> None:
+        """``holder``: who has the key, as the first (refused) claim said. An impatient
+        waiter stops here (KeyBusy) unless that holder is dead, and the key can be taken."""
+        self._seen = holder
+        if not patient and (holder is None or not is_dead_here(holder)):
+            raise KeyBusy(holder or "")
+
+    def polled(self, holder: str | None) -> str:
+        """The step after a poll found ``holder`` (None: nobody holds the key)."""
+        if holder is not None and is_dead_here(holder):
+            return self.TAKE
+        changed = holder != self._seen
+        self._seen = holder
+        return self.LOOK if changed else self.WAIT
+
+    def refused_by(self, holder: str | None) -> None:
+        """A claim just failed: ``holder`` has the key (so a later change is news)."""
+        self._seen = holder
+
+
 class KeyTurns:
     """Per-key thread locks of one process, kept only while someone holds or waits for them."""
 
@@ -209,10 +267,19 @@ class KeyTurns:
                 self._locks[key] = (lock, users - 1)
 
     @contextlib.contextmanager
-    def hold(self, key: str, wait_s: float, timed_out: Callable[[], LedgerError]) -> Iterator[None]:
+    def hold(
+        self,
+        key: str,
+        wait_s: float,
+        timed_out: Callable[[], LedgerError],
+        *,
+        patient: bool = True,
+    ) -> Iterator[None]:
         lock = self._enter(key)
         try:
-            if not lock.acquire(timeout=wait_s):
+            if not patient and not lock.acquire(blocking=False):
+                raise KeyBusy(key)
+            if patient and not lock.acquire(timeout=wait_s):
                 raise timed_out()
             try:
                 yield
@@ -223,7 +290,12 @@ class KeyTurns:
 
     @contextlib.asynccontextmanager
     async def ahold(
-        self, key: str, wait_s: float, timed_out: Callable[[], LedgerError]
+        self,
+        key: str,
+        wait_s: float,
+        timed_out: Callable[[], LedgerError],
+        *,
+        patient: bool = True,
     ) -> AsyncIterator[None]:
         """As ``hold``, polling: a blocking acquire would stall the event loop."""
         import asyncio
@@ -232,6 +304,8 @@ class KeyTurns:
         try:
             began, delay = time.monotonic(), _POLL_MIN_S
             while not lock.acquire(blocking=False):
+                if not patient:
+                    raise KeyBusy(key)
                 if time.monotonic() - began > wait_s:
                     raise timed_out()
                 await asyncio.sleep(delay)
@@ -252,7 +326,11 @@ class KeyTurns:
 class LeaseSessions(Protocol):
     """The lease statements awaited on an event loop (``postgres_async.AsyncSessions``)."""
 
-    async def claim(self, lease: Lease, *, from_dead: bool = False) -> bool: ...
+    async def claim(self, lease: Lease) -> tuple[bool, str | None]: ...
+
+    async def take_from(self, lease: Lease, dead: str) -> bool: ...
+
+    async def held_by(self, lease: Lease) -> str | None: ...
 
     async def release(self, lease: Lease) -> None: ...
 
@@ -300,24 +378,19 @@ class LeaseLocks:
 
     # -- the sync path -------------------------------------------------------------------
 
-    def _claim(self, lease: Lease) -> bool:
-        claimed = self._ledger.run(lambda conn: conn.execute(CLAIM, lease.params).fetchone())
-        return claimed is not None
+    def _claim(self, lease: Lease) -> tuple[bool, str | None]:
+        return claim_outcome(
+            self._ledger.run(lambda conn: conn.execute(CLAIM, lease.params).fetchone())
+        )
 
     def _release(self, lease: Lease) -> None:
         with contextlib.suppress(LedgerError):  # unreleased, it expires within LEASE_S
             self._ledger.run(lambda conn: conn.execute(RELEASE, lease.params))
 
-    def _took_from_dead(self, lease: Lease) -> bool:
-        """Whether the key was held by a dead process of this machine, and is now ours."""
-
-        def take(conn: Any) -> bool:
-            row = conn.execute(HELD_BY, lease.params).fetchone()
-            if row is None or not is_dead_here(str(row[0])):
-                return False
-            return conn.execute(TAKE_FROM, {**lease.params, "dead": row[0]}).fetchone() is not None
-
-        return self._ledger.run(take)
+    def _take_from(self, lease: Lease, dead: str) -> bool:
+        """Whether the key, held by ``dead`` (a dead process of this machine), is now ours."""
+        params = {**lease.params, "dead": dead}
+        return self._ledger.run(lambda conn: conn.execute(TAKE_FROM, params).fetchone()) is not None
 
     def renew(self, lease: Lease) -> bool:
         """Whether the lease is still ours (renewed); a failure to ask counts as yes: the
@@ -343,20 +416,29 @@ class LeaseLocks:
         return bool(self._held)
 
     @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(
+        self, key: str, look: Callable[[], _T | None] | None = None, *, patient: bool = True
+    ) -> Iterator[_T | None]:
+        """Hold the key (yielding None) until the block ends; or yield what ``look`` found
+        while waiting, once another holder finished (then nothing is held). See
+        ``base.KeyLock`` for ``patient``."""
         lease = Lease.of(key, self._ledger.latency)
-        with self._turns.hold(key, self.wait_s, lambda: self._timed_out(lease)):
+        timed_out = functools.partial(self._timed_out, lease)
+        with self._turns.hold(key, self.wait_s, timed_out, patient=patient):
             try:
-                self._claimed(lease)
-            except LedgerError:
+                found = self._claimed(lease, look, patient)
+            except (LedgerError, KeyBusy):
                 raise  # the ledger cannot be asked: a claim it granted unseen lapses in LEASE_S
             except BaseException:
                 self._release(lease)  # an interrupt may have come after the claim was granted
                 raise
+            if found is not None:
+                yield found
+                return
             with self._ledger.urgently():  # the holder's recording and release go first
                 yield from self._held_while_renewed(lease)
 
-    def _held_while_renewed(self, lease: Lease) -> Iterator[None]:
+    def _held_while_renewed(self, lease: Lease) -> Iterator[_T | None]:
         """Inside ``hold``, once claimed: renewed by a thread until the caller is done."""
         stop, renewer = threading.Event(), None
         try:
@@ -366,7 +448,7 @@ class LeaseLocks:
             )
             renewer.daemon = True
             renewer.start()
-            yield
+            yield None
         finally:
             stop.set()
             self._held.pop((lease.sha256, lease.email), None)
@@ -374,20 +456,35 @@ class LeaseLocks:
                 renewer.join()
             self._release(lease)
 
-    def _claimed(self, lease: Lease) -> None:
-        """Poll until the key is ours, or LedgerError past ``wait_s``."""
+    def _held_by(self, lease: Lease) -> str | None:
+        return holder_now(
+            self._ledger.run(lambda conn: conn.execute(HELD_BY, lease.params).fetchone())
+        )
+
+    def _claimed(
+        self, lease: Lease, look: Callable[[], _T | None] | None, patient: bool
+    ) -> _T | None:
+        """Poll until the key is ours (None), or ``look`` finds the answer once a holder is
+        done (what it found); LedgerError past ``wait_s``. See ``Waiting``."""
         began, delay = time.monotonic(), _POLL_MIN_S
-        check_at = began
-        while not self._claim(lease):
-            now = time.monotonic()
-            if now >= check_at:
-                if self._took_from_dead(lease):
-                    return
-                check_at = now + _DEAD_CHECK_S
-            if now - began > self.wait_s:
+        claimed, holder = self._claim(lease)
+        waiting = Waiting(holder, patient)
+        while not claimed:
+            if time.monotonic() - began > self.wait_s:
                 raise self._timed_out(lease)
             time.sleep(delay)
             delay = min(delay * 2, self._poll_max())
+            holder = self._held_by(lease)
+            step = waiting.polled(holder)
+            if step is Waiting.TAKE and holder is not None:
+                claimed = self._take_from(lease, holder)
+                continue
+            if step is Waiting.LOOK and look is not None and (found := look()) is not None:
+                return found
+            if holder is None:
+                claimed, holder = self._claim(lease)
+                waiting.refused_by(holder)
+        return None
 
     def _keep_renewing(self, lease: Lease, stop: threading.Event) -> None:
         with self._ledger.urgently():
@@ -398,7 +495,13 @@ class LeaseLocks:
     # -- the asyncio path ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def ahold(self, key: str) -> AsyncIterator[None]:
+    async def ahold(
+        self,
+        key: str,
+        look: Callable[[], Awaitable[_T | None]] | None = None,
+        *,
+        patient: bool = True,
+    ) -> AsyncIterator[_T | None]:
         """As ``hold``, on the event loop through psycopg's asyncio driver: claims, renewals
         and the release are statements on the loop's one session; waiters cost no thread."""
         import asyncio
@@ -407,20 +510,24 @@ class LeaseLocks:
 
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key, self._ledger.latency)
-        async with self._turns.ahold(key, self.wait_s, lambda: self._timed_out(lease)):
+        timed_out = functools.partial(self._timed_out, lease)
+        async with self._turns.ahold(key, self.wait_s, timed_out, patient=patient):
             renewal = None
             try:
-                await self._aclaimed(lease, sessions)
-            except (LedgerError, asyncio.CancelledError):
+                found = await self._aclaimed(lease, sessions, look, patient)
+            except (LedgerError, KeyBusy, asyncio.CancelledError):
                 raise  # cannot be asked, or claim() gave back what it took for a cancelled caller
             except BaseException:
                 with contextlib.suppress(LedgerError):
                     await finished_anyway(sessions.release(lease))
                 raise
+            if found is not None:
+                yield found
+                return
             try:
                 self._held[(lease.sha256, lease.email)] = lease
                 renewal = asyncio.ensure_future(sessions.keep_renewing(lease))
-                yield
+                yield None
             finally:
                 if renewal is not None:
                     renewal.cancel()
@@ -433,22 +540,35 @@ class LeaseLocks:
                     with contextlib.suppress(LedgerError, asyncio.CancelledError):
                         await finished_anyway(sessions.release(lease))
 
-    async def _aclaimed(self, lease: Lease, sessions: LeaseSessions) -> None:
+    async def _aclaimed(
+        self,
+        lease: Lease,
+        sessions: LeaseSessions,
+        look: Callable[[], Awaitable[_T | None]] | None,
+        patient: bool,
+    ) -> _T | None:
         """As ``_claimed``, awaited."""
         import asyncio
 
         began, delay = time.monotonic(), _POLL_MIN_S
-        check_at = began
-        while not await sessions.claim(lease):
-            now = time.monotonic()
-            if now >= check_at:
-                if await sessions.claim(lease, from_dead=True):
-                    return
-                check_at = now + _DEAD_CHECK_S
-            if now - began > self.wait_s:
+        claimed, holder = await sessions.claim(lease)
+        waiting = Waiting(holder, patient)
+        while not claimed:
+            if time.monotonic() - began > self.wait_s:
                 raise await asyncio.to_thread(self._timed_out, lease)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._poll_max())
+            holder = await sessions.held_by(lease)
+            step = waiting.polled(holder)
+            if step is Waiting.TAKE and holder is not None:
+                claimed = await sessions.take_from(lease, holder)
+                continue
+            if step is Waiting.LOOK and look is not None and (found := await look()) is not None:
+                return found
+            if holder is None:
+                claimed, holder = await sessions.claim(lease)
+                waiting.refused_by(holder)
+        return None
 
     # -- both ----------------------------------------------------------------------------
 

@@ -58,11 +58,14 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Final, TypeVar
 
 from .._errors import LedgerError
 from .._owner import make_private_dirs, require_own
+from .busy import KeyBusy
+
+_T = TypeVar("_T")
 
 #: The default RetryPolicy's budget for one upload (``RetryPolicy.max_elapsed``).
 DEFAULT_UPLOAD_S: Final = 180.0
@@ -295,9 +298,7 @@ def holders(fd: int, offset: int | None) -> list[int]:
     return found
 
 
-def _holds(
-    pid: str, number: str, identity: tuple[int, int], file: str, offset: int | None
-) -> bool:
+def _holds(pid: str, number: str, identity: tuple[int, int], file: str, offset: int | None) -> bool:
     try:
         st = os.stat(f"/proc/{pid}/fd/{number}")
         if (st.st_dev, st.st_ino) != identity:
@@ -375,12 +376,15 @@ def _timed_out(ledger: str, what: str, waited: float, fd: int | None, slot: _Slo
 
 
 @contextlib.contextmanager
-def _file_held(slot: _Slot, deadline: float, on_expiry: _Expiry) -> Iterator[None]:
-    """Hold ``slot``, polling with backoff until ``deadline`` (time.monotonic)."""
+def _file_held(slot: _Slot, deadline: float | None, on_expiry: _Expiry) -> Iterator[None]:
+    """Hold ``slot``, polling with backoff until ``deadline`` (time.monotonic; None: KeyBusy
+    at once if another process holds it)."""
     fd = _open_lock_file(slot.path)
     try:
         delay = _POLL_MIN_S
         while not slot.try_lock(fd):
+            if deadline is None:
+                raise KeyBusy(slot.path)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise on_expiry(fd, slot)
@@ -395,7 +399,9 @@ def _file_held(slot: _Slot, deadline: float, on_expiry: _Expiry) -> Iterator[Non
 
 
 @contextlib.asynccontextmanager
-async def _file_aheld(slot: _Slot, deadline: float, on_expiry: _Expiry) -> AsyncIterator[None]:
+async def _file_aheld(
+    slot: _Slot, deadline: float | None, on_expiry: _Expiry
+) -> AsyncIterator[None]:
     """As ``_file_held``, waiting on the event loop (never in a worker thread: a pool full of
     waiters could starve the holder that must finish first)."""
     import asyncio  # only async callers pay for it
@@ -404,6 +410,8 @@ async def _file_aheld(slot: _Slot, deadline: float, on_expiry: _Expiry) -> Async
     try:
         delay = _POLL_MIN_S
         while not slot.try_lock(fd):
+            if deadline is None:
+                raise KeyBusy(slot.path)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise on_expiry(fd, slot)
@@ -503,21 +511,33 @@ class KeyLocks:
                     del turns[slot.offset]
 
     @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        """Block until this thread holds the key, or raise LedgerError after ``wait_s``."""
+    def hold(
+        self, key: str, look: Callable[[], _T | None] | None = None, *, patient: bool = True
+    ) -> Iterator[_T | None]:
+        """Block until this thread holds the key, or raise LedgerError after ``wait_s``.
+        (``look`` is never asked: the kernel queues the waiters, and each looks once it holds
+        the key, at the cost of a local read; see ``base.KeyLock``.)"""
         slot = self.slot(key)
         deadline = time.monotonic() + self.wait_s
         with self._turn(slot) as turn:
-            if not turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not patient and not turn.acquire(blocking=False):
+                raise KeyBusy(key)
+            if patient and not turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise self._expiry(None, slot)
             try:
-                with _file_held(slot, deadline, self._expiry):
-                    yield
+                with _file_held(slot, deadline if patient else None, self._expiry):
+                    yield None
             finally:
                 turn.release()
 
     @contextlib.asynccontextmanager
-    async def ahold(self, key: str) -> AsyncIterator[None]:
+    async def ahold(
+        self,
+        key: str,
+        look: Callable[[], Awaitable[_T | None]] | None = None,
+        *,
+        patient: bool = True,
+    ) -> AsyncIterator[_T | None]:
         """Wait (without blocking the event loop) until this task holds the key, or raise
         LedgerError after ``wait_s``. Polled with backoff, thread lock included."""
         import asyncio  # only async callers pay for it
@@ -527,13 +547,15 @@ class KeyLocks:
         with self._turn(slot) as turn:
             delay = _POLL_MIN_S
             while not turn.acquire(blocking=False):
+                if not patient:
+                    raise KeyBusy(key)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise self._expiry(None, slot)
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _POLL_MAX_S)
             try:
-                async with _file_aheld(slot, deadline, self._expiry):
-                    yield
+                async with _file_aheld(slot, deadline if patient else None, self._expiry):
+                    yield None
             finally:
                 turn.release()

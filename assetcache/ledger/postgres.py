@@ -827,9 +827,7 @@ class PostgresLedger:
         (one that read the row before stays from unspooling it: UNSPOOL). The server's
         transaction then also merges those revoked uploads in, so a merge racing it can never
         leave them live there: whichever commits second finds the row and keeps it revoked."""
-        spooled = self._local.revoke_spooled(
-            sha256=sha256, asset_ref=asset_ref, email=email, at=at
-        )
+        spooled = self._local.revoke_spooled(sha256=sha256, asset_ref=asset_ref, email=email, at=at)
         if spooled:
             self._spool_waiting = True  # should the server not answer now
         params: dict[str, Any] = {"email": email, "now": at}
@@ -875,7 +873,7 @@ def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> Written:
 
 
 def taken_over_at(asset: Asset) -> datetime:
-    """"Now" for a resolver that finds its lease taken over (never before its own upload)."""
+    """ "Now" for a resolver that finds its lease taken over (never before its own upload)."""
     return max(datetime.now(UTC), asset.uploaded_at)
 
 

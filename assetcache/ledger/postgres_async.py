@@ -251,34 +251,44 @@ class AsyncSessions:
 
     # -- single flight (see leases) ------------------------------------------------------
 
-    async def claim(self, lease: Lease, *, from_dead: bool = False) -> bool:
-        """The lease's claim statement (or, ``from_dead``, taking the key from a dead process
-        of this machine: ``LeaseLocks._took_from_dead``). A caller cancelled while it is in
-        flight must not cut it short: the server may already have given us the key, which
-        nobody would then release for LEASE_S. So it finishes in a task of its own, and a key
-        it took for a cancelled caller is given back."""
-        work = self._take_from_dead(lease) if from_dead else self._claim(lease)
-        return await finished_anyway(work, after_cancel=functools.partial(self._give_back, lease))
+    async def claim(self, lease: Lease) -> tuple[bool, str | None]:
+        """The lease's claim statement: whether the key is ours, and who holds it. A caller
+        cancelled while it is in flight must not cut it short: the server may already have
+        given us the key, which nobody would then release for LEASE_S. So it finishes in a task
+        of its own, and a key it took for a cancelled caller is given back."""
 
-    async def _claim(self, lease: Lease) -> bool:
-        async def claim(conn: Any) -> bool:
+        async def claim(conn: Any) -> tuple[bool, str | None]:
             cursor = await conn.execute(leases.CLAIM, lease.params)
-            return await cursor.fetchone() is not None
+            return leases.claim_outcome(await cursor.fetchone())
 
-        return await self._run(claim)
+        give_back = functools.partial(self._give_back, lease, lambda outcome: outcome[0])
+        return await finished_anyway(self._run(claim), after_cancel=give_back)
 
-    async def _take_from_dead(self, lease: Lease) -> bool:
+    async def take_from(self, lease: Lease, dead: str) -> bool:
+        """Take the key from ``dead``, a dead process of this machine (``leases.Waiting``);
+        finished and given back for a cancelled caller, as ``claim``."""
+
         async def take(conn: Any) -> bool:
-            row = await (await conn.execute(leases.HELD_BY, lease.params)).fetchone()
-            if row is None or not leases.is_dead_here(str(row[0])):
-                return False
-            params = {**lease.params, "dead": row[0]}
+            params = {**lease.params, "dead": dead}
             return await (await conn.execute(leases.TAKE_FROM, params)).fetchone() is not None
 
-        return await self._run(take)
+        give_back = functools.partial(self._give_back, lease, bool)
+        return await finished_anyway(self._run(take), after_cancel=give_back)
 
-    def _give_back(self, lease: Lease, attempt: asyncio.Future[bool]) -> None:
-        if attempt.cancelled() or attempt.exception() is not None or not attempt.result():
+    async def held_by(self, lease: Lease) -> str | None:
+        """Who holds the key now (``leases.Waiting``): a read, nothing to give back."""
+
+        async def held_by(conn: Any) -> str | None:
+            return leases.holder_now(
+                await (await conn.execute(leases.HELD_BY, lease.params)).fetchone()
+            )
+
+        return await self._run(held_by)
+
+    def _give_back(
+        self, lease: Lease, taken: Callable[[Any], bool], attempt: asyncio.Future[Any]
+    ) -> None:
+        if attempt.cancelled() or attempt.exception() is not None or not taken(attempt.result()):
             return  # nothing taken
         keep_running(asyncio.ensure_future(self.release(lease)))
 
@@ -331,9 +341,7 @@ async def _write_upload(conn: Any, asset: Asset, lease: Lease | None) -> postgre
         rows = await _read(conn, sql=schema.SELECT_NEWEST, params=params)
         answer = rows[0] if rows else None
         asset = postgres.superseded(asset)
-    cursor = await conn.execute(
-        postgres.as_psycopg(schema.RECORD_UPLOAD), upload_params(asset)
-    )
+    cursor = await conn.execute(postgres.as_psycopg(schema.RECORD_UPLOAD), upload_params(asset))
     row = await cursor.fetchone()
     return asset, (row[0], row[1]), answer
 

@@ -181,8 +181,7 @@ MARK_MIRRORED: Final = (
     "WHERE sha256 = :sha256 AND email = :email AND mirrored_at IS NOT NULL"
 )
 DELETE_MIRRORED: Final = (
-    f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email "
-    "AND mirrored_at IS NOT NULL"
+    f"DELETE FROM {UPLOADS} WHERE sha256 = :sha256 AND email = :email AND mirrored_at IS NOT NULL"
 )
 # A spooled row that the shared ledger now answers with is in it: it becomes mirrored. Unless
 # it holds a revocation made here (a forget while it was spooled): that must reach the shared

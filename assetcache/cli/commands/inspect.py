@@ -36,12 +36,19 @@ _SORTS = ("expiry", "uploaded", "name", "size")
 @click.option("--expiring-within", type=DURATION, help="Only live refs expiring within this.")
 @click.option("--expired", is_flag=True, help="Only expired refs.")
 @click.option(
-    "--history", "--all", "history", is_flag=True,
+    "--history",
+    "--all",
+    "history",
+    is_flag=True,
     help="Every upload, not only the current row of each file and account; rows a later "
     "upload of the same content replaced are marked superseded.",
 )
 @click.option(
-    "--sort", "sort_by", type=click.Choice(_SORTS), default="expiry", show_default=True,
+    "--sort",
+    "sort_by",
+    type=click.Choice(_SORTS),
+    default="expiry",
+    show_default=True,
     help="expiry: soonest first; uploaded: latest first; name: by source file name; "
     "size: largest first.",
 )

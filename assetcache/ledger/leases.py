@@ -225,12 +225,20 @@ class Waiting:
     #: The same holder, still at it: poll again.
     WAIT: Final = "wait"
 
-    def __init__(self, holder: str | None, patient: bool = True) -> None:
-        """``holder``: who has the key, as the first (refused) claim said. An impatient
-        waiter stops here (KeyBusy) unless that holder is dead, and the key can be taken."""
+    def __init__(self, holder: str | None, *, patient: bool = True) -> None:
+        """``holder``: who has the key, as the first claim said. An impatient waiter whose
+        claim was refused stops here (KeyBusy), unless that holder is dead (then the key can
+        be taken)."""
         self._seen = holder
         if not patient and (holder is None or not is_dead_here(holder)):
             raise KeyBusy(holder or "")
+
+    @staticmethod
+    def busy_unless_free(holder: str | None) -> None:
+        """An impatient waiter's first look, a read: KeyBusy if a live holder has the key
+        (a farm's processes try every key of their batch once; a claim would lock the row)."""
+        if holder is not None and not is_dead_here(holder):
+            raise KeyBusy(holder)
 
     def polled(self, holder: str | None) -> str:
         """The step after a poll found ``holder`` (None: nobody holds the key)."""
@@ -467,8 +475,10 @@ class LeaseLocks:
         """Poll until the key is ours (None), or ``look`` finds the answer once a holder is
         done (what it found); LedgerError past ``wait_s``. See ``Waiting``."""
         began, delay = time.monotonic(), _POLL_MIN_S
+        if not patient:
+            Waiting.busy_unless_free(self._held_by(lease))
         claimed, holder = self._claim(lease)
-        waiting = Waiting(holder, patient)
+        waiting = Waiting(holder, patient=patient or claimed)
         while not claimed:
             if time.monotonic() - began > self.wait_s:
                 raise self._timed_out(lease)
@@ -551,8 +561,10 @@ class LeaseLocks:
         import asyncio
 
         began, delay = time.monotonic(), _POLL_MIN_S
+        if not patient:
+            Waiting.busy_unless_free(await sessions.held_by(lease))
         claimed, holder = await sessions.claim(lease)
-        waiting = Waiting(holder, patient)
+        waiting = Waiting(holder, patient=patient or claimed)
         while not claimed:
             if time.monotonic() - began > self.wait_s:
                 raise await asyncio.to_thread(self._timed_out, lease)

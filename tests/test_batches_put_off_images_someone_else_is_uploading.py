@@ -27,6 +27,7 @@ from assetcache.ledger import leases as _leases
 
 from .conftest import EMAIL, FakeLuma, _cache_options, png, write
 
+
 def _key(data: bytes) -> str:
     return f"{hashlib.sha256(data).hexdigest()}:{EMAIL}"
 

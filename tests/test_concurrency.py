@@ -108,11 +108,15 @@ def test_sixteen_processes_no_database_is_locked(emu: Emulator, db: Path, tmp_pa
 
 
 @pytest.mark.both_engines
-def test_sixteen_threads_one_file_one_upload(emu: Emulator, ledger_location: str, tmp_path: Path) -> None:
+def test_sixteen_threads_one_file_one_upload(
+    emu: Emulator, ledger_location: str, tmp_path: Path
+) -> None:
     path = write(tmp_path / "one.png", png("one"))
     refs: list[str] = []
     barrier = threading.Barrier(16)
-    with AssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as cache:
+    with AssetCache(
+        token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST
+    ) as cache:
 
         def work() -> None:
             barrier.wait()
@@ -135,8 +139,12 @@ def test_asyncio_tasks_and_a_second_cache_share_one_upload(
 
     async def go() -> set[str]:
         async with (
-            AsyncAssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as a,
-            AsyncAssetCache(token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST) as b,
+            AsyncAssetCache(
+                token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST
+            ) as a,
+            AsyncAssetCache(
+                token=emu.token, db=ledger_location, base_url=emu.base_url, retry=FAST
+            ) as b,
         ):
             got = await asyncio.gather(*(c.resolve(path, email=EMAIL) for c in [a, b] * 8))
         return {x.asset_ref for x in got}
@@ -206,7 +214,6 @@ def test_eight_processes_migrate_a_new_ledger_at_once(tmp_path: Path) -> None:
     assert integrity(db) == "ok"
 
 
-
 #: ``assetcache ARGS...`` through the console script's entry (its lean cache-hit path first),
 #: started at the time.time() in $START so that every process races; $LOCK_WAIT_S, when set,
 #: shortens how long it waits for another resolver's upload.
@@ -249,7 +256,9 @@ def test_a_new_ledger_opened_through_two_names_at_once_one_upload(tmp_path: Path
                 USEAPI_TOKEN=slow.token,
                 ASSETCACHE_BASE_URL=slow.base_url,
             )
-            procs = [cli(env, "--db", name, "ref", image) for name in (real, folder / "link.db") * 2]
+            procs = [
+                cli(env, "--db", name, "ref", image) for name in (real, folder / "link.db") * 2
+            ]
             refs = set()
             for proc in procs:
                 out, err = proc.communicate(timeout=60)
@@ -279,7 +288,9 @@ def on_the_same_old_stripe(data: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def stopped_mid_upload(emu: Emulator, db: Path | str, path: Path) -> Iterator[subprocess.Popen[str]]:
+def stopped_mid_upload(
+    emu: Emulator, db: Path | str, path: Path
+) -> Iterator[subprocess.Popen[str]]:
     """A worker resolving ``path``, stopped (SIGSTOP) while it holds the key, mid-upload;
     resumed (SIGCONT) on the way out."""
     holder = spawn(emu, db, [path], 0)

@@ -173,3 +173,65 @@ def test_a_waiter_reads_the_lease_and_takes_the_holders_ref_without_claiming(
     assert luma.uploads == 0 and slow.uploads == 1
     # The uploader's claim, and the waiter's first one (refused): no claim after that.
     assert sorted(claims) == [False, True], claims
+
+
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+def test_workers_of_one_process_that_waited_their_turn_take_the_first_ones_ref(
+    make_cache: Callable[..., AssetCache],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers of one batch (threads or tasks) asking for one image queue in-process; the ones
+    that waited there look before they claim, and find the first one's ref: one claim."""
+    claims: list[bool] = []
+    real_outcome = _leases.claim_outcome
+
+    def counted(row: Any) -> tuple[bool, str | None]:
+        outcome = real_outcome(row)
+        claims.append(outcome[0])
+        return outcome
+
+    monkeypatch.setattr(_leases, "claim_outcome", counted)
+    data = png("one frame, four workers")
+    paths = [write(tmp_path / f"copy{i}.png", data) for i in range(4)]
+    slow = GatedLuma()
+    cache = make_cache(transport=slow.transport)
+    outcome: list[Any] = []
+    batch = threading.Thread(
+        target=lambda: outcome.extend(cache.resolve_many(paths, email=EMAIL, jobs=4))
+    )
+    batch.start()
+    assert slow.arrived.wait(30)  # the first worker uploads...
+    turns = cache._steps.ledger.locks._turns
+    end = time.monotonic() + 30
+    while turns._locks.get(_key(data), (None, 0))[1] < 4:  # ...and the other three queue here
+        assert batch.is_alive() and time.monotonic() < end, outcome
+        time.sleep(0.01)
+    slow.gate.set()
+    batch.join(60)
+    assert len(outcome) == 4 and len({asset.asset_ref for asset in outcome}) == 1
+    assert slow.uploads == 1
+    assert claims == [True], claims
+
+
+def test_taking_a_dead_holders_key_can_be_asked_again_after_a_lost_answer(
+    postgres_url: str, clock: Any, luma: FakeLuma
+) -> None:
+    """A session that drops after the server committed a take is asked again on a new one
+    (``PostgresLedger.run``): the repeated take must say the key is ours, not refuse it."""
+    import psycopg
+
+    with AssetCache(**_cache_options(luma, clock, postgres_url)) as cache:
+        cache._steps.ledger  # noqa: B018 - made and migrated
+    dead = _leases.Lease.of("cd" * 32 + ":" + EMAIL)
+    ours = _leases.Lease.of("cd" * 32 + ":" + EMAIL)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute(_leases.CLAIM, dead.params).fetchone() == (True, dead.holder)
+        take = {**ours.params, "dead": dead.holder}
+        assert conn.execute(_leases.TAKE_FROM, take).fetchone() == (ours.holder,)
+        assert conn.execute(_leases.TAKE_FROM, take).fetchone() == (ours.holder,)  # again
+        third = _leases.Lease.of("cd" * 32 + ":" + EMAIL)
+        assert (
+            conn.execute(_leases.TAKE_FROM, {**third.params, "dead": dead.holder}).fetchone()
+            is None
+        )

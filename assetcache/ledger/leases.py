@@ -109,11 +109,13 @@ RENEW: Final = (
 RELEASE: Final = (
     f"DELETE FROM {_LEASES} WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(holder)s"
 )
-#: Take the key from a holder known to be dead (its exact token: never a later claim's).
+#: Take the key from a holder known to be dead (its exact token: never a later claim's), or
+#: keep it if this very take already did (asked again after a lost answer: see ``run``).
 TAKE_FROM: Final = (
     f"UPDATE {_LEASES} SET holder = %(holder)s, "
     "expires_at = clock_timestamp() + %(lease_s)s * interval '1 second' "
-    "WHERE sha256 = %(sha256)s AND email = %(email)s AND holder = %(dead)s RETURNING holder"
+    "WHERE sha256 = %(sha256)s AND email = %(email)s AND holder IN (%(dead)s, %(holder)s) "
+    "RETURNING holder"
 )
 HELD_BY: Final = (
     f"SELECT holder, extract(epoch FROM expires_at - clock_timestamp()) FROM {_LEASES} "
@@ -224,14 +226,27 @@ class Waiting:
     LOOK: Final = "look"
     #: The same holder, still at it: poll again.
     WAIT: Final = "wait"
+    #: The lease is ours already: a claim or take whose answer was lost (the session dropped
+    #: after the server committed it).
+    MINE: Final = "mine"
 
-    def __init__(self, holder: str | None, *, patient: bool = True) -> None:
-        """``holder``: who has the key, as the first claim said. An impatient waiter whose
-        claim was refused stops here (KeyBusy), unless that holder is dead (then the key can
-        be taken)."""
+    def __init__(self, lease: Lease, holder: str | None, *, patient: bool = True) -> None:
+        """``holder``: who has the key, as the first claim said. An impatient waiter never
+        waits for a live holder: KeyBusy, here or at any later poll (a dead holder's key it
+        may take)."""
+        self._mine = lease.holder
+        self._patient = patient
         self._seen = holder
-        if not patient and (holder is None or not is_dead_here(holder)):
-            raise KeyBusy(holder or "")
+        if holder != self._mine:
+            self._busy_unless_free(holder, unknown_is_busy=True)
+
+    def _busy_unless_free(self, holder: str | None, *, unknown_is_busy: bool = False) -> None:
+        if self._patient:
+            return
+        if holder is None and unknown_is_busy:
+            raise KeyBusy("")
+        if holder is not None and holder != self._mine and not is_dead_here(holder):
+            raise KeyBusy(holder)
 
     @staticmethod
     def busy_unless_free(holder: str | None) -> None:
@@ -242,14 +257,18 @@ class Waiting:
 
     def polled(self, holder: str | None) -> str:
         """The step after a poll found ``holder`` (None: nobody holds the key)."""
+        if holder is not None and holder == self._mine:
+            return self.MINE
         if holder is not None and is_dead_here(holder):
             return self.TAKE
+        self._busy_unless_free(holder)
         changed = holder != self._seen
         self._seen = holder
         return self.LOOK if changed else self.WAIT
 
     def refused_by(self, holder: str | None) -> None:
         """A claim just failed: ``holder`` has the key (so a later change is news)."""
+        self._busy_unless_free(holder)
         self._seen = holder
 
 
@@ -282,15 +301,18 @@ class KeyTurns:
         timed_out: Callable[[], LedgerError],
         *,
         patient: bool = True,
-    ) -> Iterator[None]:
+    ) -> Iterator[bool]:
+        """This thread's turn on ``key``; yields whether it had to wait for it (then the
+        thread before it likely left the answer: look before claiming)."""
         lock = self._enter(key)
         try:
-            if not patient and not lock.acquire(blocking=False):
+            waited = not lock.acquire(blocking=False)
+            if waited and not patient:
                 raise KeyBusy(key)
-            if patient and not lock.acquire(timeout=wait_s):
+            if waited and not lock.acquire(timeout=wait_s):
                 raise timed_out()
             try:
-                yield
+                yield waited
             finally:
                 lock.release()
         finally:
@@ -304,14 +326,16 @@ class KeyTurns:
         timed_out: Callable[[], LedgerError],
         *,
         patient: bool = True,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[bool]:
         """As ``hold``, polling: a blocking acquire would stall the event loop."""
         import asyncio
 
         lock = self._enter(key)
         try:
             began, delay = time.monotonic(), _POLL_MIN_S
+            waited = False
             while not lock.acquire(blocking=False):
+                waited = True
                 if not patient:
                     raise KeyBusy(key)
                 if time.monotonic() - began > wait_s:
@@ -319,7 +343,7 @@ class KeyTurns:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX_S)
             try:
-                yield
+                yield waited
             finally:
                 lock.release()
         finally:
@@ -432,7 +456,10 @@ class LeaseLocks:
         ``base.KeyLock`` for ``patient``."""
         lease = Lease.of(key, self._ledger.latency)
         timed_out = functools.partial(self._timed_out, lease)
-        with self._turns.hold(key, self.wait_s, timed_out, patient=patient):
+        with self._turns.hold(key, self.wait_s, timed_out, patient=patient) as waited:
+            if waited and look is not None and (found := look()) is not None:
+                yield found  # the thread before us here left the answer: nothing to claim
+                return
             try:
                 found = self._claimed(lease, look, patient)
             except (LedgerError, KeyBusy):
@@ -478,7 +505,7 @@ class LeaseLocks:
         if not patient:
             Waiting.busy_unless_free(self._held_by(lease))
         claimed, holder = self._claim(lease)
-        waiting = Waiting(holder, patient=patient or claimed)
+        waiting = Waiting(lease, holder, patient=patient or claimed)
         while not claimed:
             if time.monotonic() - began > self.wait_s:
                 raise self._timed_out(lease)
@@ -486,6 +513,8 @@ class LeaseLocks:
             delay = min(delay * 2, self._poll_max())
             holder = self._held_by(lease)
             step = waiting.polled(holder)
+            if step is Waiting.MINE:
+                return None
             if step is Waiting.TAKE and holder is not None:
                 claimed = self._take_from(lease, holder)
                 continue
@@ -521,7 +550,10 @@ class LeaseLocks:
         sessions = self._ledger.async_sessions()
         lease = Lease.of(key, self._ledger.latency)
         timed_out = functools.partial(self._timed_out, lease)
-        async with self._turns.ahold(key, self.wait_s, timed_out, patient=patient):
+        async with self._turns.ahold(key, self.wait_s, timed_out, patient=patient) as waited:
+            if waited and look is not None and (found := await look()) is not None:
+                yield found  # the task before us here left the answer: nothing to claim
+                return
             renewal = None
             try:
                 found = await self._aclaimed(lease, sessions, look, patient)
@@ -564,7 +596,7 @@ class LeaseLocks:
         if not patient:
             Waiting.busy_unless_free(await sessions.held_by(lease))
         claimed, holder = await sessions.claim(lease)
-        waiting = Waiting(holder, patient=patient or claimed)
+        waiting = Waiting(lease, holder, patient=patient or claimed)
         while not claimed:
             if time.monotonic() - began > self.wait_s:
                 raise await asyncio.to_thread(self._timed_out, lease)
@@ -572,6 +604,8 @@ class LeaseLocks:
             delay = min(delay * 2, self._poll_max())
             holder = await sessions.held_by(lease)
             step = waiting.polled(holder)
+            if step is Waiting.MINE:
+                return None
             if step is Waiting.TAKE and holder is not None:
                 claimed = await sessions.take_from(lease, holder)
                 continue

@@ -12,6 +12,7 @@ holder finishes takes the holder's answer without taking the key (both engines, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -130,6 +131,22 @@ class GatedLuma(FakeLuma):
         return super().__call__(request)
 
 
+class AsyncGatedLuma(GatedLuma):
+    """As GatedLuma, for AsyncAssetCache: waiting on its event loop, which a blocking handler
+    would stop (httpx.MockTransport awaits a handler that returns an awaitable)."""
+
+    def __call__(self, request: httpx.Request) -> Any:
+        async def answer() -> httpx.Response:
+            self.arrived.set()
+            end = time.monotonic() + 60
+            while not self.gate.is_set():
+                assert time.monotonic() < end
+                await asyncio.sleep(0.01)
+            return FakeLuma.__call__(self, request)
+
+        return answer()
+
+
 @pytest.mark.parametrize("engine", ["postgres"], indirect=True)
 def test_a_waiter_reads_the_lease_and_takes_the_holders_ref_without_claiming(
     make_cache: Callable[..., AssetCache],
@@ -178,6 +195,7 @@ def test_a_waiter_reads_the_lease_and_takes_the_holders_ref_without_claiming(
 @pytest.mark.parametrize("engine", ["postgres"], indirect=True)
 def test_workers_of_one_process_that_waited_their_turn_take_the_first_ones_ref(
     make_cache: Callable[..., AssetCache],
+    flavour: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -194,7 +212,7 @@ def test_workers_of_one_process_that_waited_their_turn_take_the_first_ones_ref(
     monkeypatch.setattr(_leases, "claim_outcome", counted)
     data = png("one frame, four workers")
     paths = [write(tmp_path / f"copy{i}.png", data) for i in range(4)]
-    slow = GatedLuma()
+    slow = GatedLuma() if flavour == "sync" else AsyncGatedLuma()
     cache = make_cache(transport=slow.transport)
     outcome: list[Any] = []
     batch = threading.Thread(
@@ -222,7 +240,7 @@ def test_taking_a_dead_holders_key_can_be_asked_again_after_a_lost_answer(
     import psycopg
 
     with AssetCache(**_cache_options(luma, clock, postgres_url)) as cache:
-        cache._steps.ledger  # noqa: B018 - made and migrated
+        cache.resolve(png("the tables are made"), email=EMAIL)
     dead = _leases.Lease.of("cd" * 32 + ":" + EMAIL)
     ours = _leases.Lease.of("cd" * 32 + ":" + EMAIL)
     with psycopg.connect(postgres_url, autocommit=True) as conn:

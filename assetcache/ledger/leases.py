@@ -241,12 +241,11 @@ class Waiting:
             self._busy_unless_free(holder, unknown_is_busy=True)
 
     def _busy_unless_free(self, holder: str | None, *, unknown_is_busy: bool = False) -> None:
-        if self._patient:
+        if self._patient or holder == self._mine:
             return
         if holder is None and unknown_is_busy:
             raise KeyBusy("")
-        if holder is not None and holder != self._mine and not is_dead_here(holder):
-            raise KeyBusy(holder)
+        Waiting.busy_unless_free(holder)
 
     @staticmethod
     def busy_unless_free(holder: str | None) -> None:
@@ -257,7 +256,7 @@ class Waiting:
 
     def polled(self, holder: str | None) -> str:
         """The step after a poll found ``holder`` (None: nobody holds the key)."""
-        if holder is not None and holder == self._mine:
+        if holder == self._mine:
             return self.MINE
         if holder is not None and is_dead_here(holder):
             return self.TAKE
